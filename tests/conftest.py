@@ -1,0 +1,33 @@
+"""Shared test fixtures: paths to the real speech data in ../shared/data (skip when absent)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("SPEAKERID_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"real speech data not found at {path} (set SPEAKERID_SHARED_DATA)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The shared real-speech folder (see its README); skips the test when absent."""
+    return _require(SHARED_DATA)
+
+
+@pytest.fixture(scope="session")
+def shared_speech() -> Path:
+    return _require(SHARED_DATA / "speech")
+
+
+@pytest.fixture(scope="session")
+def vox1_o_trials() -> Path:
+    return _require(SHARED_DATA / "trials" / "voxceleb1_o_original.txt")
