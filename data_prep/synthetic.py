@@ -1,0 +1,388 @@
+#!/usr/bin/env python3
+"""A synthetic multi-speaker corpus that needs nothing but numpy/scipy: the demo's default data.
+
+Speech-like audio from a source-filter model (Fant 1960; the cascade formant synthesiser of
+Klatt 1980, J. Acoust. Soc. Am. 67(3)):
+
+* source: a glottal pulse train from a jittered f0 contour (per-cycle jitter and shimmer),
+  shaped by a two-pole glottal low-pass ``1 / (1 - p z^-1)^2`` (spectral tilt), plus aspiration
+  noise (breathiness); lip radiation ``1 - 0.97 z^-1``;
+* filter: five cascaded 2nd-order IIR resonators (Klatt 1980, eq. 1-3:
+  ``r = exp(-pi B / fs)``, ``a1 = -2 r cos(2 pi F / fs)``, ``a2 = r^2``, unity DC gain),
+  updated every 10 ms along smooth formant tracks between vowel targets (Peterson & Barney
+  1952 averages) and applied with ``scipy.signal.lfilter`` carrying the filter state.
+
+Speaker identity lives in the parameters: median f0 and intonation range, vocal-tract length
+(a formant scale), personal vowel formant offsets, F4/F5, bandwidths, glottal tilt, jitter,
+shimmer, breathiness and speaking rate (male/female-like clusters overlap on purpose). Each
+utterance varies in content (random vowel sequences, syllable-rate envelope, fricative bursts,
+pauses), in a small session drift of the speaker's parameters, in channel (random peaking EQ,
+tilt, band limit, gain) and in additive coloured noise at a random SNR. So a speaker is
+learnable but not separable from the long-term spectrum alone: the mean-fbank cosine
+baseline (``data_prep/baseline_eer.py``) gets an EER well above 0.
+
+Everything is deterministic from ``--seed`` (one numpy Generator per speaker and per utterance,
+seeded by ``(seed, speaker, utterance)``, so the corpus does not depend on the order of work).
+Writes ``<out>/audio/<spk>/<utt>.wav`` (16 kHz, 16-bit) and the data dir(s), with the same
+split and trial options as folder.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from scipy.signal import butter, lfilter, sosfilt
+from scipy.signal.windows import tukey
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: find data_prep.common
+
+from data_prep.common import (  # noqa: E402
+    PrepError,
+    SkipReport,
+    SplitTrialOptions,
+    add_split_trial_args,
+    final_summary,
+    make_parser,
+    run_main,
+    setup_logging,
+    staged_dir,
+    write_prepared,
+)
+
+log = logging.getLogger("data_prep.synthetic")
+
+SAMPLE_RATE = 16000
+BLOCK = 160  # formant update interval: 10 ms at 16 kHz
+EXAMPLE = "python data_prep/synthetic.py data/synth --speakers 40 --utts 20 --dev-speakers 8 --make-trials 2000 --seed 0"
+
+# Average adult-male formants F1-F3 (Hz) of ten American English vowels (Peterson & Barney 1952).
+VOWELS = np.array(
+    [
+        [270, 2290, 3010],  # i
+        [390, 1990, 2550],  # I
+        [530, 1840, 2480],  # E
+        [660, 1720, 2410],  # ae
+        [730, 1090, 2440],  # a
+        [570, 840, 2410],  # O
+        [440, 1020, 2240],  # U
+        [300, 870, 2240],  # u
+        [640, 1190, 2390],  # V
+        [490, 1350, 1690],  # 3r
+    ],
+    dtype=np.float64,
+)
+BANDWIDTHS = np.array([70.0, 100.0, 140.0, 250.0, 320.0])  # B1..B5 (Hz) before the speaker's scale
+
+
+@dataclass(frozen=True)
+class SpeakerParams:
+    """Source-filter parameters that make up one voice (also used per utterance, drifted)."""
+
+    f0: float  # median f0 (Hz)
+    f0_range: float  # intonation std (semitones)
+    formant_scale: float  # ~ 1 / vocal-tract length (1.0 = average adult male)
+    vowel_offsets: np.ndarray  # (10, 3) relative formant deviations per vowel: idiolect
+    f45: np.ndarray  # (2,) F4, F5 (Hz)
+    bw_scale: float  # formant bandwidth scale
+    glottal_pole: float  # p of 1 / (1 - p z^-1)^2: higher = steeper spectral tilt
+    jitter: float  # per-cycle period perturbation (fraction of the period)
+    shimmer: float  # per-cycle amplitude perturbation (fraction)
+    breathiness: float  # aspiration noise level relative to the voiced source
+    rate: float  # syllables per second
+
+
+def speaker_params(seed: int, index: int) -> SpeakerParams:
+    """The voice of speaker ``index`` (deterministic from ``seed``)."""
+    rng = np.random.default_rng([seed, 0, index])
+    female = rng.random() < 0.5
+    # Male-/female-like clusters with overlap: f0 and vocal-tract length are correlated across
+    # speakers, so many speakers share a coarse voice type and finer cues must be learned.
+    f0 = float(np.exp(rng.normal(np.log(205.0 if female else 120.0), 0.16)))
+    scale = float(rng.normal(1.14 if female else 1.0, 0.045))
+    return SpeakerParams(
+        f0=f0,
+        f0_range=float(rng.uniform(1.0, 3.5)),
+        formant_scale=scale,
+        vowel_offsets=rng.normal(0.0, 0.05, size=VOWELS.shape),
+        f45=np.array([3500.0, 4500.0]) * scale * (1.0 + rng.normal(0.0, 0.04, size=2)),
+        bw_scale=float(rng.uniform(0.8, 1.4)),
+        glottal_pole=float(rng.uniform(0.55, 0.95)),
+        jitter=float(rng.uniform(0.003, 0.02)),
+        shimmer=float(rng.uniform(0.02, 0.10)),
+        breathiness=float(rng.uniform(0.03, 0.35)),
+        rate=float(rng.uniform(3.5, 6.0)),
+    )
+
+
+def session_params(spk: SpeakerParams, rng: np.random.Generator) -> SpeakerParams:
+    """The speaker on one occasion: small drifts of f0, effort (tilt), breathiness and rate,
+    well inside the spread between speakers (so the same voice stays recognisable)."""
+    return replace(
+        spk,
+        f0=spk.f0 * float(np.exp(rng.normal(0.0, 0.05))),
+        formant_scale=spk.formant_scale * float(1.0 + rng.normal(0.0, 0.008)),
+        glottal_pole=float(np.clip(spk.glottal_pole + rng.normal(0.0, 0.025), 0.3, 0.97)),
+        breathiness=spk.breathiness * float(rng.uniform(0.8, 1.25)),
+        rate=spk.rate * float(rng.uniform(0.9, 1.1)),
+    )
+
+
+@dataclass
+class Timeline:
+    """Where the vowels, fricatives and pauses of one utterance are (in samples)."""
+
+    nuclei: list[tuple[int, int, int, float]]  # (start, end, vowel index, stress)
+    fricatives: list[tuple[int, int]]
+
+
+def make_timeline(n: int, rate: float, rng: np.random.Generator, sr: int) -> Timeline:
+    """Random syllables (optional consonant + vowel nucleus) with pauses, filling ``n`` samples."""
+    t = rng.uniform(0.05, 0.25)
+    end = n / sr - rng.uniform(0.05, 0.2)
+    nuclei: list[tuple[int, int, int, float]] = []
+    fricatives: list[tuple[int, int]] = []
+    while True:
+        kind = rng.random()
+        if kind < 0.45:  # fricative onset
+            length = rng.uniform(0.04, 0.11)
+            if t + length < end:
+                fricatives.append((int(t * sr), int((t + length) * sr)))
+            t += length
+        elif kind < 0.7:  # stop closure
+            t += rng.uniform(0.02, 0.06)
+        length = rng.uniform(0.45, 0.85) / rate
+        if t + length > end:
+            break
+        nuclei.append((int(t * sr), int((t + length) * sr), int(rng.integers(len(VOWELS))), float(rng.uniform(0.55, 1.0))))
+        t += length
+        if rng.random() < 0.15:
+            t += rng.uniform(0.08, 0.35)
+    if not nuclei:  # a very short utterance still has one vowel
+        a, b = int(0.1 * n), int(0.9 * n)
+        nuclei.append((a, b, int(rng.integers(len(VOWELS))), 1.0))
+    return Timeline(nuclei, fricatives)
+
+
+def _smooth(x: np.ndarray, width: int) -> np.ndarray:
+    """Moving average along the last axis with edge padding (keeps length)."""
+    if width <= 1:
+        return x
+    pad = [(0, 0)] * (x.ndim - 1) + [(width // 2, width - 1 - width // 2)]
+    xp = np.pad(x, pad, mode="edge")
+    kernel = np.ones(width) / width
+    return np.apply_along_axis(lambda v: np.convolve(v, kernel, mode="valid"), -1, xp)
+
+
+def formant_tracks(p: SpeakerParams, tl: Timeline, num_blocks: int, rng: np.random.Generator) -> np.ndarray:
+    """(5, num_blocks) formant frequencies: vowel targets at nucleus centres, linear in between,
+    smoothed over 50 ms (coarticulation-like transitions)."""
+    centres = np.array([(a + b) / 2 / BLOCK for a, b, _, _ in tl.nuclei])
+    targets = np.stack(
+        [VOWELS[v] * (1.0 + p.vowel_offsets[v]) * (1.0 + rng.normal(0.0, 0.03, 3)) for _, _, v, _ in tl.nuclei], axis=1
+    )  # (3, nuclei): speaker idiolect + token variation
+    blocks = np.arange(num_blocks) + 0.5
+    f123 = np.stack([np.interp(blocks, centres, targets[k]) for k in range(3)]) * p.formant_scale
+    f123 = _smooth(f123, 5)
+    f45 = np.repeat(p.f45[:, None], num_blocks, axis=1)
+    tracks = np.concatenate([f123, f45], axis=0)
+    # keep formants ordered and below Nyquist
+    tracks[0] = np.clip(tracks[0], 180.0, 1200.0)
+    for k in range(1, 5):
+        tracks[k] = np.maximum(tracks[k], tracks[k - 1] + 150.0)
+    return np.minimum(tracks, 0.45 * SAMPLE_RATE)
+
+
+def vocal_tract(x: np.ndarray, tracks: np.ndarray, bw_scale: float, sr: int) -> np.ndarray:
+    """Time-varying cascade of 2nd-order resonators (Klatt 1980), one coefficient set per block.
+
+    The five sections are multiplied into one order-10 denominator per block (vectorised) so
+    each block is one ``lfilter`` call; the state ``zi`` carries over, as a time-varying
+    filter does. Only b0 is non-zero, so the state depends on past outputs alone.
+    """
+    num_blocks = tracks.shape[1]
+    bw = BANDWIDTHS[:, None] * bw_scale
+    r = np.exp(-np.pi * bw / sr)  # (5, 1)
+    a1 = -2.0 * r * np.cos(2.0 * np.pi * tracks / sr)  # (5, blocks)
+    a2 = np.broadcast_to(r**2, a1.shape)
+    gain = np.prod(1.0 + a1 + a2, axis=0)  # unity DC gain per section
+    den = np.ones((num_blocks, 1))
+    for k in range(tracks.shape[0]):
+        nxt = np.zeros((num_blocks, den.shape[1] + 2))
+        nxt[:, :-2] += den
+        nxt[:, 1:-1] += a1[k][:, None] * den
+        nxt[:, 2:] += a2[k][:, None] * den
+        den = nxt
+    y = np.empty_like(x)
+    zi = np.zeros(den.shape[1] - 1)
+    for b in range(num_blocks):
+        s = b * BLOCK
+        y[s : s + BLOCK], zi = lfilter(gain[b : b + 1], den[b], x[s : s + BLOCK], zi=zi)
+    return y
+
+
+def glottal_source(
+    p: SpeakerParams, env: np.ndarray, n: int, rng: np.random.Generator, sr: int
+) -> np.ndarray:
+    """Pulse train from a jittered f0 contour, glottal low-pass, plus aspiration noise."""
+    dur = n / sr
+    # f0 contour: smoothed random intonation (std p.f0_range semitones) + declination
+    steps = max(4, int(dur * 20))
+    into = _smooth(rng.standard_normal(steps + 6), 6)[3:-3]
+    into = (into - into.mean()) / (into.std() + 1e-9)
+    semitones = p.f0_range * into + np.linspace(1.0, -1.0, steps) * rng.uniform(0.5, 2.0)
+    f0 = p.f0 * 2.0 ** (np.interp(np.linspace(0, steps - 1, n), np.arange(steps), semitones) / 12.0)
+    phase = np.cumsum(f0) / sr
+    idx = np.flatnonzero(np.diff(np.floor(phase))) + 1
+    # per-cycle jitter (fraction of the local period), placed with sub-sample precision
+    pos = idx + rng.normal(0.0, p.jitter, idx.size) * sr / f0[idx]
+    pos = np.clip(pos, 0, n - 2)
+    i0 = pos.astype(np.int64)
+    frac = pos - i0
+    amp = (1.0 + p.shimmer * rng.standard_normal(idx.size)) * env[i0]
+    pulses = np.zeros(n)
+    np.add.at(pulses, i0, amp * (1.0 - frac))
+    np.add.at(pulses, i0 + 1, amp * frac)
+    g = p.glottal_pole
+    voiced = lfilter([1.0], [1.0, -2.0 * g, g * g], pulses)
+    voiced /= np.sqrt(np.mean(voiced**2)) + 1e-9
+    aspiration = rng.standard_normal(n) * env
+    aspiration /= np.sqrt(np.mean(aspiration**2)) + 1e-9
+    return voiced + p.breathiness * aspiration
+
+
+def peaking_eq(freq: float, gain_db: float, q: float, sr: int) -> np.ndarray:
+    """RBJ Audio-EQ-Cookbook peaking filter as one SOS row."""
+    a = 10.0 ** (gain_db / 40.0)
+    w0 = 2.0 * np.pi * freq / sr
+    alpha = np.sin(w0) / (2.0 * q)
+    b = np.array([1.0 + alpha * a, -2.0 * np.cos(w0), 1.0 - alpha * a])
+    den = np.array([1.0 + alpha / a, -2.0 * np.cos(w0), 1.0 - alpha / a])
+    return np.concatenate([b / den[0], den / den[0]])
+
+
+def channel(x: np.ndarray, rng: np.random.Generator, sr: int) -> np.ndarray:
+    """A random recording channel: three peaking EQs, a first-order tilt and sometimes a band limit."""
+    rows = [
+        peaking_eq(float(np.exp(rng.uniform(np.log(150.0), np.log(6000.0)))), rng.normal(0.0, 5.0), rng.uniform(0.7, 2.5), sr)
+        for _ in range(3)
+    ]
+    c = rng.uniform(-0.45, 0.45)  # +-~8 dB of tilt across the band
+    rows.append(np.array([1.0 / (1.0 + abs(c)), -c / (1.0 + abs(c)), 0.0, 1.0, 0.0, 0.0]))
+    sos = np.stack(rows)
+    if rng.random() < 0.3:  # telephone-/cheap-microphone-like band limit
+        sos = np.concatenate([sos, butter(4, rng.uniform(3400.0, 7000.0), fs=sr, output="sos")])
+    if rng.random() < 0.3:
+        sos = np.concatenate([sos, butter(2, rng.uniform(60.0, 300.0), btype="highpass", fs=sr, output="sos")])
+    return sosfilt(sos, x)
+
+
+def synthesize_utterance(
+    spk: SpeakerParams, seed: int, spk_index: int, utt_index: int, sr: int = SAMPLE_RATE
+) -> np.ndarray:
+    """One utterance (float32 in [-1, 1], 1.5-4 s), deterministic from (seed, speaker, utterance)."""
+    rng = np.random.default_rng([seed, 1, spk_index, utt_index])
+    p = session_params(spk, rng)
+    n = int(rng.uniform(1.5, 4.0) * sr) // BLOCK * BLOCK
+    tl = make_timeline(n, p.rate, rng, sr)
+    env = np.zeros(n)
+    for a, b, _, stress in tl.nuclei:
+        env[a:b] = stress * tukey(b - a, 0.5)
+    source = glottal_source(p, env, n, rng, sr)
+    tracks = formant_tracks(p, tl, n // BLOCK, rng)
+    speech = lfilter([1.0, -0.97], [1.0], vocal_tract(source, tracks, p.bw_scale, sr))  # lip radiation
+    voiced_rms = np.sqrt(np.mean(speech[env > 0.1] ** 2)) + 1e-9
+    if tl.fricatives:
+        fenv = np.zeros(n)
+        for a, b in tl.fricatives:
+            fenv[a:b] = tukey(b - a, 0.6)
+        centre = rng.uniform(2500.0, 6500.0)
+        band = butter(2, [centre / 1.6, min(centre * 1.4, 0.45 * sr)], btype="bandpass", fs=sr, output="sos")
+        fric = sosfilt(band, rng.standard_normal(n)) * fenv
+        fric *= rng.uniform(0.1, 0.45) * voiced_rms / (np.sqrt(np.mean(fric[fenv > 0.1] ** 2)) + 1e-9)
+        speech = speech + fric
+    speech = channel(speech, rng, sr)
+    active = np.sqrt(np.mean(speech[env > 0.1] ** 2)) + 1e-9
+    q = rng.uniform(-0.3, 0.97)  # noise colour: from slightly blue to brown-ish
+    noise = lfilter([1.0], [1.0, -q], rng.standard_normal(n))
+    snr_db = rng.uniform(5.0, 30.0)
+    noise *= active / (np.sqrt(np.mean(noise**2)) + 1e-9) / 10.0 ** (snr_db / 20.0)
+    y = speech + noise
+    peak = np.max(np.abs(y)) + 1e-9
+    y *= 10.0 ** (rng.uniform(-12.0, -1.0) / 20.0) / peak  # random level, never clipping
+    return y.astype(np.float32)
+
+
+def generate_corpus(
+    audio_dir: Path, final_audio_dir: Path, num_speakers: int, utts_per_speaker: int, seed: int
+) -> tuple[dict[str, str], dict[str, str], dict[str, float]]:
+    """Synthesise every utterance into ``audio_dir``; wav.scp points into ``final_audio_dir``
+    (where ``audio_dir`` ends up once the staged output is moved into place)."""
+    wav: dict[str, str] = {}
+    utt2spk: dict[str, str] = {}
+    utt2dur: dict[str, float] = {}
+    width = max(3, len(str(num_speakers - 1)))
+    uwidth = max(3, len(str(utts_per_speaker - 1)))
+    with tqdm(total=num_speakers * utts_per_speaker, desc="synthesising", unit="utt", leave=False) as bar:
+        for s in range(num_speakers):
+            spk = f"spk{s:0{width}d}"
+            params = speaker_params(seed, s)
+            (audio_dir / spk).mkdir(parents=True, exist_ok=True)
+            for u in range(utts_per_speaker):
+                utt = f"{spk}/utt{u:0{uwidth}d}"
+                y = synthesize_utterance(params, seed, s, u)
+                sf.write(str(audio_dir / f"{utt}.wav"), y, SAMPLE_RATE, subtype="PCM_16")
+                wav[utt] = str(final_audio_dir / f"{utt}.wav")
+                utt2spk[utt] = spk
+                utt2dur[utt] = len(y) / SAMPLE_RATE
+                bar.update()
+    return wav, utt2spk, utt2dur
+
+
+def prepare_synthetic(
+    out: Path,
+    num_speakers: int,
+    utts_per_speaker: int,
+    opts: SplitTrialOptions,
+    force: bool = False,
+) -> str:
+    """Write ``out/audio`` and the data dir(s) atomically; return the summary line."""
+    if num_speakers < 2 or utts_per_speaker < 1:
+        raise PrepError(f"need >= 2 speakers and >= 1 utterance each, got {num_speakers} x {utts_per_speaker}")
+    out = Path(os.path.abspath(out))
+    start = time.perf_counter()
+    with staged_dir(out, force) as stage:
+        wav, utt2spk, utt2dur = generate_corpus(stage / "audio", out / "audio", num_speakers, utts_per_speaker, opts.seed)
+        notes = write_prepared(stage, wav, utt2spk, utt2dur, opts)
+    notes.append(f"{sum(utt2dur.values()) / 60:.1f} min of audio in {time.perf_counter() - start:.1f} s")
+    return final_summary(len(wav), num_speakers, SkipReport(), notes, out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser(
+        "synthetic.py",
+        "Synthetic speech-like corpus (source-filter voices; 16 kHz wav, 1.5-4 s) -> <out>/audio and "
+        "a Kaldi-style data dir, with the split and trial options of folder.py.",
+        EXAMPLE,
+    )
+    parser.add_argument("out", type=Path, help="output folder (audio/ and the data dir)")
+    parser.add_argument("--speakers", type=int, default=40, help="number of speakers (default 40)")
+    parser.add_argument("--utts", type=int, default=20, help="utterances per speaker (default 20)")
+    parser.add_argument("--force", action="store_true", help="replace a non-empty output")
+    parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
+    add_split_trial_args(parser)
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    print(prepare_synthetic(args.out, args.speakers, args.utts, SplitTrialOptions.from_args(args), args.force))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))

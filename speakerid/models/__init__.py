@@ -1,0 +1,67 @@
+"""Speaker encoders, built by name.
+
+Every model maps fbank features ``(batch, frames, feat_dim)`` to embeddings ``(batch, embed_dim)``,
+has an ``embed_dim`` attribute, accepts any number of frames at inference, and is TorchScript-able
+(``torch.jit.script(model)``).
+
+>>> from speakerid.models import build_model
+>>> model = build_model("ecapa_tdnn", channels=512, feat_dim=80, embed_dim=192)
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .ecapa_tdnn import ECAPATDNN, ECAPATDNNC512, ECAPATDNNC1024
+from .pooling import ASTP, TSTP, build_pooling
+from .resnet import ResNet, ResNet18, ResNet34
+
+__all__ = [
+    "MODELS",
+    "ModelConfigError",
+    "build_model",
+    "count_parameters",
+    "ECAPATDNN",
+    "ECAPATDNNC512",
+    "ECAPATDNNC1024",
+    "ResNet",
+    "ResNet18",
+    "ResNet34",
+    "TSTP",
+    "ASTP",
+    "build_pooling",
+]
+
+MODELS: dict[str, type[nn.Module]] = {
+    "ecapa_tdnn": ECAPATDNN,
+    "ecapa_tdnn_c512": ECAPATDNNC512,
+    "ecapa_tdnn_c1024": ECAPATDNNC1024,
+    "resnet": ResNet,
+    "resnet18": ResNet18,
+    "resnet34": ResNet34,
+}
+
+
+class ModelConfigError(ValueError):
+    """An unknown model name or bad model arguments (one line, names the problem)."""
+
+
+def build_model(name: str, **kwargs) -> nn.Module:
+    """Build the encoder registered as ``name`` with keyword arguments ``kwargs``.
+
+    Raises:
+        ModelConfigError: unknown name, or arguments the model does not accept / rejects.
+    """
+    if name not in MODELS:
+        raise ModelConfigError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
+    try:
+        return MODELS[name](**kwargs)
+    except TypeError as exc:  # unexpected / missing keyword
+        raise ModelConfigError(f"model {name!r}: {exc}") from exc
+    except ValueError as exc:
+        raise ModelConfigError(f"model {name!r}: {exc}") from exc
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters (all, or only those with ``requires_grad``)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

@@ -1,0 +1,87 @@
+"""Temporal pooling layers: frame-level features ``(batch, channels, frames)`` -> ``(batch, out_dim)``.
+
+Pooling works on channel-first tensors because both encoders produce them that way (1-D convs in
+ECAPA-TDNN; ResNet flattens ``(channels, freq)`` into channels before pooling). Statistics use the
+population variance (``unbiased=False``): it is defined for a single frame, so a very short input
+(or a ResNet input of <= 8 frames, down-sampled to one) yields finite embeddings instead of NaN.
+That differs from WeSpeaker's ``torch.var`` default only by the factor ``T/(T-1)`` (0.5% at 200
+frames), which training absorbs.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["TSTP", "ASTP", "POOLINGS", "build_pooling"]
+
+
+class TSTP(nn.Module):
+    """Temporal statistics pooling (x-vector; Snyder et al., ICASSP 2018, Sec. 2.2).
+
+    Concatenates the mean and standard deviation over time:
+    ``[mu, sigma]`` with ``mu = 1/T sum_t h_t``, ``sigma = sqrt(1/T sum_t h_t^2 - mu^2)``.
+    Output dimension ``2 * in_dim``; no parameters.
+    """
+
+    def __init__(self, in_dim: int, eps: float = 1e-7) -> None:
+        super().__init__()
+        self.in_dim = in_dim
+        self.out_dim = 2 * in_dim
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        var, mean = torch.var_mean(x, dim=-1, unbiased=False)
+        return torch.cat([mean, torch.sqrt(var + self.eps)], dim=1)
+
+
+class ASTP(nn.Module):
+    """Attentive statistics pooling, channel- and context-dependent (ECAPA-TDNN).
+
+    Desplanques et al., "ECAPA-TDNN", Interspeech 2020, Sec. 2.3, Eqs. (1)-(4) (after Okabe et al.
+    2018). Per frame t and channel c the attention score is
+    ``e_{t,c} = v_c^T f(W [h_t; mu; sigma] + b) + k_c`` (Eq. 1 with the global context of Sec. 2.3
+    when ``global_context=True``: mean and std of the whole utterance appended to every frame),
+    ``alpha_{t,c} = softmax_t(e_{t,c})`` (Eq. 2), and the pooled statistics are the attention-weighted
+    mean ``mu~_c = sum_t alpha_{t,c} h_{t,c}`` (Eq. 3) and std
+    ``sigma~_c = sqrt(sum_t alpha_{t,c} h_{t,c}^2 - mu~_c^2)`` (Eq. 4). ``f`` is tanh (ReLU trains
+    worse here, as WeSpeaker notes). W and v are 1x1 convolutions so no transposes are needed.
+    Output dimension ``2 * in_dim``.
+    """
+
+    def __init__(
+        self, in_dim: int, bottleneck_dim: int = 128, global_context: bool = True, eps: float = 1e-7
+    ) -> None:
+        super().__init__()
+        self.in_dim = in_dim
+        self.out_dim = 2 * in_dim
+        self.global_context = global_context
+        self.eps = eps
+        att_in = 3 * in_dim if global_context else in_dim
+        self.linear1 = nn.Conv1d(att_in, bottleneck_dim, kernel_size=1)  # W, b
+        self.linear2 = nn.Conv1d(bottleneck_dim, in_dim, kernel_size=1)  # v, k
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.global_context:
+            var, mean = torch.var_mean(x, dim=-1, keepdim=True, unbiased=False)
+            std = torch.sqrt(var + self.eps)
+            frames = x.size(-1)
+            x_in = torch.cat([x, mean.expand(-1, -1, frames), std.expand(-1, -1, frames)], dim=1)
+        else:
+            x_in = x
+        alpha = torch.softmax(self.linear2(torch.tanh(self.linear1(x_in))), dim=2)
+        mean_w = torch.sum(alpha * x, dim=2)
+        var_w = torch.sum(alpha * x * x, dim=2) - mean_w * mean_w
+        std_w = torch.sqrt(var_w.clamp(min=self.eps))
+        return torch.cat([mean_w, std_w], dim=1)
+
+
+POOLINGS: dict[str, type] = {"TSTP": TSTP, "ASTP": ASTP}
+
+
+def build_pooling(name: str, in_dim: int, **kwargs) -> nn.Module:
+    """Build a pooling layer by name ("TSTP" or "ASTP", case-insensitive)."""
+    key = name.upper()
+    if key not in POOLINGS:
+        raise ValueError(f"unknown pooling {name!r}; choose one of {sorted(POOLINGS)}")
+    return POOLINGS[key](in_dim, **kwargs)
