@@ -79,6 +79,18 @@ VOWELS = np.array(
     ],
     dtype=np.float64,
 )
+# Nuisance strengths, tuned so that the untrained mean-fbank cosine baseline lands at an EER of
+# roughly 10-30 % (data_prep/baseline_eer.py) while speakers stay learnable.
+SCALE_SD = 0.045  # between-speaker spread of the formant scale within a voice type
+F45_SD = 0.04  # between-speaker spread of F4/F5 (relative)
+VOICE_EQ_BANDS = 2  # static speaker resonances (nasal/sinus-like) beyond the formants
+VOICE_EQ_DB = 4.0  # their gain spread (dB)
+EQ_DB = 5.0  # std of the three random peaking-EQ gains of a session (dB)
+TILT = 0.45  # session tilt coefficient range (+-)
+BANDLIMIT_PROB = 0.3  # probability of a 3.4-7 kHz low-pass channel
+NOISE_COLOUR = (-0.3, 0.97)
+SNR_DB = (5.0, 30.0)  # additive noise, uniform in dB
+LEVEL_DB = (-12.0, -1.0)  # peak level, uniform in dB
 BANDWIDTHS = np.array([70.0, 100.0, 140.0, 250.0, 320.0])  # B1..B5 (Hz) before the speaker's scale
 
 
@@ -97,6 +109,7 @@ class SpeakerParams:
     shimmer: float  # per-cycle amplitude perturbation (fraction)
     breathiness: float  # aspiration noise level relative to the voiced source
     rate: float  # syllables per second
+    voice_eq: np.ndarray  # (VOICE_EQ_BANDS, 3) static peaking resonances (Hz, dB, Q): nasal/sinus cavities
 
 
 def speaker_params(seed: int, index: int) -> SpeakerParams:
@@ -106,19 +119,27 @@ def speaker_params(seed: int, index: int) -> SpeakerParams:
     # Male-/female-like clusters with overlap: f0 and vocal-tract length are correlated across
     # speakers, so many speakers share a coarse voice type and finer cues must be learned.
     f0 = float(np.exp(rng.normal(np.log(205.0 if female else 120.0), 0.16)))
-    scale = float(rng.normal(1.14 if female else 1.0, 0.045))
+    scale = float(rng.normal(1.14 if female else 1.0, SCALE_SD))
     return SpeakerParams(
         f0=f0,
         f0_range=float(rng.uniform(1.0, 3.5)),
         formant_scale=scale,
         vowel_offsets=rng.normal(0.0, 0.05, size=VOWELS.shape),
-        f45=np.array([3500.0, 4500.0]) * scale * (1.0 + rng.normal(0.0, 0.04, size=2)),
+        f45=np.array([3500.0, 4500.0]) * scale * (1.0 + rng.normal(0.0, F45_SD, size=2)),
         bw_scale=float(rng.uniform(0.8, 1.4)),
         glottal_pole=float(rng.uniform(0.55, 0.95)),
         jitter=float(rng.uniform(0.003, 0.02)),
         shimmer=float(rng.uniform(0.02, 0.10)),
         breathiness=float(rng.uniform(0.03, 0.35)),
         rate=float(rng.uniform(3.5, 6.0)),
+        voice_eq=np.stack(
+            [
+                np.exp(rng.uniform(np.log(400.0), np.log(6000.0), VOICE_EQ_BANDS)),
+                rng.normal(0.0, VOICE_EQ_DB, VOICE_EQ_BANDS),
+                rng.uniform(1.0, 3.0, VOICE_EQ_BANDS),
+            ],
+            axis=1,
+        ),
     )
 
 
@@ -129,46 +150,61 @@ def session_params(spk: SpeakerParams, rng: np.random.Generator) -> SpeakerParam
         spk,
         f0=spk.f0 * float(np.exp(rng.normal(0.0, 0.05))),
         formant_scale=spk.formant_scale * float(1.0 + rng.normal(0.0, 0.008)),
-        glottal_pole=float(np.clip(spk.glottal_pole + rng.normal(0.0, 0.025), 0.3, 0.97)),
-        breathiness=spk.breathiness * float(rng.uniform(0.8, 1.25)),
+        glottal_pole=float(np.clip(spk.glottal_pole + rng.normal(0.0, 0.015), 0.3, 0.97)),
+        breathiness=spk.breathiness * float(rng.uniform(0.9, 1.1)),
         rate=spk.rate * float(rng.uniform(0.9, 1.1)),
     )
 
 
 @dataclass
 class Timeline:
-    """Where the vowels, fricatives and pauses of one utterance are (in samples)."""
+    """Where the vowels, consonants and pauses of one utterance are (in samples)."""
 
     nuclei: list[tuple[int, int, int, float]]  # (start, end, vowel index, stress)
-    fricatives: list[tuple[int, int]]
+    fricatives: list[tuple[int, int]]  # voiceless noise bursts
+    murmurs: list[tuple[int, int, float]]  # voiced consonants (nasal/approximant-like): (start, end, level)
 
 
 def make_timeline(n: int, rate: float, rng: np.random.Generator, sr: int) -> Timeline:
     """Random syllables (optional consonant + vowel nucleus) with pauses, filling ``n`` samples."""
-    t = rng.uniform(0.05, 0.25)
-    end = n / sr - rng.uniform(0.05, 0.2)
-    nuclei: list[tuple[int, int, int, float]] = []
-    fricatives: list[tuple[int, int]] = []
+    t = rng.uniform(0.05, 0.2)
+    end = n / sr - rng.uniform(0.05, 0.15)
+    tl = Timeline([], [], [])
     while True:
         kind = rng.random()
-        if kind < 0.45:  # fricative onset
-            length = rng.uniform(0.04, 0.11)
+        if kind < 0.3:  # voiceless fricative onset
+            length = rng.uniform(0.04, 0.10)
             if t + length < end:
-                fricatives.append((int(t * sr), int((t + length) * sr)))
+                tl.fricatives.append((int(t * sr), int((t + length) * sr)))
             t += length
-        elif kind < 0.7:  # stop closure
-            t += rng.uniform(0.02, 0.06)
-        length = rng.uniform(0.45, 0.85) / rate
+        elif kind < 0.45:  # stop closure
+            t += rng.uniform(0.02, 0.05)
+        elif kind < 0.8 and tl.nuclei:  # voiced consonant bridging from the previous vowel
+            length = rng.uniform(0.04, 0.09)
+            start = max(tl.nuclei[-1][1] - int(0.02 * sr), 0)
+            tl.murmurs.append((start, int((t + length + 0.02) * sr), float(rng.uniform(0.15, 0.35))))
+            t += length
+        length = rng.uniform(0.55, 0.9) / rate
         if t + length > end:
             break
-        nuclei.append((int(t * sr), int((t + length) * sr), int(rng.integers(len(VOWELS))), float(rng.uniform(0.55, 1.0))))
+        tl.nuclei.append((int(t * sr), int((t + length) * sr), int(rng.integers(len(VOWELS))), float(rng.uniform(0.6, 1.0))))
         t += length
-        if rng.random() < 0.15:
-            t += rng.uniform(0.08, 0.35)
-    if not nuclei:  # a very short utterance still has one vowel
-        a, b = int(0.1 * n), int(0.9 * n)
-        nuclei.append((a, b, int(rng.integers(len(VOWELS))), 1.0))
-    return Timeline(nuclei, fricatives)
+        if rng.random() < 0.12:
+            t += rng.uniform(0.08, 0.3)
+    if not tl.nuclei:  # a very short utterance still has one vowel
+        tl.nuclei.append((int(0.1 * n), int(0.9 * n), int(rng.integers(len(VOWELS))), 1.0))
+    return tl
+
+
+def voicing_envelope(tl: Timeline, n: int) -> np.ndarray:
+    """Amplitude of the voiced source: raised-cosine vowel nuclei joined by low voiced murmurs."""
+    env = np.zeros(n)
+    for a, b, _, stress in tl.nuclei:
+        env[a:b] = np.maximum(env[a:b], stress * tukey(b - a, 0.5))
+    for a, b, level in tl.murmurs:
+        b = min(b, n)
+        env[a:b] = np.maximum(env[a:b], level * tukey(b - a, 0.3))
+    return env
 
 
 def _smooth(x: np.ndarray, width: int) -> np.ndarray:
@@ -271,17 +307,38 @@ def peaking_eq(freq: float, gain_db: float, q: float, sr: int) -> np.ndarray:
 def channel(x: np.ndarray, rng: np.random.Generator, sr: int) -> np.ndarray:
     """A random recording channel: three peaking EQs, a first-order tilt and sometimes a band limit."""
     rows = [
-        peaking_eq(float(np.exp(rng.uniform(np.log(150.0), np.log(6000.0)))), rng.normal(0.0, 5.0), rng.uniform(0.7, 2.5), sr)
+        peaking_eq(float(np.exp(rng.uniform(np.log(150.0), np.log(6000.0)))), rng.normal(0.0, EQ_DB), rng.uniform(0.7, 2.5), sr)
         for _ in range(3)
     ]
-    c = rng.uniform(-0.45, 0.45)  # +-~8 dB of tilt across the band
+    c = rng.uniform(-TILT, TILT)  # first-order tilt: +-20*log10((1+c)/(1-c)) dB across the band
     rows.append(np.array([1.0 / (1.0 + abs(c)), -c / (1.0 + abs(c)), 0.0, 1.0, 0.0, 0.0]))
     sos = np.stack(rows)
-    if rng.random() < 0.3:  # telephone-/cheap-microphone-like band limit
+    if rng.random() < BANDLIMIT_PROB:  # telephone-/cheap-microphone-like band limit
         sos = np.concatenate([sos, butter(4, rng.uniform(3400.0, 7000.0), fs=sr, output="sos")])
     if rng.random() < 0.3:
         sos = np.concatenate([sos, butter(2, rng.uniform(60.0, 300.0), btype="highpass", fs=sr, output="sos")])
     return sosfilt(sos, x)
+
+
+# Voiceless fricative noise bands (Hz): /f/-like broad, /s/-like high, /sh/-like mid.
+FRICATIVE_BANDS = ((1500.0, 7500.0), (4500.0, 7500.0), (2200.0, 4500.0))
+
+
+def fricatives(tl: Timeline, n: int, voiced_rms: float, rng: np.random.Generator, sr: int) -> np.ndarray:
+    """Band-passed noise bursts, each of a random fricative type, about 10-30 % of the vowel RMS."""
+    out = np.zeros(n)
+    kinds = rng.integers(len(FRICATIVE_BANDS), size=len(tl.fricatives))
+    for kind, (lo, hi) in enumerate(FRICATIVE_BANDS):
+        spans = [span for span, k in zip(tl.fricatives, kinds) if k == kind]
+        if not spans:
+            continue
+        env = np.zeros(n)
+        for a, b in spans:
+            env[a:b] = rng.uniform(0.1, 0.3) * tukey(b - a, 0.6)
+        band = butter(2, [lo, min(hi, 0.45 * sr)], btype="bandpass", fs=sr, output="sos")
+        noise = sosfilt(band, rng.standard_normal(n))
+        out += noise / (np.std(noise) + 1e-9) * env * voiced_rms
+    return out
 
 
 def synthesize_utterance(
@@ -292,31 +349,24 @@ def synthesize_utterance(
     p = session_params(spk, rng)
     n = int(rng.uniform(1.5, 4.0) * sr) // BLOCK * BLOCK
     tl = make_timeline(n, p.rate, rng, sr)
-    env = np.zeros(n)
-    for a, b, _, stress in tl.nuclei:
-        env[a:b] = stress * tukey(b - a, 0.5)
+    env = voicing_envelope(tl, n)
     source = glottal_source(p, env, n, rng, sr)
     tracks = formant_tracks(p, tl, n // BLOCK, rng)
     speech = lfilter([1.0, -0.97], [1.0], vocal_tract(source, tracks, p.bw_scale, sr))  # lip radiation
+    if len(p.voice_eq):
+        speech = sosfilt(np.stack([peaking_eq(f, g, q, sr) for f, g, q in p.voice_eq]), speech)
     voiced_rms = np.sqrt(np.mean(speech[env > 0.1] ** 2)) + 1e-9
     if tl.fricatives:
-        fenv = np.zeros(n)
-        for a, b in tl.fricatives:
-            fenv[a:b] = tukey(b - a, 0.6)
-        centre = rng.uniform(2500.0, 6500.0)
-        band = butter(2, [centre / 1.6, min(centre * 1.4, 0.45 * sr)], btype="bandpass", fs=sr, output="sos")
-        fric = sosfilt(band, rng.standard_normal(n)) * fenv
-        fric *= rng.uniform(0.1, 0.45) * voiced_rms / (np.sqrt(np.mean(fric[fenv > 0.1] ** 2)) + 1e-9)
-        speech = speech + fric
+        speech = speech + fricatives(tl, n, voiced_rms, rng, sr)
     speech = channel(speech, rng, sr)
     active = np.sqrt(np.mean(speech[env > 0.1] ** 2)) + 1e-9
-    q = rng.uniform(-0.3, 0.97)  # noise colour: from slightly blue to brown-ish
+    q = rng.uniform(*NOISE_COLOUR)  # one-pole noise colour: 0 white, -> 1 brown
     noise = lfilter([1.0], [1.0, -q], rng.standard_normal(n))
-    snr_db = rng.uniform(5.0, 30.0)
+    snr_db = rng.uniform(*SNR_DB)
     noise *= active / (np.sqrt(np.mean(noise**2)) + 1e-9) / 10.0 ** (snr_db / 20.0)
     y = speech + noise
     peak = np.max(np.abs(y)) + 1e-9
-    y *= 10.0 ** (rng.uniform(-12.0, -1.0) / 20.0) / peak  # random level, never clipping
+    y *= 10.0 ** (rng.uniform(*LEVEL_DB) / 20.0) / peak  # random level, never clipping
     return y.astype(np.float32)
 
 

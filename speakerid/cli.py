@@ -87,11 +87,264 @@ def _add_shards(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+# --- use: extract / enroll / verify / identify / export (owner: use & recipes) ---------------
+def _model_arg(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--model", "--exp", dest="model", required=required, metavar="EXP",
+                   help="trained experiment dir (config.yaml + model.pt)")
+
+
+def _add_extract(sub: argparse._SubParsersAction) -> None:
+    p = _parser(sub, "extract", "Embed every utterance of a data dir (whole utterances; resumable; torchrun for many processes)",
+                "speakerid extract --exp exp/ecapa --data data/test --out exp/ecapa/emb_test")
+    _model_arg(p)
+    p.add_argument("--data", required=True, help="data dir (wav.scp, utt2spk; utt2dur speeds up the sort)")
+    p.add_argument("--out", required=True, help="output dir: embeddings.npz and embedding.scp/.ark")
+    p.add_argument("--format", nargs="+", default=["npz", "scp"], choices=["npz", "scp"], help="formats to write (default both)")
+    p.add_argument("--batch-size", type=int, default=16, help="segments per forward pass (default 16)")
+    p.add_argument("--chunk-utts", type=int, default=256, help="utterances per saved chunk: the resume granularity (default 256)")
+    p.add_argument("--num-workers", type=int, default=0, help="audio-reading worker processes (default 0)")
+    p.add_argument("--device", default="auto", help="auto (cuda:LOCAL_RANK if available), cpu, cuda:0, ...")
+    p.add_argument("--max-window", type=float, default=20.0, help="longer utterances: mean of equal windows of at most this many s (default 20)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    def run(a: argparse.Namespace) -> int:
+        import os
+
+        from speakerid.extract import SegmentPolicy, extract_embeddings
+
+        written = extract_embeddings(
+            a.model, a.data, a.out, batch_size=a.batch_size, chunk_utts=a.chunk_utts, num_workers=a.num_workers,
+            device=a.device, policy=SegmentPolicy(max_window_seconds=a.max_window), formats=a.format,
+            progress=not a.no_progress,
+        )
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(" ".join(str(w) for w in written))
+        return 0
+
+    p.set_defaults(func=run)
+
+
+def _add_enroll(sub: argparse._SubParsersAction) -> None:
+    p = _parser(sub, "enroll", "Enrol a speaker from audio files into a speaker DB (SQLite); --list / --remove manage it",
+                "speakerid enroll --model exp/ecapa --db speakers.db --speaker alice a1.wav a2.wav")
+    _model_arg(p, required=False)
+    p.add_argument("--db", required=True, help="speaker DB file (created on first enrolment)")
+    p.add_argument("--speaker", help="speaker name to enrol (adds to an existing speaker)")
+    p.add_argument("wavs", nargs="*", help="audio files of the speaker")
+    act = p.add_mutually_exclusive_group()
+    act.add_argument("--list", action="store_true", help="list the enrolled speakers")
+    act.add_argument("--remove", metavar="SPEAKER", help="delete a speaker")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    def run(a: argparse.Namespace) -> int:
+        import json
+
+        from speakerid.enroll import SpeakerDB
+
+        if a.list or a.remove:
+            with SpeakerDB(a.db) as db:
+                if a.remove:
+                    db.remove(a.remove)
+                    print(f"removed {a.remove}")
+                    return 0
+                speakers = db.list()
+            if a.json:
+                print(json.dumps([{"speaker": s.name, "num_utts": s.num_utts, "fingerprint": s.fingerprint} for s in speakers]))
+            else:
+                for s in speakers:
+                    print(f"{s.name}\t{s.num_utts} file(s)\tmodel {s.fingerprint[:12]}")
+            return 0
+        if not a.model or not a.speaker or not a.wavs:
+            raise ValueError("enrolment needs --model EXP, --speaker NAME and at least one audio file (or --list / --remove)")
+        with SpeakerDB(a.db, a.model) as db:
+            info = db.enroll(a.speaker, a.wavs)
+        print(json.dumps({"speaker": info.name, "num_utts": info.num_utts}) if a.json
+              else f"enrolled {info.name}: {info.num_utts} file(s) in total")
+        return 0
+
+    p.set_defaults(func=run)
+
+
+def _add_verify(sub: argparse._SubParsersAction) -> None:
+    p = _parser(sub, "verify", "Is this the claimed speaker? prints the score and the decision; exit 0 accept, 1 reject",
+                "speakerid verify --model exp/ecapa --db speakers.db --speaker alice test.wav")
+    _model_arg(p)
+    p.add_argument("--db", required=True, help="speaker DB file")
+    p.add_argument("--speaker", required=True, help="claimed speaker")
+    p.add_argument("wav", help="test audio file")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="accept when the score >= this (the LLR when the model is calibrated, else the cosine); "
+                        "default: Bayes threshold of exp/calibration.json, else exp/dev_eval.json")
+    p.add_argument("--p-target", type=float, default=0.01, help="prior of a target trial for the Bayes threshold (default 0.01)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    def run(a: argparse.Namespace) -> int:
+        import json
+
+        from speakerid.enroll import SpeakerDB
+
+        with SpeakerDB(a.db, a.model, p_target=a.p_target, threshold=a.threshold) as db:
+            r = db.verify(a.speaker, a.wav)
+        if a.json:
+            print(json.dumps(r.to_dict()))
+        else:
+            llr = f" llr={r.llr:.3f}" if r.llr is not None else ""
+            print(f"{'accept' if r.accept else 'reject'} {r.speaker} {r.test} cosine={r.score:.4f}{llr} "
+                  f"threshold={r.threshold:.4f} ({r.threshold_source})")
+        return 0 if r.accept else 1
+
+    p.set_defaults(func=run)
+
+
+def _add_identify(sub: argparse._SubParsersAction) -> None:
+    p = _parser(sub, "identify", "Who is speaking? the top-k enrolled speakers by cosine score",
+                "speakerid identify --model exp/ecapa --db speakers.db --top-k 3 test.wav")
+    _model_arg(p)
+    p.add_argument("--db", required=True, help="speaker DB file")
+    p.add_argument("wav", help="test audio file")
+    p.add_argument("--top-k", type=int, default=5, help="how many speakers to list (default 5)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    def run(a: argparse.Namespace) -> int:
+        import json
+
+        from speakerid.enroll import SpeakerDB
+
+        with SpeakerDB(a.db, a.model) as db:
+            matches = db.identify(a.wav, top_k=a.top_k)
+        if a.json:
+            print(json.dumps([{"speaker": m.speaker, "score": m.score, "llr": m.llr} for m in matches]))
+        else:
+            for rank, m in enumerate(matches, 1):
+                llr = f"\tllr={m.llr:.3f}" if m.llr is not None else ""
+                print(f"{rank}\t{m.speaker}\tcosine={m.score:.4f}{llr}")
+        return 0
+
+    p.set_defaults(func=run)
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = _parser(sub, "export", "Export waveform -> fbank -> CMN -> encoder -> embedding as TorchScript or ONNX (checked against the eager model)",
+                "speakerid export --model exp/ecapa --out exp/ecapa/embedder.ts")
+    _model_arg(p)
+    p.add_argument("--out", required=True, help="output file (*.onnx -> ONNX, else TorchScript)")
+    p.add_argument("--format", choices=["torchscript", "onnx"], default=None, help="override the format given by --out")
+    p.add_argument("--atol", type=float, default=1e-4, help="max abs difference to the eager model (default 1e-4)")
+
+    def run(a: argparse.Namespace) -> int:
+        from speakerid.export import export_model
+
+        print(export_model(a.model, a.out, a.format, a.atol))
+        return 0
+
+    p.set_defaults(func=run)
+
+
+def _add_score(sub: argparse._SubParsersAction) -> None:
+    p = _parser(
+        sub,
+        "score",
+        "Cosine-score a trial list from embeddings (optional mean subtraction and S-/AS-norm); "
+        "writes 'enroll test score [label]' lines.",
+        "speakerid score --trials data/trials.txt --embeddings exp/ecapa/embeddings/test "
+        "--cohort exp/ecapa/embeddings/train/embeddings.npz --norm asnorm --top-k 300 --output exp/ecapa/scores.txt",
+    )
+    p.add_argument("--trials", required=True, help="trial list: '1 enroll test' (VoxCeleb), 'enroll test target|nontarget' (Kaldi) or 'enroll test'")
+    p.add_argument("--embeddings", required=True, help="embeddings (.npz, Kaldi .scp/.ark, or a dir holding embeddings.npz / embedding.scp)")
+    p.add_argument("--enroll-embeddings", help="separate embeddings for the enroll ids (default: --embeddings)")
+    p.add_argument("--cohort", help="cohort embeddings for --norm snorm/asnorm (e.g. training utterances)")
+    p.add_argument("--norm", choices=["none", "snorm", "asnorm"], default="none", help="score normalisation (default none)")
+    p.add_argument("--top-k", type=int, default=300, help="AS-norm: highest cohort scores used per side (default 300)")
+    p.add_argument("--subtract-mean", metavar="EMB", help="subtract the mean of these embeddings before length normalisation")
+    p.add_argument("--output", required=True, help="score file to write (atomically)")
+
+    def run(args: argparse.Namespace) -> int:
+        from speakerid.scoring.cosine import score_files
+
+        sl = score_files(
+            args.trials, args.embeddings, args.output, enroll_embeddings=args.enroll_embeddings,
+            cohort=args.cohort, norm=args.norm, top_k=args.top_k, subtract_mean=args.subtract_mean,
+        )
+        print(f"{len(sl)} scores written to {args.output}")
+        return 0
+
+    p.set_defaults(func=run)
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = _parser(
+        sub,
+        "eval",
+        "EER, minDCF@0.01 and minDCF@0.05 of a score file (plus actDCF and Cllr with --calibrated); "
+        "optional DET curve and score histogram.",
+        "speakerid eval --scores exp/ecapa/scores.txt --det exp/ecapa/det.png --hist exp/ecapa/hist.png\n"
+        "  speakerid eval --scores scores_nolabels.txt --trials data/trials.txt --json",
+    )
+    p.add_argument("--scores", required=True, help="score file 'enroll test score [label]'")
+    p.add_argument("--trials", help="labelled trial list (needed when the score file has no label column)")
+    p.add_argument("--det", metavar="PNG", help="write the DET curve here")
+    p.add_argument("--hist", metavar="PNG", help="write target/non-target score histograms here")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON instead of a table")
+    p.add_argument("--calibrated", action="store_true", help="scores are LLRs: also report actDCF and Cllr")
+
+    def run(args: argparse.Namespace) -> int:
+        import json
+
+        from speakerid.scoring.metrics import evaluate_score_file, format_metrics
+
+        m = evaluate_score_file(args.scores, args.trials, args.det, args.hist, args.calibrated)
+        print(json.dumps(m.to_dict(), indent=2) if args.json else format_metrics(m))
+        return 0
+
+    p.set_defaults(func=run)
+
+
+def _add_calibrate(sub: argparse._SubParsersAction) -> None:
+    p = _parser(
+        sub,
+        "calibrate",
+        "Fit a linear score -> LLR calibration (logistic regression) on labelled dev scores, or apply one.",
+        "speakerid calibrate --scores exp/ecapa/dev_scores.txt --output exp/ecapa/calibration.json\n"
+        "  speakerid calibrate --apply exp/ecapa/calibration.json --scores exp/ecapa/scores.txt "
+        "--output exp/ecapa/scores.calibrated",
+    )
+    p.add_argument("--scores", required=True, help="score file 'enroll test score [label]'")
+    p.add_argument("--trials", help="labelled trial list (when the score file has no label column)")
+    p.add_argument("--apply", metavar="JSON", help="apply this calibration instead of fitting one")
+    p.add_argument("--prior", type=float, help="fit: effective target prior of the training (default: the dev list's)")
+    p.add_argument("--output", required=True, help="fit: calibration JSON; --apply: calibrated score file")
+
+    def run(args: argparse.Namespace) -> int:
+        from speakerid.scoring.calibrate import apply_calibration_file, calibrate_score_file
+
+        if args.apply:
+            if args.prior is not None:
+                raise ValueError("--prior only applies when fitting (without --apply)")
+            cal, report = apply_calibration_file(args.apply, args.scores, args.output, args.trials)
+            print(f"llr = {cal.a:.6g} * score + {cal.b:.6g} applied; written to {args.output}")
+        else:
+            cal, report = calibrate_score_file(args.scores, args.output, args.trials, args.prior)
+            print(f"llr = {cal.a:.6g} * score + {cal.b:.6g} (prior {cal.prior:.4g}) saved to {args.output}")
+        for name, row in (report or {}).items():
+            print(f"{name:<7}" + "  ".join(f"{k} {v:.4f}" for k, v in row.items()))
+        return 0
+
+    p.set_defaults(func=run)
+
+
 # [commands end]
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_train,
     _add_shards,
+    _add_extract,
+    _add_enroll,
+    _add_verify,
+    _add_identify,
+    _add_export,
+    _add_score,
+    _add_eval,
+    _add_calibrate,
     # [registry end]
 ]
 

@@ -114,9 +114,9 @@ class SpeakerModel:
         calibration = None
         cal_path = exp_dir / "calibration.json"
         if cal_path.is_file():
-            from speakerid.scoring.calibrate import load_calibration
+            from speakerid.scoring.calibrate import Calibration
 
-            calibration = load_calibration(cal_path)
+            calibration = Calibration.load(cal_path)
         dev_threshold = None
         dev_path = exp_dir / "dev_eval.json"
         if dev_path.is_file():

@@ -10,14 +10,15 @@ NCCL on GPU). Design choices, and why:
   single-process run (up to float summation order; ``tests/test_train.py`` checks 1e-5):
   - BatchNorm: batch statistics are all-reduced over ranks (torch's ``SyncBatchNorm`` on
     GPU; on CPU, where it is unsupported, :class:`GlobalBatchNorm` below).
-  - Pair-based losses (Circle, triplet, ...) and MoCo see the global batch: embeddings are
+  - Pair-based losses (Circle, triplet, ..., with XBM) see the global batch: embeddings are
     all-gathered WITH gradient (``torch.distributed.nn.functional.all_gather``), every rank
     computes the same global loss ``L``. The backward of all_gather sums the gradient that
     each rank sends to a slice, so rank r gets ``W * dL/dE_r``; DDP then averages over
     the ``W`` ranks and every parameter gets ``sum_r dL/dE_r dE_r/dθ = dL/dθ`` -- the
     single-process gradient, with the per-rank loss simply equal to the global loss.
-  - Classification losses (AAM, Circle proxy) average over the local slice; DDP's mean
-    of the per-rank means is the global mean. The encoder and the loss head (with its
+  - Classification losses (AAM, Circle proxy) and MoCo's InfoNCE are means of per-sample
+    terms: each rank averages its slice, and DDP's mean of the per-rank means is the global
+    mean (MoCoLoss gathers the keys of all ranks into its queue itself). The encoder and the loss head (with its
     per-class weights) are one module, :class:`SpeakerNet`, wrapped in one DDP.
 * Determinism: data items are a function of (seed, epoch, index) (data engineer's
   ``ChunkDataset``), the samplers of (seed, epoch), and the global RNG and the
@@ -198,8 +199,8 @@ def convert_global_batchnorm(module: nn.Module, info: DistInfo) -> nn.Module:
 class SpeakerNet(nn.Module):
     """Encoder + loss head as ONE module (so DDP synchronises the classifier weights too).
 
-    ``forward`` returns the training loss. Pair-based losses and MoCo get the embeddings of
-    the global batch (see the module docstring for why the gradient is then exact).
+    ``forward`` returns the training loss. Pair-based losses get the embeddings of the
+    global batch (see the module docstring for why the gradient is then exact).
     """
 
     def __init__(self, encoder: nn.Module, head: nn.Module, info: DistInfo) -> None:
@@ -207,7 +208,7 @@ class SpeakerNet(nn.Module):
         self.encoder = encoder
         self.head = head
         self.info = info
-        self.global_batch = bool(getattr(head, "is_pair_based", False) or getattr(head, "needs_two_views", False))
+        self.global_batch = bool(getattr(head, "is_pair_based", False))
 
     def forward(
         self,
@@ -221,9 +222,11 @@ class SpeakerNet(nn.Module):
         with torch.autocast(device_type=emb.device.type, enabled=False):
             emb = emb.float()
             if getattr(self.head, "needs_two_views", False):
+                # InfoNCE is a mean of per-sample terms given the queue, so the local loss needs no
+                # gather; MoCoLoss itself gathers the keys of all ranks for its queue (rank order).
                 if keys is None:
                     raise TrainError("the MoCo loss needs key embeddings from the momentum encoder")
-                return self.head(gather_with_grad(emb, self.info), gather_no_grad(keys.float(), self.info))
+                return self.head(emb, keys.float())
             if self.global_batch:
                 emb = gather_with_grad(emb, self.info)
                 labels = gather_no_grad(labels, self.info)
@@ -244,14 +247,10 @@ def build_head(cfg: TrainConfig, embed_dim: int, num_classes: int) -> nn.Module:
     """The loss, with a cross-batch memory (XBM, Wang et al. 2020) around pair losses when asked."""
     from speakerid.losses import build_loss
 
-    head = build_loss(cfg.loss.name, embed_dim, num_classes, **cfg.loss.kwargs)
-    if cfg.loss.xbm_size > 0:
-        if not getattr(head, "is_pair_based", False):
-            raise TrainError(f"loss.xbm_size: cross-batch memory needs a pair-based loss, {cfg.loss.name!r} is not")
-        from speakerid.losses.memory import CrossBatchMemory
-
-        head = CrossBatchMemory(head, embed_dim, cfg.loss.xbm_size, start_step=cfg.loss.xbm_start_step)
-    return head
+    return build_loss(
+        cfg.loss.name, embed_dim, num_classes, xbm_size=cfg.loss.xbm_size, xbm_start_step=cfg.loss.xbm_start_step,
+        **cfg.loss.kwargs,
+    )
 
 
 def build_optimizer(cfg: TrainConfig, params: Iterator[nn.Parameter]) -> torch.optim.Optimizer:

@@ -20,7 +20,6 @@ from speakerid.data.dataset import (
     collate,
     fit_length,
     read_region,
-    sample_generator,
 )
 from speakerid.data.sampler import PKBatchSampler, SampleKey, SamplerError, ShuffleBatchSampler
 
@@ -342,3 +341,104 @@ def test_shard_source_errors(tmp_path):
         ShardDataset(tmp_path, FEAT, AugmentConfig(), CHUNK, seed=0)
     with pytest.raises(ShardError, match="not found"):
         ShardDataset(str(tmp_path / "shard-{000000..000003}.tar"), FEAT, AugmentConfig(), CHUNK, seed=0)
+
+
+# -- augmentation and the batch step --------------------------------------------------------------
+@pytest.fixture(scope="module")
+def aug_lists(tmp_path_factory) -> tuple[Path, Path]:
+    """A noise list with one synthetic noise and an RIR list with one synthetic decaying RIR."""
+    root = tmp_path_factory.mktemp("aug")
+    rng = np.random.default_rng(0)
+    sf.write(root / "noise.wav", (0.1 * rng.standard_normal(SR)).astype(np.float32), SR)
+    rir = rng.standard_normal(SR // 4) * np.exp(-np.arange(SR // 4) / (0.03 * SR))
+    rir[0] = 3.0
+    sf.write(root / "rir.wav", (rir / np.abs(rir).max()).astype(np.float32), SR)
+    (root / "noise.list").write_text(f"{root / 'noise.wav'} noise\n")
+    (root / "rir.list").write_text(f"{root / 'rir.wav'}\n")
+    return root / "noise.list", root / "rir.list"
+
+
+def _aug(noise_list=None, rir_list=None, speed=False, specaug=False, mixup_on=None) -> AugmentConfig:
+    aug = AugmentConfig()
+    if noise_list:
+        aug.noise = dataclasses.replace(aug.noise, enabled=True, prob=1.0, noise_list=str(noise_list))
+    if rir_list:
+        aug.reverb = dataclasses.replace(aug.reverb, enabled=True, prob=1.0, rir_list=str(rir_list))
+    aug.speed = dataclasses.replace(aug.speed, enabled=speed, prob=1.0)
+    aug.specaug = dataclasses.replace(aug.specaug, enabled=specaug, prob=1.0, freq_width=8, time_width=10)
+    if mixup_on:
+        aug.mixup = dataclasses.replace(aug.mixup, enabled=True, prob=1.0, on=mixup_on)
+    return aug
+
+
+def test_speed_perturbation_as_new_speakers_keeps_exact_chunk_length(data_dir):
+    ds = _dataset(data_dir, _aug(speed=True))
+    assert ds.num_classes == 3 * ds.num_speakers == 12
+    labels = []
+    for pos in range(12):
+        item = ds[SampleKey(0, 0, pos, 0)]  # spk0-u0, 1.5 s
+        assert item["feats"].shape == (CHUNK, 40)
+        assert item["label"] % 4 == 0 and 0 <= item["label"] < 12
+        labels.append(item["label"])
+    assert set(labels) == {4, 8}, "prob 1: always a non-1.0 speed, each speed its own label block"
+
+
+def test_noise_and_reverb_change_the_chunk_deterministically(data_dir, aug_lists):
+    noise_list, rir_list = aug_lists
+    clean = _dataset(data_dir, train=False)
+    noisy = _dataset(data_dir, _aug(noise_list, rir_list))
+    key = SampleKey(1, 0, 4, 0)
+    a, b = noisy[key]["feats"], noisy[key]["feats"]
+    assert torch.equal(a, b) and a.shape == (CHUNK, 40)
+    assert (a - clean[key]["feats"]).abs().mean() > 0.1
+
+
+def test_batch_step_specaugment_is_per_sample_and_mixup_labels(data_dir):
+    ds = _dataset(data_dir)
+    sampler = ShuffleBatchSampler(len(ds), 4, seed=2)
+    keys = next(iter(sampler))
+    batch = collate([ds[k] for k in keys])
+    spec = BatchAugment(_aug(specaug=True), FEAT, seed=11)
+    whole = spec({k: (v.clone() if torch.is_tensor(v) else v) for k, v in batch.items()})
+    assert whole["lam"] == 1.0 and torch.equal(whole["labels_b"], batch["labels"])
+    assert (whole["feats"] == 0).any() and not torch.equal(whole["feats"], batch["feats"])
+    # the DDP view: two ranks each augment half of the global batch -> the same samples
+    halves = [spec(collate([ds[k] for k in keys[i : i + 2]]))["feats"] for i in (0, 2)]
+    assert torch.equal(torch.cat(halves), whole["feats"])
+
+    mixed = BatchAugment(_aug(specaug=True, mixup_on="features"), FEAT, seed=11)(collate([ds[k] for k in keys]))
+    assert 0.0 < mixed["lam"] < 1.0 and mixed["feats"].shape == (4, CHUNK, 40)
+    assert sorted(mixed["labels_b"].tolist()) == sorted(batch["labels"].tolist())
+    assert torch.equal(mixed["labels_a"], batch["labels"])
+
+
+def test_waveform_mixup_mixes_before_fbank(data_dir):
+    aug = _aug(mixup_on="waveform")
+    ds = _dataset(data_dir, aug)
+    keys = [SampleKey(0, 0, p, i) for p, i in enumerate((0, 3, 6, 9))]
+    items = [ds[k] for k in keys]
+    assert all("wave" in it and "feats" not in it for it in items)
+    step = BatchAugment(aug, FEAT, seed=11)
+    out = step(collate(items))
+    assert "wave" not in out and out["feats"].shape == (4, CHUNK, 40)
+    assert 0.0 < out["lam"] < 1.0 and torch.isfinite(out["feats"]).all()
+    again = step(collate(items))
+    assert torch.equal(out["feats"], again["feats"]) and again["lam"] == out["lam"]
+    # the mixed waveform's fbank, not a mix of fbanks
+    unmixed = BatchAugment(_aug(), FEAT, seed=11, train=False)(collate(items))["feats"]
+    assert not torch.allclose(out["feats"], unmixed, atol=1e-2)
+
+
+def test_real_speech_chunks(shared_speech, tmp_path):
+    """Two-second chunks of real speech (RAVDESS, 16 kHz FLAC) with PK batches."""
+    files = [f for d in sorted(shared_speech.glob("ravdess_0[1-4]")) for f in sorted(d.glob("*.flac"))[:2]]
+    if len(files) < 8:
+        pytest.skip(f"{shared_speech}: RAVDESS actors 01-04 not found")
+    wav = {f"{f.parent.name}/{f.stem}": str(f) for f in files}
+    write_data_dir(tmp_path / "d", wav, {u: u.split("/")[0] for u in wav})
+    ds = ChunkDataset(tmp_path / "d", FeatureConfig(), AugmentConfig(), 200, seed=0)
+    sampler = PKBatchSampler(ds.utt_labels, P=2, K=2, seed=0)
+    batch = collate([ds[k] for k in next(iter(sampler))])
+    assert batch["feats"].shape == (4, 200, 80) and torch.isfinite(batch["feats"]).all()
+    assert batch["labels"].tolist()[0] == batch["labels"].tolist()[1] != batch["labels"].tolist()[2]
+    assert batch["feats"].std() > 1.0, "real speech has structure, not a flat floor"

@@ -123,10 +123,11 @@ class ClassifierLoss(SpeakerLoss):
         return cos
 
     def check_labels(self, labels: torch.Tensor) -> None:
-        lo, hi = torch.aminmax(labels)
-        if int(lo) < 0 or int(hi) >= self.num_classes:
+        """Raise a clear error for labels outside [0, num_classes) (one host sync per call)."""
+        lo, hi = torch.stack(torch.aminmax(labels)).tolist()
+        if lo < 0 or hi >= self.num_classes:
             raise LossConfigError(
-                f"{type(self).__name__}: labels must be in [0, {self.num_classes}), got [{int(lo)}, {int(hi)}]"
+                f"{type(self).__name__}: labels must be in [0, {self.num_classes}), got [{lo}, {hi}]"
             )
 
     def forward(

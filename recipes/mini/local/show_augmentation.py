@@ -8,7 +8,8 @@ one augmented log-mel spectrogram beside the clean chunk it came from (same crop
 augmentation, no dither).
 
 To make every effect visible in the one picture, the augmentations are applied with
-probability 1 here (training configs use ~0.6); noise SNR is drawn in 0-15 dB.
+probability 1 here (training configs use ~0.6), and MixUp's lambda ~ Beta(1, 1) (uniform;
+training configs use alpha 0.2, mostly lambda near 0 or 1). Noise SNR is drawn in 0-15 dB.
 
     python recipes/mini/local/show_augmentation.py --out exp/aug.png
     python recipes/mini/local/show_augmentation.py --data data/train --noise-list data/noise.list \\
@@ -67,24 +68,26 @@ def augment_config(noise_list: Path, rir_list: Path) -> AugmentConfig:
     aug.noise = dataclasses.replace(aug.noise, enabled=True, prob=1.0, noise_list=str(noise_list))
     aug.reverb = dataclasses.replace(aug.reverb, enabled=True, prob=1.0, rir_list=str(rir_list))
     aug.specaug = dataclasses.replace(aug.specaug, enabled=True, prob=1.0, freq_masks=2, time_masks=2)
-    aug.mixup = dataclasses.replace(aug.mixup, enabled=True, prob=1.0, alpha=0.4, on="features")
+    aug.mixup = dataclasses.replace(aug.mixup, enabled=True, prob=1.0, alpha=1.0, on="features")
     return aug
 
 
-def plot(clean: torch.Tensor, augmented: torch.Tensor, title: str, out: Path) -> None:
+def plot(panels: list[tuple[str, torch.Tensor]], suptitle: str, out: Path) -> None:
+    """Log-mel panels side by side on one colour scale (that of the first, clean, panel)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
-    lo, hi = float(clean.min()), float(clean.max())
-    for ax, feats, name in ((axes[0], clean, "clean chunk"), (axes[1], augmented, title)):
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.2), sharey=True, layout="constrained")
+    lo, hi = float(panels[0][1].min()), float(panels[0][1].max())
+    for ax, (name, feats) in zip(axes, panels):
         im = ax.imshow(feats.T.numpy(), origin="lower", aspect="auto", cmap="magma", vmin=lo, vmax=hi)
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("frame (10 ms)")
     axes[0].set_ylabel("mel bin")
-    fig.colorbar(im, ax=axes, shrink=0.9, label="log-mel (after CMN)")
+    fig.colorbar(im, ax=axes, shrink=0.9, label="log-mel after CMN")
+    fig.suptitle(suptitle, fontsize=10)
     with atomic_path(out, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=110)
     plt.close(fig)
@@ -114,18 +117,21 @@ def main(argv: list[str] | None = None) -> int:
     clean_ds = ChunkDataset(data, features, AugmentConfig(), CHUNK_FRAMES, seed=args.seed, train=False)
     sampler = ShuffleBatchSampler(len(train_ds), BATCH, seed=args.seed)
     keys = next(iter(sampler))
-    batch = BatchAugment(aug, features, seed=args.seed)(collate([train_ds[k] for k in keys]))
+    batch = collate([train_ds[k] for k in keys])
+    wave_augmented = batch["feats"].clone()  # noise + reverb + dither, before the batch step
+    batch = BatchAugment(aug, features, seed=args.seed)(batch)
 
     i = args.index
-    perm_partner = "(not mixed)"
-    if batch["lam"] < 1.0:
-        partner = int(batch["labels_b"][i])
-        perm_partner = f"mixed with speaker label {partner}, lam={batch['lam']:.2f}"
-    print(f"batch feats {tuple(batch['feats'].shape)}  labels {batch['labels'].tolist()}")
-    print(f"labels_b {batch['labels_b'].tolist()}  lam {batch['lam']:.3f}")
+    print(f"batch feats {tuple(batch['feats'].shape)}  utts {len(batch['utts'])}  lam {batch['lam']:.3f}")
+    print(f"labels   {batch['labels'].tolist()}")
+    print(f"labels_b {batch['labels_b'].tolist()}")
     clean = clean_ds[keys[i]]["feats"]  # same (seed, epoch, pos): the same crop, unaugmented
-    title = f"{batch['utts'][i]}: noise + reverb + SpecAugment + MixUp ({perm_partner})"
-    plot(clean, batch["feats"][i], title, args.out)
+    panels = [
+        ("clean chunk (no augmentation, no dither)", clean),
+        ("+ noise + reverb (chunk level)", wave_augmented[i]),
+        (f"+ SpecAugment + MixUp (lam={batch['lam']:.2f}, other label {int(batch['labels_b'][i])})", batch["feats"][i]),
+    ]
+    plot(panels, f"{batch['utts'][i]}  ({BATCH} x {CHUNK_FRAMES}-frame chunks, seed {args.seed})", args.out)
     print(f"wrote {args.out}")
     return 0
 

@@ -1,0 +1,122 @@
+"""Encoders: published parameter counts, shapes with variable-length input, TorchScript, registry errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from speakerid.models import MODELS, ModelConfigError, build_model, count_parameters
+from speakerid.models.pooling import ASTP, TSTP, build_pooling
+
+torch.set_num_threads(1)
+
+# Published sizes (encoder only, feat_dim=80): ECAPA-TDNN paper (Desplanques et al. 2020) 6.2M / 14.7M,
+# WeSpeaker ECAPA_TDNN_GLOB_c512 / c1024 6.19M / 14.65M, WeSpeaker ResNet34 (256-d) 6.63M.
+PUBLISHED = [
+    ("ecapa_tdnn_c512", {"embed_dim": 192}, 6.19e6),
+    ("ecapa_tdnn_c1024", {"embed_dim": 192}, 14.65e6),
+    ("ecapa_tdnn", {"channels": 1024, "embed_dim": 192}, 14.65e6),
+    ("resnet34", {"embed_dim": 256}, 6.63e6),
+]
+
+# Small versions of every registered model, for cheap shape / scripting tests.
+TINY = {
+    "ecapa_tdnn": {"channels": 32, "mfa_channels": 48, "embed_dim": 16},
+    "ecapa_tdnn_c512": {"embed_dim": 16, "mfa_channels": 64},
+    "ecapa_tdnn_c1024": {"embed_dim": 16, "mfa_channels": 64},
+    "resnet": {"depth": 50, "base_channels": 4, "embed_dim": 16},
+    "resnet18": {"base_channels": 4, "embed_dim": 16},
+    "resnet34": {"base_channels": 4, "embed_dim": 16, "pooling": "ASTP"},
+}
+
+
+@pytest.mark.parametrize("name,kwargs,published", PUBLISHED)
+def test_parameter_counts_match_published(name: str, kwargs: dict, published: float) -> None:
+    model = build_model(name, feat_dim=80, **kwargs)
+    n = count_parameters(model)
+    print(f"{name} {kwargs}: {n / 1e6:.3f}M parameters (published {published / 1e6:.2f}M)")
+    assert abs(n - published) / published < 0.05
+    assert model.embed_dim == kwargs["embed_dim"]
+
+
+def test_every_registered_model_has_a_tiny_config() -> None:
+    assert set(TINY) == set(MODELS)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_variable_length_shapes_and_torchscript(name: str) -> None:
+    torch.manual_seed(0)
+    model = build_model(name, feat_dim=24, **TINY[name])
+    model.train()
+    out = model(torch.randn(3, 40, 24))
+    assert out.shape == (3, 16)
+    out.sum().backward()  # trainable end to end
+    model.eval()
+    scripted = torch.jit.script(model)
+    for frames in (1, 9, 57):  # 1 frame: population statistics keep it finite
+        feats = torch.randn(2, frames, 24)
+        with torch.no_grad():
+            eager = model(feats)
+            assert eager.shape == (2, 16)
+            assert torch.isfinite(eager).all()
+            torch.testing.assert_close(scripted(feats), eager, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["ecapa_tdnn", "resnet"])
+def test_eval_embedding_does_not_depend_on_batch(name: str) -> None:
+    torch.manual_seed(1)
+    model = build_model(name, feat_dim=24, **TINY[name]).eval()
+    feats = torch.randn(4, 33, 24)
+    with torch.no_grad():
+        batched = model(feats)
+        single = torch.cat([model(feats[i : i + 1]) for i in range(4)])
+    torch.testing.assert_close(batched, single, rtol=1e-4, atol=1e-5)
+
+
+def test_full_size_forward_shapes() -> None:
+    for name, dim in (("ecapa_tdnn_c512", 192), ("resnet34", 256)):
+        model = build_model(name, feat_dim=80).eval()
+        with torch.no_grad():
+            assert model(torch.randn(1, 37, 80)).shape == (1, dim)
+
+
+def test_resnet_feat_dim_not_multiple_of_8() -> None:
+    model = build_model("resnet18", feat_dim=41, base_channels=4, embed_dim=8).eval()
+    with torch.no_grad():
+        assert model(torch.randn(2, 20, 41)).shape == (2, 8)
+
+
+def test_resnet_custom_blocks_and_two_emb_layer() -> None:
+    model = build_model("resnet", blocks=[1, 2, 1, 1], base_channels=4, feat_dim=16, embed_dim=8, two_emb_layer=True)
+    assert len(model.layer2) == 2
+    assert model(torch.randn(2, 12, 16)).shape == (2, 8)
+
+
+def test_pooling_statistics() -> None:
+    x = torch.randn(2, 5, 30)
+    stats = TSTP(5)(x)
+    torch.testing.assert_close(stats[:, :5], x.mean(-1))
+    torch.testing.assert_close(stats[:, 5:], x.std(-1, unbiased=False), rtol=1e-4, atol=1e-4)
+    # ASTP with constant attention (zero second layer) reduces to TSTP.
+    astp = ASTP(5, bottleneck_dim=4)
+    torch.nn.init.zeros_(astp.linear2.weight)
+    torch.nn.init.zeros_(astp.linear2.bias)
+    torch.testing.assert_close(astp(x), stats, rtol=1e-4, atol=1e-4)
+    assert build_pooling("astp", 5).out_dim == 10
+
+
+@pytest.mark.parametrize(
+    "name,kwargs,message",
+    [
+        ("ecapa", {}, "unknown model"),
+        ("resnet", {"depth": 35}, "depth 35"),
+        ("resnet34", {"nonsense": 1}, "nonsense"),
+        ("ecapa_tdnn", {"channels": 100}, "divisible"),
+        ("resnet", {"pooling": "max"}, "unknown pooling"),
+    ],
+)
+def test_build_model_errors(name: str, kwargs: dict, message: str) -> None:
+    with pytest.raises(ModelConfigError, match=message):
+        build_model(name, **kwargs)
+    assert issubclass(ModelConfigError, ValueError)

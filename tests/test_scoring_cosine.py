@@ -1,0 +1,151 @@
+"""Embedding files, vectorised cosine scoring and S-/AS-norm against naive per-trial loops."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from speakerid.scoring.cosine import EmbeddingTable, score_files, score_trials
+from speakerid.scoring.embeddings import (
+    EmbeddingsError,
+    MissingIdsError,
+    load_embeddings,
+    save_embeddings,
+)
+from speakerid.scoring.norm import cohort_statistics
+from speakerid.scoring.trials import read_scores
+
+
+def _data(seed=0, n_utts=60, dim=16, n_trials=400, n_cohort=50):
+    rng = np.random.default_rng(seed)
+    ids = [f"spk{i % 7}/v{i}/{i:05d}" for i in range(n_utts)]
+    emb = (rng.standard_normal((n_utts, dim)) + 3 * rng.standard_normal((7, dim))[np.arange(n_utts) % 7]).astype(np.float32)
+    e = rng.integers(0, n_utts, n_trials)
+    t = rng.integers(0, n_utts, n_trials)
+    cohort = rng.standard_normal((n_cohort, dim)).astype(np.float32)
+    return ids, emb, np.array(ids)[e], np.array(ids)[t], cohort
+
+
+def _cos(a, b):
+    return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+@pytest.mark.parametrize("ext", ["npz", "scp", "ark"])
+def test_embedding_files_round_trip(tmp_path, ext):
+    ids, emb, *_ = _data()
+    path = tmp_path / f"emb.{ext}"
+    save_embeddings(path, ids, emb)
+    got_ids, got = load_embeddings(path)
+    assert got_ids == ids and got.dtype == np.float32
+    np.testing.assert_array_equal(got, emb)
+    if ext == "scp":  # the scp points at the ark by absolute path: readable from anywhere
+        assert str((tmp_path / "emb.ark").resolve()) in path.read_text().splitlines()[0]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_embedding_dir_and_errors(tmp_path):
+    ids, emb, *_ = _data()
+    save_embeddings(tmp_path / "embeddings.npz", ids, emb)
+    assert load_embeddings(tmp_path)[0] == ids
+    np.savez(tmp_path / "dup.npz", ids=np.array(["a", "a"]), embeddings=np.zeros((2, 3)))
+    with pytest.raises(EmbeddingsError, match="duplicate"):
+        load_embeddings(tmp_path / "dup.npz")
+    np.savez(tmp_path / "bad.npz", names=np.array(["a"]))
+    with pytest.raises(EmbeddingsError, match="bad.npz: .npz lacks"):
+        load_embeddings(tmp_path / "bad.npz")
+    np.savez(tmp_path / "obj.npz", ids=np.array(["a", 1], dtype=object), embeddings=np.zeros((2, 3)))
+    with pytest.raises(EmbeddingsError, match="obj.npz"):  # never unpickled
+        load_embeddings(tmp_path / "obj.npz")
+    (tmp_path / "sub").mkdir()
+    with pytest.raises(FileNotFoundError, match="none of"):
+        load_embeddings(tmp_path / "sub")
+
+
+def test_cosine_matches_naive_loop_with_mean_and_enroll_table():
+    ids, emb, e_ids, t_ids, cohort = _data()
+    table = EmbeddingTable(np.array(ids), emb)
+    mean = cohort.mean(axis=0)
+    got = score_trials(e_ids, t_ids, table, mean=mean, chunk_size=37)  # chunk edges mid-list
+    lookup = dict(zip(ids, emb))
+    want = [_cos(lookup[a] - mean, lookup[b] - mean) for a, b in zip(e_ids, t_ids)]
+    np.testing.assert_allclose(got, want, rtol=0, atol=2e-6)
+    # enroll ids from a second table (here: the same vectors under the same ids, doubled length)
+    enroll = EmbeddingTable(np.array(ids), 2 * emb)
+    np.testing.assert_allclose(score_trials(e_ids, t_ids, table, enroll_embeddings=enroll), score_trials(e_ids, t_ids, table), atol=2e-6)
+
+
+def _naive_norm(e_ids, t_ids, lookup, cohort, top_k):
+    out = []
+    for a, b in zip(e_ids, t_ids):
+        s = _cos(lookup[a], lookup[b])
+        sides = []
+        for x in (lookup[a], lookup[b]):
+            cs = sorted((_cos(x, c) for c in cohort), reverse=True)[:top_k]
+            sides.append((s - np.mean(cs)) / np.std(cs))
+        out.append(0.5 * (sides[0] + sides[1]))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("norm, top_k", [("asnorm", 10), ("asnorm", 3), ("snorm", 10)])
+def test_norms_match_naive_per_trial_loop(norm, top_k):
+    ids, emb, e_ids, t_ids, cohort = _data(n_trials=150)
+    table = EmbeddingTable(np.array(ids), emb)
+    got = score_trials(e_ids, t_ids, table, cohort=cohort, norm=norm, top_k=top_k)
+    k = len(cohort) if norm == "snorm" else top_k
+    want = _naive_norm(e_ids, t_ids, dict(zip(ids, emb)), cohort, k)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_cohort_statistics_chunking_and_top_k_limits():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((23, 8)).astype(np.float32)
+    c = rng.standard_normal((40, 8)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    c /= np.linalg.norm(c, axis=1, keepdims=True)
+    for k in (5, None):
+        a = cohort_statistics(x, c, k)
+        b = cohort_statistics(x, c, k, chunk_rows=4)
+        np.testing.assert_allclose(a, b, rtol=1e-5)  # float32 BLAS blocking differs by chunk
+    np.testing.assert_allclose(cohort_statistics(x, c, 400), cohort_statistics(x, c, None))  # k > C -> whole cohort
+    with pytest.raises(ValueError, match="top_k must be >= 2"):
+        cohort_statistics(x, c, 1)
+
+
+def test_missing_ids_error_counts_and_names(tmp_path):
+    ids, emb, *_ = _data()
+    save_embeddings(tmp_path / "emb.npz", ids, emb)
+    trials = tmp_path / "trials.txt"
+    trials.write_text(f"1 {ids[0]}.wav {ids[1]}.wav\n0 ghost/a/1.wav {ids[2]}\n1 ghost/b/2 ghost/c/3\n")
+    with pytest.raises(MissingIdsError, match=r"emb.npz: no embedding for 3 id\(s\).*ghost/a/1") as err:
+        score_files(trials, tmp_path / "emb.npz", tmp_path / "out.txt")
+    assert "ghost/b/2" in str(err.value)
+    assert not (tmp_path / "out.txt").exists()
+    with pytest.raises(ValueError, match="needs a cohort"):
+        score_trials(np.array(ids[:1]), np.array(ids[:1]), EmbeddingTable(np.array(ids), emb), norm="snorm")
+
+
+def test_score_files_end_to_end(tmp_path):
+    ids, emb, e_ids, t_ids, cohort = _data()
+    save_embeddings(tmp_path / "emb.scp", ids, emb)
+    save_embeddings(tmp_path / "cohort.npz", [f"c{i}" for i in range(len(cohort))], cohort)
+    trials = tmp_path / "trials.txt"
+    trials.write_text("".join(f"{a} {b} {'target' if a[:4] == b[:4] else 'nontarget'}\n" for a, b in zip(e_ids, t_ids)))
+    out = tmp_path / "scores.txt"
+    sl = score_files(trials, tmp_path / "emb.scp", out, cohort=tmp_path / "cohort.npz", norm="asnorm", top_k=20)
+    back = read_scores(out)
+    assert back.enroll.tolist() == e_ids.tolist() and back.test.tolist() == t_ids.tolist()
+    np.testing.assert_allclose(back.scores, sl.scores, atol=1e-6)
+    np.testing.assert_array_equal(back.labels, sl.labels)
+
+
+def test_scoring_package_imports_no_torch():
+    code = (
+        "import sys, speakerid.scoring, speakerid.scoring.cosine, speakerid.scoring.norm, "
+        "speakerid.scoring.calibrate, speakerid.scoring.plots, speakerid.scoring.embeddings;"
+        "assert 'torch' not in sys.modules, 'torch imported';"
+        "assert 'matplotlib' not in sys.modules and 'sklearn' not in sys.modules, 'eager import'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
