@@ -29,6 +29,7 @@ split and trial options as folder.py.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -81,16 +82,19 @@ VOWELS = np.array(
 )
 # Nuisance strengths, tuned so that the untrained mean-fbank cosine baseline lands at an EER of
 # roughly 10-30 % (data_prep/baseline_eer.py) while speakers stay learnable.
-SCALE_SD = 0.045  # between-speaker spread of the formant scale within a voice type
-F45_SD = 0.04  # between-speaker spread of F4/F5 (relative)
-VOICE_EQ_BANDS = 2  # static speaker resonances (nasal/sinus-like) beyond the formants
-VOICE_EQ_DB = 4.0  # their gain spread (dB)
-EQ_DB = 5.0  # std of the three random peaking-EQ gains of a session (dB)
-TILT = 0.45  # session tilt coefficient range (+-)
-BANDLIMIT_PROB = 0.3  # probability of a 3.4-7 kHz low-pass channel
-NOISE_COLOUR = (-0.3, 0.97)
-SNR_DB = (5.0, 30.0)  # additive noise, uniform in dB
-LEVEL_DB = (-12.0, -1.0)  # peak level, uniform in dB
+F0_SD = 0.2  # between-speaker spread of log median f0 within a voice type
+GLOTTAL_POLE = (0.4, 0.95)  # range of the speakers' glottal tilt pole
+SCALE_SD = 0.07  # between-speaker spread of the formant scale within a voice type
+F45_SD = 0.07  # between-speaker spread of F4/F5 (relative)
+VOICE_EQ_BANDS = 4  # static speaker resonances (nasal/sinus-like) beyond the formants
+VOICE_EQ_DB = 6.0  # their gain spread (dB)
+EQ_DB = 3.0  # std of the three random peaking-EQ gains of a session (dB)
+TILT = 0.25  # session tilt coefficient range (+-)
+BANDLIMIT_PROB = 0.15  # probability of a 3.4-7 kHz low-pass channel
+NOISE_COLOUR = (0.0, 0.6)
+SNR_DB = (15.0, 40.0)  # additive noise, uniform in dB
+SESSION_F0_SD = 0.035  # session drift of log f0
+LEVEL_DB = (-6.0, -1.0)  # peak level, uniform in dB
 BANDWIDTHS = np.array([70.0, 100.0, 140.0, 250.0, 320.0])  # B1..B5 (Hz) before the speaker's scale
 
 
@@ -118,7 +122,7 @@ def speaker_params(seed: int, index: int) -> SpeakerParams:
     female = rng.random() < 0.5
     # Male-/female-like clusters with overlap: f0 and vocal-tract length are correlated across
     # speakers, so many speakers share a coarse voice type and finer cues must be learned.
-    f0 = float(np.exp(rng.normal(np.log(205.0 if female else 120.0), 0.16)))
+    f0 = float(np.exp(rng.normal(np.log(205.0 if female else 120.0), F0_SD)))
     scale = float(rng.normal(1.14 if female else 1.0, SCALE_SD))
     return SpeakerParams(
         f0=f0,
@@ -127,7 +131,7 @@ def speaker_params(seed: int, index: int) -> SpeakerParams:
         vowel_offsets=rng.normal(0.0, 0.05, size=VOWELS.shape),
         f45=np.array([3500.0, 4500.0]) * scale * (1.0 + rng.normal(0.0, F45_SD, size=2)),
         bw_scale=float(rng.uniform(0.8, 1.4)),
-        glottal_pole=float(rng.uniform(0.55, 0.95)),
+        glottal_pole=float(rng.uniform(*GLOTTAL_POLE)),
         jitter=float(rng.uniform(0.003, 0.02)),
         shimmer=float(rng.uniform(0.02, 0.10)),
         breathiness=float(rng.uniform(0.03, 0.35)),
@@ -148,7 +152,7 @@ def session_params(spk: SpeakerParams, rng: np.random.Generator) -> SpeakerParam
     well inside the spread between speakers (so the same voice stays recognisable)."""
     return replace(
         spk,
-        f0=spk.f0 * float(np.exp(rng.normal(0.0, 0.05))),
+        f0=spk.f0 * float(np.exp(rng.normal(0.0, SESSION_F0_SD))),
         formant_scale=spk.formant_scale * float(1.0 + rng.normal(0.0, 0.008)),
         glottal_pole=float(np.clip(spk.glottal_pole + rng.normal(0.0, 0.015), 0.3, 0.97)),
         breathiness=spk.breathiness * float(rng.uniform(0.9, 1.1)),
@@ -283,9 +287,7 @@ def glottal_source(
     i0 = pos.astype(np.int64)
     frac = pos - i0
     amp = (1.0 + p.shimmer * rng.standard_normal(idx.size)) * env[i0]
-    pulses = np.zeros(n)
-    np.add.at(pulses, i0, amp * (1.0 - frac))
-    np.add.at(pulses, i0 + 1, amp * frac)
+    pulses = np.bincount(i0, amp * (1.0 - frac), minlength=n) + np.bincount(i0 + 1, amp * frac, minlength=n)
     g = p.glottal_pole
     voiced = lfilter([1.0], [1.0, -2.0 * g, g * g], pulses)
     voiced /= np.sqrt(np.mean(voiced**2)) + 1e-9
@@ -324,6 +326,11 @@ def channel(x: np.ndarray, rng: np.random.Generator, sr: int) -> np.ndarray:
 FRICATIVE_BANDS = ((1500.0, 7500.0), (4500.0, 7500.0), (2200.0, 4500.0))
 
 
+@functools.lru_cache(maxsize=None)
+def _bandpass(lo: float, hi: float, sr: int) -> np.ndarray:
+    return butter(2, [lo, hi], btype="bandpass", fs=sr, output="sos")
+
+
 def fricatives(tl: Timeline, n: int, voiced_rms: float, rng: np.random.Generator, sr: int) -> np.ndarray:
     """Band-passed noise bursts, each of a random fricative type, about 10-30 % of the vowel RMS."""
     out = np.zeros(n)
@@ -335,8 +342,7 @@ def fricatives(tl: Timeline, n: int, voiced_rms: float, rng: np.random.Generator
         env = np.zeros(n)
         for a, b in spans:
             env[a:b] = rng.uniform(0.1, 0.3) * tukey(b - a, 0.6)
-        band = butter(2, [lo, min(hi, 0.45 * sr)], btype="bandpass", fs=sr, output="sos")
-        noise = sosfilt(band, rng.standard_normal(n))
+        noise = sosfilt(_bandpass(lo, min(hi, 0.45 * sr), sr), rng.standard_normal(n))
         out += noise / (np.std(noise) + 1e-9) * env * voiced_rms
     return out
 

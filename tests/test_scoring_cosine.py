@@ -119,7 +119,7 @@ def test_missing_ids_error_counts_and_names(tmp_path):
     save_embeddings(tmp_path / "emb.npz", ids, emb)
     trials = tmp_path / "trials.txt"
     trials.write_text(f"1 {ids[0]}.wav {ids[1]}.wav\n0 ghost/a/1.wav {ids[2]}\n1 ghost/b/2 ghost/c/3\n")
-    with pytest.raises(MissingIdsError, match=r"emb.npz: no embedding for 3 id\(s\).*ghost/a/1") as err:
+    with pytest.raises(MissingIdsError, match=r"3 trial id\(s\) have no embedding: .*emb.npz: no embedding for 3 of 6 id\(s\), e.g. ghost/a/1") as err:
         score_files(trials, tmp_path / "emb.npz", tmp_path / "out.txt")
     assert "ghost/b/2" in str(err.value)
     assert not (tmp_path / "out.txt").exists()

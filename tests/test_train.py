@@ -264,7 +264,7 @@ def test_ddp_two_processes_match_single_process(data, tmp_path, one_thread, loss
     cfg = tiny_cfg(loss=loss, data=data_cfg, max_steps_per_epoch=2, epochs=2)
     single = train(cfg, data, tmp_path / "single")
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=0",
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
         "-m", "speakerid", "train", "--config", str(_write_cfg(cfg, tmp_path / "cfg.yaml")),
         "--data", str(data), "--exp", str(tmp_path / "ddp"),
     ]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from speakerid.scoring.embeddings import load_embeddings, lookup_ids
+from speakerid.scoring.embeddings import MissingIdsError, load_embeddings, lookup_ids, missing_ids
 from speakerid.scoring.norm import DEFAULT_TOP_K, NORM_METHODS, normalise_scores
 from speakerid.scoring.trials import ScoreList, TrialList, read_trial_list, write_scores
 
@@ -68,6 +68,24 @@ def rowwise_cosine(
     return out
 
 
+def _check_ids(enroll: np.ndarray, enroll_table: EmbeddingTable, test: np.ndarray, test_table: EmbeddingTable) -> None:
+    """One error listing ALL trial ids without an embedding (enroll and test together)."""
+    parts = []
+    if enroll_table is test_table:
+        groups = [(np.union1d(enroll, test), test_table)]
+    else:
+        groups = [(enroll, enroll_table), (test, test_table)]
+    total = 0
+    for wanted, table in groups:
+        missing = missing_ids(table.ids, wanted)
+        if missing.size:
+            total += missing.size
+            parts.append(f"{table.source}: no embedding for {missing.size} of {wanted.size} id(s), e.g. "
+                         + ", ".join(missing[:5].tolist()))
+    if parts:
+        raise MissingIdsError(f"{total} trial id(s) have no embedding: " + "; ".join(parts))
+
+
 def score_trials(
     enroll_ids: np.ndarray,
     test_ids: np.ndarray,
@@ -93,6 +111,7 @@ def score_trials(
     enroll_table = enroll_embeddings or embeddings
     uniq_e, e_index = np.unique(np.asarray(enroll_ids), return_inverse=True)
     uniq_t, t_index = np.unique(np.asarray(test_ids), return_inverse=True)
+    _check_ids(uniq_e, enroll_table, uniq_t, embeddings)
     e_emb = length_normalise(enroll_table.rows(uniq_e), mean, enroll_table.source)
     t_emb = length_normalise(embeddings.rows(uniq_t), mean, embeddings.source)
     if e_emb.shape[1] != t_emb.shape[1]:

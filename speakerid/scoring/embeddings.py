@@ -26,6 +26,7 @@ __all__ = [
     "load_embeddings",
     "save_embeddings",
     "lookup_ids",
+    "missing_ids",
     "DIR_CANDIDATES",
 ]
 
@@ -172,6 +173,11 @@ def _save_ark(path: Path, ids: list[str], emb: np.ndarray) -> list[int]:
             f.flush()
             os.fsync(f.fileno())
     return [int(line.rsplit(":", 1)[1]) for line in index.getvalue().splitlines()]
+
+
+def missing_ids(known: Sequence[str] | np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """The sorted unique ids of ``wanted`` that are not in ``known``."""
+    return np.setdiff1d(np.asarray(wanted), np.asarray(known))
 
 
 def lookup_ids(known: Sequence[str] | np.ndarray, wanted: np.ndarray, source: str = "embeddings") -> np.ndarray:

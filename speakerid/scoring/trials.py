@@ -25,7 +25,8 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from operator import itemgetter
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -124,48 +125,84 @@ def _detect_form(fields: list[str]) -> str | None:
     return None
 
 
-def read_trial_list(path: str | os.PathLike) -> TrialList:
-    """Read a trial list (any of the three forms, detected from its first line) as arrays."""
-    enroll: list[str] = []
-    test: list[str] = []
-    labels: list[int] = []
+_NCOLS = {"voxceleb": 3, "kaldi": 3, "pairs": 2}
+# (enroll column, test column, label column or None, label map) of each form
+_LAYOUT = {"voxceleb": (1, 2, 0, _VOX_LABELS), "kaldi": (0, 1, 2, _KALDI_LABELS), "pairs": (0, 1, None, None)}
+_BLOCK_BYTES = 1 << 22
+
+
+def _check_lines(path: str | os.PathLike) -> tuple[str, int]:
+    """Line-by-line validation: raise TrialsError at the first bad line; return (form, count)."""
     form = None
-    first = 0
+    first = count = 0
     for lineno, f in _data_lines(path):
         if form is None:
-            form = _detect_form(f)
-            first = lineno
+            form, first = _detect_form(f), lineno
             if form is None:
                 raise TrialsError(
-                    f"{path}:{lineno}: not a trial line: {' '.join(f)!r}; expected "
-                    + " or ".join(_FORMS.values())
+                    f"{path}:{lineno}: not a trial line: {' '.join(f)!r}; expected " + " or ".join(_FORMS.values())
                 )
-        try:
-            if form == "voxceleb":
-                if len(f) != 3:
-                    raise KeyError
-                labels.append(_VOX_LABELS[f[0]])
-                e, t = f[1], f[2]
-            elif form == "kaldi":
-                if len(f) != 3:
-                    raise KeyError
-                labels.append(_KALDI_LABELS[f[2]])
-                e, t = f[0], f[1]
-            else:
-                if len(f) != 2:
-                    raise KeyError
-                e, t = f
-        except KeyError:
-            raise TrialsError(
-                f"{path}:{lineno}: expected {_FORMS[form]} as on line {first}, got {' '.join(f)!r}"
-            ) from None
-        enroll.append(normalise_id(e))
-        test.append(normalise_id(t))
+        label_col, labels = _LAYOUT[form][2:]
+        if len(f) != _NCOLS[form] or (label_col is not None and f[label_col] not in labels):
+            raise TrialsError(f"{path}:{lineno}: expected {_FORMS[form]} as on line {first}, got {' '.join(f)!r}")
+        count += 1
     if form is None:
         raise TrialsError(f"{path}: no trials in the file")
-    lab = np.asarray(labels, dtype=np.int8) if form != "pairs" else None
+    return form, count
+
+
+def _normalise_ids(ids: Iterable[str]) -> np.ndarray:
+    return np.asarray([i[:-4] if i.endswith(".wav") else i for i in ids])
+
+
+def read_trial_list(path: str | os.PathLike) -> TrialList:
+    """Read a trial list (any of the three forms, detected from its first line) as arrays.
+
+    Fast path: blocks of lines are split and checked column-wise (no per-field Python work);
+    anything unexpected hands over to a line-by-line pass that names the first bad line.
+    """
+    enroll: list[str] = []
+    test: list[str] = []
+    label_tokens: list[str] = []
+    form = None
+    try:
+        f = open(path, encoding="utf-8")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file") from None
+    try:
+        with f:
+            for block in iter(lambda: f.readlines(_BLOCK_BYTES), []):
+                rows = [r for r in map(str.split, block) if r and not r[0].startswith("#")]
+                if not rows:
+                    continue
+                if form is None:
+                    form = _detect_form(rows[0])
+                    if form is None:
+                        break
+                if set(map(len, rows)) != {_NCOLS[form]}:
+                    form = None
+                    break
+                e_col, t_col, l_col, _ = _LAYOUT[form]
+                enroll.extend(map(itemgetter(e_col), rows))
+                test.extend(map(itemgetter(t_col), rows))
+                if l_col is not None:
+                    label_tokens.extend(map(itemgetter(l_col), rows))
+    except UnicodeDecodeError as e:
+        raise TrialsError(f"{path}: not a UTF-8 text file ({e.reason})") from None
+    labels = None
+    if form is not None and form != "pairs":
+        tokens = np.asarray(label_tokens)
+        label_map = _LAYOUT[form][3]
+        positive = next(k for k, v in label_map.items() if v == 1)
+        if np.isin(tokens, list(label_map)).all():
+            labels = (tokens == positive).astype(np.int8)
+        else:
+            form = None
+    if form is None:  # something is wrong: find and report the first bad line
+        _check_lines(path)
+        raise TrialsError(f"{path}: could not be read as a trial list")  # not reached: _check_lines raised
     logger.debug("%s: %d trials (%s form)", path, len(enroll), form)
-    return TrialList(np.asarray(enroll), np.asarray(test), lab, str(path))
+    return TrialList(_normalise_ids(enroll), _normalise_ids(test), labels, str(path))
 
 
 def read_trials(path: str | os.PathLike) -> list[tuple[str, str, int | None]]:
@@ -173,14 +210,9 @@ def read_trials(path: str | os.PathLike) -> list[tuple[str, str, int | None]]:
     return read_trial_list(path).as_tuples()
 
 
-def read_scores(path: str | os.PathLike) -> ScoreList:
-    """Read a score file ``enroll test score [label]``; scores must be finite numbers."""
-    enroll: list[str] = []
-    test: list[str] = []
-    raw: list[str] = []
-    labels: list[int] = []
-    ncols = 0
-    first = 0
+def _check_score_lines(path: str | os.PathLike) -> None:
+    """Line-by-line validation of a score file: raise TrialsError at the first bad line."""
+    ncols = first = 0
     for lineno, f in _data_lines(path):
         if not ncols:
             ncols, first = len(f), lineno
@@ -190,22 +222,58 @@ def read_scores(path: str | os.PathLike) -> ScoreList:
                 )
         if len(f) != ncols:
             raise TrialsError(f"{path}:{lineno}: {len(f)} columns but line {first} has {ncols}")
-        if ncols == 4:
-            lab = _SCORE_LABELS.get(f[3])
-            if lab is None:
-                raise TrialsError(f"{path}:{lineno}: label must be target/nontarget or 1/0, got {f[3]!r}")
-            labels.append(lab)
-        enroll.append(normalise_id(f[0]))
-        test.append(normalise_id(f[1]))
-        raw.append(f[2])
+        if ncols == 4 and f[3] not in _SCORE_LABELS:
+            raise TrialsError(f"{path}:{lineno}: label must be target/nontarget or 1/0, got {f[3]!r}")
     if not ncols:
         raise TrialsError(f"{path}: no scores in the file")
-    scores = _parse_scores(path, raw, first)
-    lab_arr = np.asarray(labels, dtype=np.int8) if ncols == 4 else None
-    return ScoreList(np.asarray(enroll), np.asarray(test), scores, lab_arr, str(path))
 
 
-def _parse_scores(path: str | os.PathLike, raw: list[str], first_line: int) -> np.ndarray:
+def read_scores(path: str | os.PathLike) -> ScoreList:
+    """Read a score file ``enroll test score [label]``; scores must be finite numbers.
+
+    Same fast path as :func:`read_trial_list` (column-wise checks per block of lines, with a
+    line-by-line pass to name the first bad line when something is wrong).
+    """
+    enroll: list[str] = []
+    test: list[str] = []
+    raw: list[str] = []
+    label_tokens: list[str] = []
+    ncols = 0
+    ok = True
+    try:
+        f = open(path, encoding="utf-8")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file") from None
+    try:
+        with f:
+            for block in iter(lambda: f.readlines(_BLOCK_BYTES), []):
+                rows = [r for r in map(str.split, block) if r and not r[0].startswith("#")]
+                if not rows:
+                    continue
+                ncols = ncols or len(rows[0])
+                if ncols not in (3, 4) or set(map(len, rows)) != {ncols}:
+                    ok = False
+                    break
+                enroll.extend(map(itemgetter(0), rows))
+                test.extend(map(itemgetter(1), rows))
+                raw.extend(map(itemgetter(2), rows))
+                if ncols == 4:
+                    label_tokens.extend(map(itemgetter(3), rows))
+    except UnicodeDecodeError as e:
+        raise TrialsError(f"{path}: not a UTF-8 text file ({e.reason})") from None
+    labels = None
+    if ok and ncols == 4:
+        tokens = np.asarray(label_tokens)
+        ok = bool(np.isin(tokens, list(_SCORE_LABELS)).all())
+        labels = ((tokens == "1") | (tokens == "target")).astype(np.int8)
+    if not ok or not ncols:
+        _check_score_lines(path)
+        raise TrialsError(f"{path}: could not be read as a score file")  # not reached
+    scores = _parse_scores(path, raw)
+    return ScoreList(_normalise_ids(enroll), _normalise_ids(test), scores, labels, str(path))
+
+
+def _parse_scores(path: str | os.PathLike, raw: list[str]) -> np.ndarray:
     """Vectorised float parsing; on failure locate the bad entry for the error message."""
     try:
         scores = np.asarray(raw, dtype=np.float64)
@@ -238,18 +306,18 @@ def write_scores(
     n = scores.size
     if len(enroll) != n or len(test) != n or (labels is not None and len(labels) != n):
         raise ValueError(f"{path}: enroll/test/scores/labels lengths differ")
-    fmt = f"{{}} {{}} {{:.{precision}f}}"
     e_list = np.asarray(enroll).tolist()
     t_list = np.asarray(test).tolist()
     s_list = scores.tolist()
+    if labels is None:
+        fmt = f"{{}} {{}} {{:.{precision}f}}\n".format
+        lines = map(fmt, e_list, t_list, s_list)
+    else:
+        fmt = f"{{}} {{}} {{:.{precision}f}} {{}}\n".format
+        names = np.array(["nontarget", "target"])[np.asarray(labels, dtype=np.intp)].tolist()
+        lines = map(fmt, e_list, t_list, s_list, names)
     with atomic_write(path) as f:
-        if labels is None:
-            for row in zip(e_list, t_list, s_list):
-                f.write(fmt.format(*row) + "\n")
-        else:
-            names = ("nontarget", "target")
-            for e, t, s, lab in zip(e_list, t_list, s_list, np.asarray(labels).tolist()):
-                f.write(f"{fmt.format(e, t, s)} {names[int(lab)]}\n")
+        f.writelines(lines)
 
 
 def labels_for_pairs(enroll: np.ndarray, test: np.ndarray, trials: TrialList) -> np.ndarray:
