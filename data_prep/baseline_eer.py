@@ -6,7 +6,8 @@ not separable from its long-term spectrum alone). The embedding of an utterance 
 over frames of Kaldi fbank (``torchaudio.compliance.kaldi.fbank``, 80 bins, 16 kHz, waveform
 scaled by 32768), scored by cosine as it is; a variant centred by the mean of the scored
 utterances is reported too (on small dev sets it is usually worse: the mean is itself
-speaker-dependent, and the raw log-energies make the plain cosine robust to level). ``--train DIR`` adds a supervised linear baseline: LDA
+speaker-dependent, and the raw log-energies make the plain cosine robust to level).
+``--train DIR`` adds a supervised linear baseline: LDA
 (scikit-learn) fitted on the train dir's speakers, then cosine: if it is much better than
 the untrained one, speaker identity is there to be learned.
 

@@ -239,16 +239,18 @@ def find_audio(root: Path, extensions: Iterable[str]) -> tuple[list[Path], int]:
     exts = {e.lower() if e.startswith(".") else "." + e.lower() for e in extensions}
     found: list[Path] = []
     other = 0
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in filenames:
-            if name.startswith("."):
-                continue
-            p = Path(dirpath) / name
-            if p.suffix.lower() in exts:
-                found.append(p)
-            else:
-                other += 1
+    with tqdm(desc=f"scanning {root.name}", unit="file", leave=False) as bar:
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for name in filenames:
+                if name.startswith("."):
+                    continue
+                p = Path(dirpath) / name
+                if p.suffix.lower() in exts:
+                    found.append(p)
+                else:
+                    other += 1
+            bar.update(len(filenames))
     return sorted(found), other
 
 
@@ -494,7 +496,8 @@ def read_trial_file(path: Path) -> list[tuple[str, str, bool | None]]:
                 out.append((parts[0], parts[1], None))
             else:
                 raise PrepError(
-                    f"{path}:{lineno}: expected '1|0 enroll test' or 'enroll test target|nontarget', got {line.strip()!r}"
+                    f"{path}:{lineno}: expected '1|0 enroll test' or 'enroll test target|nontarget', "
+                    f"got {line.strip()!r}"
                 )
     return out
 
@@ -574,6 +577,10 @@ class SplitTrialOptions:
     def from_args(cls, args: argparse.Namespace) -> "SplitTrialOptions":
         if args.make_trials < 0 or args.dev_speakers < 0 or args.dev_fraction < 0:
             raise PrepError("--make-trials, --dev-speakers and --dev-fraction must not be negative")
+        if args.dev_fraction and not 0.0 < args.dev_fraction < 1.0:
+            raise PrepError(f"--dev-fraction must be in (0, 1), got {args.dev_fraction}")
+        if args.make_trials == 1:
+            raise PrepError("--make-trials needs at least 2 trials (one target, one non-target)")
         return cls(
             make_trials=args.make_trials,
             dev_speakers=args.dev_speakers,

@@ -34,7 +34,10 @@ from data_prep.common import (  # noqa: E402
 log = logging.getLogger("data_prep.musan")
 
 CATEGORIES = ("noise", "music", "speech", "babble")
-EXAMPLE = "python data_prep/musan.py /data/musan data/noise.list   # or: /work/shared/data/noise data/noise.list --category noise"
+EXAMPLE = (
+    "python data_prep/musan.py /data/musan data/noise.list\n"
+    "  python data_prep/musan.py /work/shared/data/noise data/noise.list --category noise"
+)
 
 
 def category_of(root: Path, path: Path) -> str | None:

@@ -32,7 +32,7 @@ from data_prep.common import (  # noqa: E402
 
 log = logging.getLogger("data_prep.rirs")
 
-EXAMPLE = "python data_prep/rirs.py /work/shared/data/rir data/rir.list   # or: /data/RIRS_NOISES/simulated_rirs ..."
+EXAMPLE = "python data_prep/rirs.py /work/shared/data/rir /data/RIRS_NOISES/real_rirs_isotropic_noises data/rir.list"
 
 
 def prepare_rir_list(
@@ -91,7 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--exclude-regex", default="noise", help="leave out files whose name matches (default 'noise'; '' = none)"
     )
-    parser.add_argument("--max-duration", type=float, default=0.0, help="leave out RIRs longer than this (s; 0 = no limit)")
+    parser.add_argument(
+        "--max-duration", type=float, default=0.0, help="leave out RIRs longer than this (s; 0 = no limit)"
+    )
     parser.add_argument("--force", action="store_true", help="replace a non-empty output file")
     parser.add_argument("--jobs", type=int, default=4, help="threads that read audio headers (default 4)")
     parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
@@ -99,7 +101,13 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     print(
         prepare_rir_list(
-            args.roots, args.out, parse_extensions(args.ext), args.exclude_regex, args.max_duration, args.force, args.jobs
+            args.roots,
+            args.out,
+            parse_extensions(args.ext),
+            args.exclude_regex,
+            args.max_duration,
+            args.force,
+            args.jobs,
         )
     )
     return 0

@@ -13,13 +13,15 @@ Klatt 1980, J. Acoust. Soc. Am. 67(3)):
   1952 averages) and applied with ``scipy.signal.lfilter`` carrying the filter state.
 
 Speaker identity lives in the parameters: median f0 and intonation range, vocal-tract length
-(a formant scale), personal vowel formant offsets, F4/F5, bandwidths, glottal tilt, jitter,
-shimmer, breathiness and speaking rate (male/female-like clusters overlap on purpose). Each
+(a formant scale), personal vowel formant offsets, F4/F5, bandwidths, static nasal/sinus-like
+resonances, glottal tilt, jitter, shimmer, breathiness and speaking rate (male/female-like
+clusters overlap on purpose). Each
 utterance varies in content (random vowel sequences, syllable-rate envelope, fricative bursts,
 pauses), in a small session drift of the speaker's parameters, in channel (random peaking EQ,
 tilt, band limit, gain) and in additive coloured noise at a random SNR. So a speaker is
-learnable but not separable from the long-term spectrum alone: the mean-fbank cosine
-baseline (``data_prep/baseline_eer.py``) gets an EER well above 0.
+learnable but not separable from the long-term spectrum alone: with the defaults (40 x 20,
+seed 0) the untrained mean-fbank cosine baseline (``data_prep/baseline_eer.py``) has an EER of
+about 28 %, and an LDA on the same features fitted on 32 train speakers about 8 %.
 
 Everything is deterministic from ``--seed`` (one numpy Generator per speaker and per utterance,
 seeded by ``(seed, speaker, utterance)``, so the corpus does not depend on the order of work).
@@ -62,7 +64,9 @@ log = logging.getLogger("data_prep.synthetic")
 
 SAMPLE_RATE = 16000
 BLOCK = 160  # formant update interval: 10 ms at 16 kHz
-EXAMPLE = "python data_prep/synthetic.py data/synth --speakers 40 --utts 20 --dev-speakers 8 --make-trials 2000 --seed 0"
+EXAMPLE = (
+    "python data_prep/synthetic.py data/synth --speakers 40 --utts 20 --dev-speakers 8 --make-trials 2000 --seed 0"
+)
 
 # Average adult-male formants F1-F3 (Hz) of ten American English vowels (Peterson & Barney 1952).
 VOWELS = np.array(
@@ -87,12 +91,12 @@ GLOTTAL_POLE = (0.4, 0.95)  # range of the speakers' glottal tilt pole
 SCALE_SD = 0.07  # between-speaker spread of the formant scale within a voice type
 F45_SD = 0.07  # between-speaker spread of F4/F5 (relative)
 VOICE_EQ_BANDS = 4  # static speaker resonances (nasal/sinus-like) beyond the formants
-VOICE_EQ_DB = 6.0  # their gain spread (dB)
+VOICE_EQ_DB = 7.0  # their gain spread (dB)
 EQ_DB = 3.0  # std of the three random peaking-EQ gains of a session (dB)
 TILT = 0.25  # session tilt coefficient range (+-)
 BANDLIMIT_PROB = 0.15  # probability of a 3.4-7 kHz low-pass channel
 NOISE_COLOUR = (0.0, 0.6)
-SNR_DB = (15.0, 40.0)  # additive noise, uniform in dB
+SNR_DB = (18.0, 40.0)  # additive noise, uniform in dB
 SESSION_F0_SD = 0.035  # session drift of log f0
 LEVEL_DB = (-6.0, -1.0)  # peak level, uniform in dB
 BANDWIDTHS = np.array([70.0, 100.0, 140.0, 250.0, 320.0])  # B1..B5 (Hz) before the speaker's scale
@@ -191,7 +195,8 @@ def make_timeline(n: int, rate: float, rng: np.random.Generator, sr: int) -> Tim
         length = rng.uniform(0.55, 0.9) / rate
         if t + length > end:
             break
-        tl.nuclei.append((int(t * sr), int((t + length) * sr), int(rng.integers(len(VOWELS))), float(rng.uniform(0.6, 1.0))))
+        vowel, stress = int(rng.integers(len(VOWELS))), float(rng.uniform(0.6, 1.0))
+        tl.nuclei.append((int(t * sr), int((t + length) * sr), vowel, stress))
         t += length
         if rng.random() < 0.12:
             t += rng.uniform(0.08, 0.3)
@@ -308,10 +313,8 @@ def peaking_eq(freq: float, gain_db: float, q: float, sr: int) -> np.ndarray:
 
 def channel(x: np.ndarray, rng: np.random.Generator, sr: int) -> np.ndarray:
     """A random recording channel: three peaking EQs, a first-order tilt and sometimes a band limit."""
-    rows = [
-        peaking_eq(float(np.exp(rng.uniform(np.log(150.0), np.log(6000.0)))), rng.normal(0.0, EQ_DB), rng.uniform(0.7, 2.5), sr)
-        for _ in range(3)
-    ]
+    freqs = np.exp(rng.uniform(np.log(150.0), np.log(6000.0), 3))
+    rows = [peaking_eq(float(f), rng.normal(0.0, EQ_DB), rng.uniform(0.7, 2.5), sr) for f in freqs]
     c = rng.uniform(-TILT, TILT)  # first-order tilt: +-20*log10((1+c)/(1-c)) dB across the band
     rows.append(np.array([1.0 / (1.0 + abs(c)), -c / (1.0 + abs(c)), 0.0, 1.0, 0.0, 0.0]))
     sos = np.stack(rows)
@@ -413,11 +416,16 @@ def prepare_synthetic(
     if num_speakers < 2 or utts_per_speaker < 1:
         raise PrepError(f"need >= 2 speakers and >= 1 utterance each, got {num_speakers} x {utts_per_speaker}")
     out = Path(os.path.abspath(out))
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     with staged_dir(out, force) as stage:
-        wav, utt2spk, utt2dur = generate_corpus(stage / "audio", out / "audio", num_speakers, utts_per_speaker, opts.seed)
+        wav, utt2spk, utt2dur = generate_corpus(
+            stage / "audio", out / "audio", num_speakers, utts_per_speaker, opts.seed
+        )
         notes = write_prepared(stage, wav, utt2spk, utt2dur, opts)
-    notes.append(f"{sum(utt2dur.values()) / 60:.1f} min of audio in {time.perf_counter() - start:.1f} s")
+    notes.append(
+        f"{sum(utt2dur.values()) / 60:.1f} min of audio in {time.perf_counter() - start:.1f} s "
+        f"({time.process_time() - cpu:.1f} s CPU)"
+    )
     return final_summary(len(wav), num_speakers, SkipReport(), notes, out)
 
 

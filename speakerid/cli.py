@@ -332,6 +332,37 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+# --- features (owner: features) ---------------------------------------------------------------
+def _add_features(sub: argparse._SubParsersAction) -> None:
+    p = _parser(
+        sub,
+        "features",
+        "Compute raw log-mel fbank (no CMN, no dither) of a data dir into Kaldi ark/scp: "
+        "DIR/feats/raw_fbank.N.ark shards + DIR/feats.scp. Resumable: finished shards are kept.",
+        "speakerid features --data data/train --config recipes/mini/conf/ecapa_circle.yaml --nj 4",
+    )
+    p.add_argument("--data", required=True, help="data dir (wav.scp, utt2spk); feats.scp is written into it")
+    p.add_argument("--config", help="YAML config whose 'features' section is used (default: FeatureConfig defaults)")
+    p.add_argument("--nj", type=int, default=1, help="parallel worker processes, one shard per job (default 1)")
+    p.add_argument("--out", help="folder for the ark/scp shards (default DIR/feats)")
+    p.add_argument("--utts-per-shard", type=int, default=1000, help="max utterances per shard (default 1000)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    def run(args: argparse.Namespace) -> int:
+        from speakerid.config import FeatureConfig, load_config
+        from speakerid.features import compute_features_for_data_dir
+
+        cfg = load_config(args.config).features if args.config else FeatureConfig()
+        scp = compute_features_for_data_dir(
+            args.data, args.out, cfg, num_workers=args.nj, utts_per_shard=args.utts_per_shard,
+            progress=not args.no_progress,
+        )
+        print(scp)
+        return 0
+
+    p.set_defaults(func=run)
+
+
 # [commands end]
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
@@ -345,6 +376,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_score,
     _add_eval,
     _add_calibrate,
+    _add_features,
     # [registry end]
 ]
 

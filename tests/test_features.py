@@ -117,6 +117,7 @@ def test_dither_is_deterministic_with_generator():
     assert fbank(wave, dither=1.0, cmn=False, generator=torch.Generator().manual_seed(3)).min() > -8
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
 def test_fbank_module_scripted_and_from_config(speech):
     cfg = FeatureConfig(dither=1.0, sliding_cmn_frames=0)
     assert Fbank.from_config(cfg).dither == 0.0  # evaluation: no dither
@@ -131,6 +132,7 @@ def test_fbank_module_scripted_and_from_config(speech):
     assert module.num_frames(8000) == num_frames(8000)
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_runs_on_gpu(speech):
     batch = torch.stack([w[:4000] for w in speech])
@@ -142,3 +144,67 @@ def test_runs_on_gpu(speech):
     assert diff.max() < 0.1 and (diff > 1e-3).float().mean() < 1e-3
     scripted = torch.jit.script(Fbank()).cuda()
     assert torch.equal(scripted(batch.cuda()), gpu)
+
+
+# --- feature cache of a data dir ------------------------------------------------------------
+
+
+def _data_dir(root, n=6):
+    import numpy as np
+    import soundfile as sf
+
+    from speakerid.data.datadir import write_data_dir
+
+    rng = np.random.default_rng(0)
+    wav, utt2spk = {}, {}
+    for i in range(n):
+        path = root / "audio" / f"u{i}.wav"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(path, (0.1 * rng.standard_normal(4000 + 800 * i)).astype("float32"), 16000, subtype="PCM_16")
+        wav[f"spk{i % 2}-u{i}"] = str(path)
+        utt2spk[f"spk{i % 2}-u{i}"] = f"spk{i % 2}"
+    write_data_dir(root / "data", wav, utt2spk)
+    return root / "data", wav
+
+
+def test_compute_features_for_data_dir_and_resume(tmp_path):
+    import kaldiio
+
+    from speakerid.features import compute_features_for_data_dir
+
+    data, wav = _data_dir(tmp_path)
+    scp = compute_features_for_data_dir(data, num_workers=2, utts_per_shard=2, progress=False)
+    assert scp == data / "feats.scp"
+    feats = kaldiio.load_scp(str(scp))
+    assert list(feats) == sorted(wav)
+    for utt, path in wav.items():
+        expected = fbank(load_audio(path)[0], cmn=False)  # stored raw: no CMN
+        assert torch.equal(torch.from_numpy(feats[utt].copy()), expected)
+    shards = sorted((data / "feats").glob("raw_fbank.*.ark"))
+    assert len(shards) == 3
+    # resume: drop one finished shard (and leave a stale temp file); only that one is redone
+    kept = {p: p.stat().st_mtime_ns for p in shards[1:]}
+    shards[0].unlink()
+    (data / "feats" / "raw_fbank.0.scp").unlink()
+    (data / "feats" / ".raw_fbank.0.ark.tmp").write_bytes(b"partial")
+    compute_features_for_data_dir(data, num_workers=1, utts_per_shard=2, progress=False)
+    assert all(p.stat().st_mtime_ns == t for p, t in kept.items())
+    assert len(kaldiio.load_scp(str(scp))) == len(wav)
+
+
+def test_compute_features_bad_audio_names_the_file(tmp_path):
+    from speakerid.audio import AudioError
+    from speakerid.cli import main
+    from speakerid.features import compute_features_for_data_dir
+
+    data, wav = _data_dir(tmp_path, n=3)
+    assert main(["features", "--data", str(data), "--no-progress"]) == 0
+    (data / "feats.scp").unlink()
+    bad = wav["spk0-u2"]
+    with open(bad, "wb") as f:
+        f.write(b"garbage, not audio" * 20)
+    cfg = FeatureConfig(num_mel_bins=40)  # another config: every shard is recomputed
+    with pytest.raises(AudioError, match=bad):
+        compute_features_for_data_dir(data, feature_cfg=cfg, progress=False)
+    assert not (data / "feats.scp").exists()
+    assert not list((data / "feats").glob(".*.tmp"))  # no half-written shard left

@@ -72,9 +72,14 @@ def test_cosine_matches_naive_loop_with_mean_and_enroll_table():
     lookup = dict(zip(ids, emb))
     want = [_cos(lookup[a] - mean, lookup[b] - mean) for a, b in zip(e_ids, t_ids)]
     np.testing.assert_allclose(got, want, rtol=0, atol=2e-6)
-    # enroll ids from a second table (here: the same vectors under the same ids, doubled length)
-    enroll = EmbeddingTable(np.array(ids), 2 * emb)
-    np.testing.assert_allclose(score_trials(e_ids, t_ids, table, enroll_embeddings=enroll), score_trials(e_ids, t_ids, table), atol=2e-6)
+    # enroll ids looked up in a second table with other vectors (e.g. averaged enrolment models)
+    models = {i: v for i, v in zip(ids, np.random.default_rng(5).standard_normal(emb.shape).astype(np.float32))}
+    enroll = EmbeddingTable(np.array(sorted(set(e_ids))), np.stack([models[i] for i in sorted(set(e_ids))]), "models.npz")
+    got = score_trials(e_ids, t_ids, table, enroll_embeddings=enroll)
+    np.testing.assert_allclose(got, [_cos(models[a], lookup[b]) for a, b in zip(e_ids, t_ids)], atol=2e-6)
+    # ids missing from either table are reported together, per table
+    with pytest.raises(MissingIdsError, match=r"2 trial id\(s\).*models.npz: no embedding for 1 of .*x/e.*: no embedding for 1 of"):
+        score_trials(np.array(["x/e"]), np.array(["x/t"]), table, enroll_embeddings=enroll)
 
 
 def _naive_norm(e_ids, t_ids, lookup, cohort, top_k):
@@ -119,7 +124,8 @@ def test_missing_ids_error_counts_and_names(tmp_path):
     save_embeddings(tmp_path / "emb.npz", ids, emb)
     trials = tmp_path / "trials.txt"
     trials.write_text(f"1 {ids[0]}.wav {ids[1]}.wav\n0 ghost/a/1.wav {ids[2]}\n1 ghost/b/2 ghost/c/3\n")
-    with pytest.raises(MissingIdsError, match=r"3 trial id\(s\) have no embedding: .*emb.npz: no embedding for 3 of 6 id\(s\), e.g. ghost/a/1") as err:
+    expected = r"3 trial id\(s\) have no embedding: .*emb.npz: no embedding for 3 of 6 id\(s\), e.g. ghost/a/1"
+    with pytest.raises(MissingIdsError, match=expected) as err:
         score_files(trials, tmp_path / "emb.npz", tmp_path / "out.txt")
     assert "ghost/b/2" in str(err.value)
     assert not (tmp_path / "out.txt").exists()
@@ -149,3 +155,13 @@ def test_scoring_package_imports_no_torch():
         "assert 'matplotlib' not in sys.modules and 'sklearn' not in sys.modules, 'eager import'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_factorise_matches_np_unique():
+    from speakerid.scoring.cosine import factorise
+
+    ids = np.array(["b/2", "a/1", "b/2", "c/3", "a/1", "a/10"])
+    u, inv = factorise(ids)
+    u_ref, inv_ref = np.unique(ids, return_inverse=True)
+    np.testing.assert_array_equal(u, u_ref)
+    np.testing.assert_array_equal(inv, inv_ref)

@@ -19,7 +19,7 @@ from speakerid.scoring.embeddings import MissingIdsError, load_embeddings, looku
 from speakerid.scoring.norm import DEFAULT_TOP_K, NORM_METHODS, normalise_scores
 from speakerid.scoring.trials import ScoreList, TrialList, read_trial_list, write_scores
 
-__all__ = ["EmbeddingTable", "length_normalise", "rowwise_cosine", "score_trials", "score_files"]
+__all__ = ["EmbeddingTable", "factorise", "length_normalise", "rowwise_cosine", "score_trials", "score_files"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +68,22 @@ def rowwise_cosine(
     return out
 
 
+def factorise(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted unique ids, index of each id in them) - like ``np.unique(ids, return_inverse=True)``.
+
+    Hash-based ``np.unique_values`` (numpy >= 2) plus a ``searchsorted`` of the trial ids in
+    the few thousand unique ones avoids argsorting a million strings (about 1.5x faster here,
+    and no sorted copy of the id array).
+    """
+    ids = np.asarray(ids)
+    unique_values = getattr(np, "unique_values", None)
+    if unique_values is None:  # numpy < 2
+        uniq, inverse = np.unique(ids, return_inverse=True)
+        return uniq, inverse.ravel()
+    uniq = np.sort(unique_values(ids))
+    return uniq, np.searchsorted(uniq, ids)
+
+
 def _check_ids(enroll: np.ndarray, enroll_table: EmbeddingTable, test: np.ndarray, test_table: EmbeddingTable) -> None:
     """One error listing ALL trial ids without an embedding (enroll and test together)."""
     parts = []
@@ -109,8 +125,8 @@ def score_trials(
     if norm != "none" and cohort is None:
         raise ValueError(f"--norm {norm} needs a cohort of embeddings")
     enroll_table = enroll_embeddings or embeddings
-    uniq_e, e_index = np.unique(np.asarray(enroll_ids), return_inverse=True)
-    uniq_t, t_index = np.unique(np.asarray(test_ids), return_inverse=True)
+    uniq_e, e_index = factorise(enroll_ids)
+    uniq_t, t_index = factorise(test_ids)
     _check_ids(uniq_e, enroll_table, uniq_t, embeddings)
     e_emb = length_normalise(enroll_table.rows(uniq_e), mean, enroll_table.source)
     t_emb = length_normalise(embeddings.rows(uniq_t), mean, embeddings.source)
@@ -120,13 +136,13 @@ def score_trials(
             f"test embeddings ({embeddings.source}) {t_emb.shape[1]}"
         )
     logger.info("scoring %d trials: %d enroll x %d test embeddings", e_index.size, uniq_e.size, uniq_t.size)
-    scores = rowwise_cosine(e_emb, t_emb, e_index.ravel(), t_index.ravel(), chunk_size)
+    scores = rowwise_cosine(e_emb, t_emb, e_index, t_index, chunk_size)
     if norm == "none":
         return scores.astype(np.float64)
     cohort_n = length_normalise(cohort, mean, "cohort")
     if cohort_n.shape[1] != e_emb.shape[1]:
         raise ValueError(f"cohort embeddings have dimension {cohort_n.shape[1]}, trials {e_emb.shape[1]}")
-    return normalise_scores(scores, e_emb, t_emb, e_index.ravel(), t_index.ravel(), cohort_n, norm, top_k)
+    return normalise_scores(scores, e_emb, t_emb, e_index, t_index, cohort_n, norm, top_k)
 
 
 def score_files(

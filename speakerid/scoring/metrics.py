@@ -24,23 +24,24 @@ Speed
 -----
 Exact metrics need the scores in sorted order with their labels, so one sort is the floor.
 ``np.argsort`` is several times slower than ``np.sort`` (indices ruin the SIMD sorting
-networks numpy uses for plain keys), so :func:`operating_points` sorts ONE packed int64 array
+networks numpy uses for plain keys), so the scores are sorted as ONE packed integer array
 instead: each score becomes an order-preserving integer key with the label in the lowest bit
-(see :func:`_packed_keys`). One ``np.sort`` then yields scores and labels together, ties end
-up adjacent, and EER and every minDCF come from the same cumulative counts. When the scores
-cannot be packed losslessly the code sorts targets and non-targets separately and merges
-them (:func:`_sort_by_merge`; same results, a little slower);
-``tests/test_scoring_metrics.py`` checks both routes against each other and against a
-brute-force loop over thresholds, and ``benchmarks/bench_scoring.py`` times them.
+(:func:`_pack32` for float32 values such as cosine scores of float32 embeddings;
+:func:`_pack64` for any other float64, which sorts negatives and the rest as two parts to
+free the sign bit). One ``np.sort`` then yields scores and labels together, ties end up
+adjacent, and EER and every minDCF come from the same cumulative counts, computed in ONE
+streaming pass over the sorted array in cache-sized blocks (:func:`_scan`): the work after
+the sort is memory-bound, and full-length temporaries would cost more than the sort itself.
+``tests/test_scoring_metrics.py`` checks every route against the plain argsort route and a
+brute-force loop over thresholds; ``benchmarks/bench_scoring.py`` times them.
 """
 
 from __future__ import annotations
 
 import bisect
 import math
-import sys
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Iterable
 
 import numpy as np
 
@@ -104,7 +105,7 @@ def _validate(scores: np.ndarray | Iterable[float], labels: np.ndarray | Iterabl
 
 
 # --------------------------------------------------------------------------------------
-# sorting: packed keys (fast path), sorted merge (fallback) or plain argsort (reference)
+# sorting: packed keys with the label in the low bit (fast) or plain argsort (reference)
 
 
 def _sortable_int(bits: np.ndarray, mask: np.integer) -> np.ndarray:
@@ -125,68 +126,131 @@ def _as_float32_exact(s: np.ndarray) -> np.ndarray | None:
     return s32 if np.array_equal(s32, s) else None
 
 
-def _packed_keys(
-    s: np.ndarray, lab: np.ndarray, s32: np.ndarray | None
-) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]] | None:
-    """One int64/uint64 array ``key << 1 | label`` whose sorted order is the score order.
+_BLOCK = 1 << 16  # elements per block of the streaming passes (~0.5 MiB of int64: stays in cache)
 
-    The trick: sorting this array with ``np.sort`` (fast SIMD sort, no index array) sorts the
-    scores and carries the labels along in the lowest bit; equal scores have equal ``key`` so
-    they stay adjacent and are grouped exactly. The key must be exact, which needs a free bit:
-    * float32-representable scores (cosine scores of float32 embeddings): the 32-bit sortable
-      key shifted into an int64 always fits;
-    * other float64 scores: the 64-bit sortable key minus its minimum fits in 63 bits when the
-      scores span less than half of the float64 key space (e.g. all scores inside (-1, 1)).
-    Otherwise None (the caller falls back to :func:`_sort_by_merge`). Returns (packed, decode) where
-    ``decode(sorted_packed_values)`` gives the float scores back. ``s32`` is
-    ``_as_float32_exact(s)``.
+
+def _pack32(s32: np.ndarray, lab: np.ndarray) -> np.ndarray:
+    """Sorted int64 array of ``key << 1 | label`` for float32 scores.
+
+    The trick: sorting one plain integer array with ``np.sort`` (SIMD sorting, no index
+    array) sorts the scores and carries each label along in the lowest bit; equal scores get
+    equal keys, so ties end up adjacent and are grouped exactly. A float32's 32-bit
+    order-preserving key leaves room for the label bit in an int64. Built block by block so
+    the temporaries stay in cache.
     """
+    packed = np.empty(s32.size, dtype=np.int64)
     label_bits = lab.view(np.uint8)
-    if s32 is not None:
-        s32 = s32 + np.float32(0.0)  # -0.0 -> +0.0: equal floats must get equal keys
-        key = _sortable_int(s32.view(np.int32), _MASK31).astype(np.int64)
-        key <<= 1
-        key |= label_bits
-
-        def decode32(p: np.ndarray) -> np.ndarray:
-            k = (np.asarray(p, dtype=np.int64) >> 1).astype(np.int32)
-            return _sortable_int(k, _MASK31).view(np.float32).astype(np.float64)
-
-        return key, decode32
-
-    s64 = s + 0.0
-    key = _sortable_int(s64.view(np.int64), _MASK63)
-    kmin, kmax = int(key.min()), int(key.max())
-    if kmax - kmin >= 2**63:
-        return None
-    key -= np.int64(kmin)  # now in [0, 2**63): one bit free at the top
-    packed = key.view(np.uint64)
-    packed <<= np.uint64(1)
-    packed |= label_bits
-
-    def decode64(p: np.ndarray) -> np.ndarray:
-        k = (np.asarray(p, dtype=np.uint64) >> np.uint64(1)).view(np.int64) + np.int64(kmin)
-        return _sortable_int(k, _MASK63).view(np.float64)
-
-    return packed, decode64
+    for lo in range(0, s32.size, _BLOCK):
+        blk = slice(lo, lo + _BLOCK)
+        k = s32[blk] + np.float32(0.0)  # -0.0 -> +0.0: equal floats must get equal keys
+        packed[blk] = _sortable_int(k.view(np.int32), _MASK31)
+        packed[blk] <<= 1
+        packed[blk] |= label_bits[blk]
+    packed.sort()
+    return packed
 
 
-def _sort_by_merge(s: np.ndarray, lab: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted scores and their labels for scores that cannot be packed (exact for any float).
+def _pack64(s: np.ndarray, lab: np.ndarray) -> tuple[np.ndarray, int]:
+    """Sorted uint64 ``key << 1 | label`` arrays for any finite float64 scores: (array, n_neg).
 
-    Sorting targets and non-targets separately with ``np.sort`` costs less than one sort of
-    everything; a stable argsort of the two concatenated sorted runs is then a single linear
-    merge (timsort finds the runs), still ~2x cheaper than ``np.argsort`` of the raw scores.
-    The label of a merged element is simply whether it came from the first run.
+    A float64's order-preserving key needs all 64 bits, leaving none for the label, so the
+    sign is taken out instead: negative and non-negative scores are sorted as two parts, each
+    keyed by 63 magnitude bits (negatives by ``MASK63 - magnitude``, so that ascending keys are
+    ascending values). ``array[:n_neg]`` holds the negative scores, ``array[n_neg:]`` the rest,
+    both ascending: together the scores in ascending order.
     """
-    tar = np.sort(s[lab])
-    merged = np.concatenate([tar, np.sort(s[~lab])])
-    order = np.argsort(merged, kind="stable")
-    return merged[order], order < tar.size
+    n_neg = int(np.count_nonzero(s < 0.0))  # -0.0 is not < 0: it joins +0.0
+    out = np.empty(s.size, dtype=np.uint64)
+    label_bits = lab.view(np.uint8)
+    i_neg, i_pos = 0, n_neg  # write cursors of the two parts
+    for lo in range(0, s.size, _BLOCK):  # block by block: temporaries stay in cache
+        blk = slice(lo, lo + _BLOCK)
+        bits = (s[blk] + 0.0).view(np.int64)  # -0.0 -> +0.0
+        neg = bits < 0
+        mag = bits & _MASK63
+        np.subtract(_MASK63, mag, out=mag, where=neg)
+        packed = mag.view(np.uint64)
+        packed <<= np.uint64(1)
+        packed |= label_bits[blk]
+        part = packed[neg]
+        out[i_neg : i_neg + part.size] = part
+        i_neg += part.size
+        part = packed[~neg]
+        out[i_pos : i_pos + part.size] = part
+        i_pos += part.size
+    out[:n_neg].sort()
+    out[n_neg:].sort()
+    return out, n_neg
+
+
+SORT_METHODS = ("auto", "packed64", "argsort")
+
+
+class _SortedScores:
+    """Scores in ascending order with their labels, from one sort, read block by block.
+
+    Routes (identical results): float32-representable scores (e.g. cosine scores of float32
+    embeddings) -> :func:`_pack32`; other floats -> :func:`_pack64`; "argsort" is the plain
+    reference route (``np.argsort`` + gathers) kept for tests and benchmarks; "packed64"
+    forces :func:`_pack64`. ``block(lo, hi)`` gives (group keys, uint8 labels) of sorted
+    positions lo..hi-1, equal keys <=> equal scores; ``values(positions)`` decodes scores
+    (float64).
+    """
+
+    def __init__(self, scores: np.ndarray | Iterable[float], labels: np.ndarray | Iterable, method: str = "auto"):
+        if method not in SORT_METHODS:
+            raise MetricsError(f"unknown sort method {method!r}; choose from {', '.join(SORT_METHODS)}")
+        s, lab = _validate(scores, labels)
+        self.n = s.size
+        self.n_targets = int(np.count_nonzero(lab))
+        s32 = _as_float32_exact(s)
+        self.is_float32 = s32 is not None
+        self._route = "argsort" if method == "argsort" else ("packed32" if s32 is not None and method == "auto" else "packed64")
+        if self._route == "packed32":
+            self._packed = _pack32(s32, lab)
+        elif self._route == "packed64":
+            self._packed, self._n_neg = _pack64(s.astype(np.float64, copy=False), lab)
+        else:
+            order = np.argsort(s)
+            self._sorted, self._labels = s[order], lab[order].view(np.uint8)
+
+    def block(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+        if self._route == "argsort":
+            return self._sorted[lo:hi], self._labels[lo:hi]
+        p = self._packed[lo:hi]
+        one = p.dtype.type(1)
+        keys = (p >> one).view(np.int64)
+        if self._route == "packed64" and lo < self._n_neg:
+            # negative part: set the sign bit (key - 2**63) so it sorts below the other part
+            keys[: self._n_neg - lo] |= np.int64(-(2**63))
+        return keys, (p & one).astype(np.uint8)
+
+    def values(self, positions: np.ndarray) -> np.ndarray:
+        positions = np.asarray(positions)
+        if self._route == "argsort":
+            return self._sorted[positions].astype(np.float64)
+        p = self._packed[positions]
+        if self._route == "packed32":
+            k = (p >> 1).astype(np.int32)
+            return _sortable_int(k, _MASK31).view(np.float32).astype(np.float64)
+        stored = (p >> np.uint64(1)).view(np.int64)
+        neg = positions < self._n_neg
+        bits = np.where(neg, (_MASK63 - stored) | np.int64(-(2**63)), stored)
+        return bits.view(np.float64)
+
+    def threshold(self, position: int) -> float:
+        """Threshold of the point accepting sorted positions >= ``position``; for n (reject
+        all) the next float above the top score, in the scores' own precision so that the
+        comparison also rejects it when made in float32."""
+        if position < self.n:
+            return float(self.values(np.array([position]))[0])
+        ftype = np.float32 if self.is_float32 else np.float64
+        top = self.values(np.array([self.n - 1]))[0]
+        return float(np.nextafter(ftype(top), ftype(np.inf)))
 
 
 # --------------------------------------------------------------------------------------
-# operating points
+# operating points (full arrays: DET curves, tests)
 
 
 @dataclass(frozen=True)
@@ -196,16 +260,15 @@ class OperatingPoints:
     Point ``k`` (0..m, m = number of distinct scores) accepts the scores ``>= v_k`` where
     ``v_0 < v_1 < ...`` are the distinct scores; point m rejects everything.
     ``targets_below[k]`` (misses) and ``nontargets_below[k]`` (correct rejections) are exact
-    integer counts.
+    integer counts; ``positions[k]`` is the number of scores below ``v_k``.
     """
 
     n_targets: int
     n_nontargets: int
     targets_below: np.ndarray
     nontargets_below: np.ndarray
-    _positions: np.ndarray = field(repr=False)  # sorted position of v_k for k < m
-    _sorted_at: Callable[[np.ndarray], np.ndarray] = field(repr=False)  # positions -> scores
-    _float32: bool = field(default=False, repr=False)  # scores are float32 values
+    positions: np.ndarray
+    _sorted: _SortedScores = field(repr=False)
 
     @property
     def num_points(self) -> int:
@@ -220,24 +283,14 @@ class OperatingPoints:
         return (self.n_nontargets - self.nontargets_below) / self.n_nontargets
 
     def thresholds(self, k: np.ndarray | int | None = None) -> np.ndarray | float:
-        """Threshold of point(s) ``k`` (all points when None); the reject-all point gets the
-        next float above the highest score, so ``score >= threshold`` holds for no trial."""
-        m = self._positions.size
-        ks = np.arange(m + 1) if k is None else np.asarray(k)
+        """Threshold(s) of point(s) ``k`` (all points when None); decisions are ``score >= t``."""
+        ks = np.arange(self.num_points) if k is None else np.asarray(k)
         flat = np.atleast_1d(ks)
         out = np.empty(flat.shape, dtype=np.float64)
-        inner = flat < m
-        out[inner] = self._sorted_at(self._positions[flat[inner]])
-        if not inner.all():
-            # next float above the top score in the scores' own precision, so that the
-            # comparison also rejects it when made in float32
-            top = self._sorted_at(self._positions[-1:])[0]
-            ftype = np.float32 if self._float32 else np.float64
-            out[~inner] = np.nextafter(ftype(top), ftype(np.inf))
+        inner = flat < self.num_points - 1
+        out[inner] = self._sorted.values(self.positions[flat[inner]])
+        out[~inner] = self._sorted.threshold(self._sorted.n)
         return out if (k is None or np.ndim(ks)) else float(out[0])
-
-
-SORT_METHODS = ("auto", "packed", "merge", "argsort")
 
 
 def operating_points(
@@ -245,61 +298,99 @@ def operating_points(
 ) -> OperatingPoints:
     """Sort once and count targets / non-targets below every distinct score value.
 
-    ``method``: "auto" (packed keys when lossless, else merge), or force "packed" (error if
-    the scores cannot be packed), "merge" or "argsort" (the plain reference route). All give
-    identical results; they differ only in speed.
+    ``method``: "auto" (packed keys), "packed64" (force the two-part float64 packing) or
+    "argsort" (the plain reference route). All give identical results; only speed differs.
     """
-    if method not in SORT_METHODS:
-        raise MetricsError(f"unknown sort method {method!r}; choose from {', '.join(SORT_METHODS)}")
-    s, lab = _validate(scores, labels)
-    n = s.size
-    s32 = _as_float32_exact(s)
-    packed = _packed_keys(s, lab, s32) if method in ("auto", "packed") else None
-    if method == "packed" and packed is None:
-        raise MetricsError("these scores cannot be packed losslessly into 64-bit keys")
-    if packed is not None:
-        arr, decode = packed
-        arr.sort()
-        # label = lowest bit; on little-endian machines it is the first byte of each element,
-        # a strided uint8 view reads it without building another 8-byte array
-        if sys.byteorder == "little":
-            lab_sorted = arr.view(np.uint8)[:: arr.itemsize] & np.uint8(1)
-        else:
-            lab_sorted = (arr & arr.dtype.type(1)).astype(np.uint8)
-        grp = arr >> arr.dtype.type(1)
-        boundaries = np.flatnonzero(grp[1:] != grp[:-1])
-        del grp
+    srt = _SortedScores(scores, labels, method)
+    n, n_t = srt.n, srt.n_targets
+    keys, lab = srt.block(0, n)
+    boundaries = np.flatnonzero(keys[1:] != keys[:-1])
+    cum = np.cumsum(lab, dtype=np.int64)  # cum[i] = targets among the i+1 lowest
+    targets_below = np.concatenate([[0], cum[boundaries], [n_t]])
+    positions = np.concatenate([[0], boundaries + 1, [n]])
+    nontargets_below = positions - targets_below
+    return OperatingPoints(n_t, n - n_t, targets_below, nontargets_below, positions, srt)
 
-        def sorted_at(p: np.ndarray) -> np.ndarray:
-            return decode(arr[p])
 
-    else:
-        if method == "argsort":
-            order = np.argsort(s)
-            s_sorted, lab_sorted = s[order], lab[order]
-            del order
-        else:
-            s_sorted, lab_sorted = _sort_by_merge(s, lab)
-        boundaries = np.flatnonzero(s_sorted[1:] != s_sorted[:-1])
+# --------------------------------------------------------------------------------------
+# one streaming pass over the sorted scores: EER and every minDCF together
 
-        def sorted_at(p: np.ndarray) -> np.ndarray:
-            return s_sorted[p].astype(np.float64)
 
-    count_dtype = np.int32 if n < 2**31 - 1 else np.int64
-    cum = np.cumsum(lab_sorted, dtype=count_dtype)  # cum[i] = targets among the i+1 lowest
-    n_t = int(cum[-1])
-    targets_below = np.empty(boundaries.size + 2, dtype=np.int64)
-    targets_below[0] = 0
-    targets_below[1:-1] = cum[boundaries]
-    targets_below[-1] = n_t
-    del cum
-    positions = np.empty(boundaries.size + 1, dtype=np.int64)  # start of each tie group
-    positions[0] = 0
-    np.add(boundaries, 1, out=positions[1:])
-    nontargets_below = np.empty_like(targets_below)
-    np.subtract(positions, targets_below[:-1], out=nontargets_below[:-1])
-    nontargets_below[-1] = n - n_t
-    return OperatingPoints(n_t, n - n_t, targets_below, nontargets_below, positions, sorted_at, s32 is not None)
+@dataclass
+class _ScanResult:
+    n_targets: int
+    n_nontargets: int
+    eer_pair: tuple[tuple[int, int, int], tuple[int, int, int]]  # (tb, nb, position) before / at crossing
+    min_dcf: dict[float, tuple[float, int]]  # p_target -> (normalised value, position)
+
+
+def _scan(srt: _SortedScores, p_targets: tuple[float, ...], c_miss: float, c_fa: float, block: int = _BLOCK) -> _ScanResult:
+    """Visit every operating point (in order) block by block, keeping in cache what
+    :func:`operating_points` would hold as full arrays; same points, same tie-breaking (the
+    first minimum; the first point with P_miss >= P_fa)."""
+    n, nt = srt.n, srt.n_targets
+    nn = n - nt
+    target = nt * nn  # EER crossing: tb*nn + nb*nt >= nt*nn
+    weights = {}
+    for p in p_targets:
+        norm = _dcf_norm(p, c_miss, c_fa)
+        weights[p] = (c_miss * p / nt / norm, c_fa * (1.0 - p) / nn / norm)
+    # point 0 (accept everything): tb = nb = 0
+    best = {p: (w_fa * nn, 0) for p, (_, w_fa) in weights.items()}
+    last = (0, 0, 0)
+    eer_pair = None
+    carry = 0  # targets before the block
+    prev_key = None
+
+    def visit(tb: np.ndarray, nb: np.ndarray, pos: np.ndarray) -> None:
+        nonlocal last, eer_pair
+        if not pos.size:
+            return
+        for p, (w_miss, w_fa) in weights.items():
+            cost = tb * w_miss
+            cost -= nb * w_fa
+            j = int(np.argmin(cost))
+            value = float(cost[j]) + w_fa * nn
+            if value < best[p][0]:
+                best[p] = (value, int(pos[j]))
+        if eer_pair is None:
+            d = tb * nn + nb * nt
+            j = int(np.searchsorted(d, target, side="left"))
+            if j < d.size:
+                before = last if j == 0 else (int(tb[j - 1]), int(nb[j - 1]), int(pos[j - 1]))
+                eer_pair = (before, (int(tb[j]), int(nb[j]), int(pos[j])))
+        last = (int(tb[-1]), int(nb[-1]), int(pos[-1]))
+
+    for lo in range(0, n, block):
+        keys, lab = srt.block(lo, min(lo + block, n))
+        cum = np.empty(keys.size + 1, dtype=np.int64)  # cum[i] = targets before position lo+i
+        cum[0] = carry
+        np.cumsum(lab, out=cum[1:])
+        cum[1:] += carry
+        new_group = np.empty(keys.size, dtype=bool)  # a tie group starts at position lo+i
+        new_group[0] = lo > 0 and keys[0] != prev_key
+        np.not_equal(keys[1:], keys[:-1], out=new_group[1:])
+        idx = np.flatnonzero(new_group)
+        tb = cum[idx]
+        pos = idx + lo
+        visit(tb, pos - tb, pos)
+        carry = int(cum[-1])
+        prev_key = keys[-1]
+    visit(np.array([nt]), np.array([nn]), np.array([n]))  # reject everything
+    assert eer_pair is not None  # the last point has P_miss = 1 >= P_fa = 0
+    return _ScanResult(nt, nn, eer_pair, {p: (max(v, 0.0), pos) for p, (v, pos) in best.items()})
+
+
+def _eer_from_pair(srt: _SortedScores, pair) -> tuple[float, float]:
+    """Interpolate P_miss = P_fa between the two straddling points (tb, nb, position)."""
+    nt, nn = srt.n_targets, srt.n - srt.n_targets
+    (tb0, nb0, pos0), (tb1, nb1, pos1) = pair
+    pm0, pf0 = tb0 / nt, (nn - nb0) / nn
+    pm1, pf1 = tb1 / nt, (nn - nb1) / nn
+    gap0, gap1 = pf0 - pm0, pm1 - pf1  # gap0 > 0, gap1 >= 0
+    alpha = gap0 / (gap0 + gap1)
+    t0, t1 = srt.threshold(pos0), srt.threshold(pos1)
+    return float(pm0 + alpha * (pm1 - pm0)), float(t0 + alpha * (t1 - t0))
 
 
 # --------------------------------------------------------------------------------------
@@ -307,27 +398,17 @@ def operating_points(
 
 
 def eer_point(op: OperatingPoints) -> tuple[float, float]:
-    """EER and its (interpolated) threshold from precomputed operating points."""
-    return _eer_from_points(op)
-
-
-def _eer_from_points(op: OperatingPoints) -> tuple[float, float]:
-    """EER and its threshold: the first point where P_miss >= P_fa and the one before it.
+    """EER and its (interpolated) threshold from precomputed operating points.
 
     P_miss - P_fa is non-decreasing in k; in integers it is >= 0 iff
     ``tb*N_n + nb*N_t >= N_t*N_n``, so the straddling pair is found exactly by bisection.
     """
     nt, nn = op.n_targets, op.n_nontargets
-    tb, nb = op.targets_below, op.nontargets_below
+    tb, nb, pos = op.targets_below, op.nontargets_below, op.positions
     k = bisect.bisect_left(range(op.num_points), nt * nn, key=lambda i: int(tb[i]) * nn + int(nb[i]) * nt)
     # k >= 1 because point 0 has P_miss = 0 < P_fa = 1; k <= m because the last point has P_miss = 1
-    pm0, pf0 = tb[k - 1] / nt, (nn - nb[k - 1]) / nn
-    pm1, pf1 = tb[k] / nt, (nn - nb[k]) / nn
-    gap0, gap1 = pf0 - pm0, pm1 - pf1  # gap0 > 0, gap1 >= 0
-    alpha = gap0 / (gap0 + gap1)
-    eer = pm0 + alpha * (pm1 - pm0)
-    t0, t1 = op.thresholds(np.array([k - 1, k]))
-    return float(eer), float(t0 + alpha * (t1 - t0))
+    pair = tuple((int(tb[i]), int(nb[i]), int(pos[i])) for i in (k - 1, k))
+    return _eer_from_pair(op._sorted, pair)
 
 
 def _dcf_norm(p_target: float, c_miss: float, c_fa: float) -> float:
@@ -336,11 +417,6 @@ def _dcf_norm(p_target: float, c_miss: float, c_fa: float) -> float:
     if c_miss <= 0 or c_fa <= 0:
         raise MetricsError(f"costs must be positive, got c_miss={c_miss}, c_fa={c_fa}")
     return min(c_miss * p_target, c_fa * (1.0 - p_target))
-
-
-def _min_dcf_from_points(op: OperatingPoints, p_target: float, c_miss: float, c_fa: float) -> tuple[float, float]:
-    value, k = min_dcf_point(op, p_target, c_miss, c_fa)
-    return value, float(op.thresholds(k))
 
 
 def min_dcf_point(op: OperatingPoints, p_target: float = 0.01, c_miss: float = 1.0, c_fa: float = 1.0) -> tuple[float, int]:
@@ -352,7 +428,7 @@ def min_dcf_point(op: OperatingPoints, p_target: float = 0.01, c_miss: float = 1
     cost = op.targets_below * w_miss
     cost -= op.nontargets_below * w_fa
     k = int(np.argmin(cost))
-    value = float(cost[k] + w_fa * op.n_nontargets)
+    value = float(cost[k]) + w_fa * op.n_nontargets
     return max(value, 0.0), k
 
 
@@ -362,7 +438,8 @@ def min_dcf_point(op: OperatingPoints, p_target: float = 0.01, c_miss: float = 1
 
 def compute_eer(scores: np.ndarray | Iterable[float], labels: np.ndarray | Iterable) -> tuple[float, float]:
     """Equal error rate (a fraction, not %) and its threshold. See the module docstring."""
-    return _eer_from_points(operating_points(scores, labels))
+    m = compute_metrics(scores, labels, p_targets=())
+    return m.eer, m.eer_threshold
 
 
 def compute_min_dcf(
@@ -373,8 +450,7 @@ def compute_min_dcf(
     c_fa: float = 1.0,
 ) -> tuple[float, float]:
     """Normalised minimum detection cost and the threshold that attains it (lowest one on ties)."""
-    _dcf_norm(p_target, c_miss, c_fa)
-    return _min_dcf_from_points(operating_points(scores, labels), p_target, c_miss, c_fa)
+    return compute_metrics(scores, labels, (p_target,), c_miss, c_fa).min_dcf[float(p_target)]
 
 
 def bayes_threshold(p_target: float, c_miss: float = 1.0, c_fa: float = 1.0) -> float:
@@ -447,20 +523,23 @@ def compute_metrics(
     c_miss: float = 1.0,
     c_fa: float = 1.0,
     calibrated: bool = False,
+    method: str = "auto",
 ) -> Metrics:
-    """EER and minDCF at every ``p_targets`` from ONE sort; with ``calibrated`` the scores are
-    taken as LLRs and actDCF (same priors) and Cllr are added."""
+    """EER and minDCF at every ``p_targets`` from ONE sort and one streaming pass; with
+    ``calibrated`` the scores are taken as LLRs and actDCF (same priors) and Cllr are added.
+    ``method`` picks the sort route (see :func:`operating_points`; results are identical)."""
     p_targets = tuple(float(p) for p in p_targets)
     for p in p_targets:
         _dcf_norm(p, c_miss, c_fa)
-    op = operating_points(scores, labels)
-    eer, eer_thr = _eer_from_points(op)
-    min_dcf = {p: _min_dcf_from_points(op, p, c_miss, c_fa) for p in p_targets}
+    srt = _SortedScores(scores, labels, method)
+    scan = _scan(srt, p_targets, c_miss, c_fa)
+    eer, eer_thr = _eer_from_pair(srt, scan.eer_pair)
+    min_dcf = {p: (value, srt.threshold(pos)) for p, (value, pos) in scan.min_dcf.items()}
     act = cllr = None
     if calibrated:
         act = {p: compute_act_dcf(scores, labels, p, c_miss, c_fa) for p in p_targets}
         cllr = compute_cllr(scores, labels)
-    return Metrics(eer, eer_thr, min_dcf, op.n_targets, op.n_nontargets, act, cllr)
+    return Metrics(eer, eer_thr, min_dcf, scan.n_targets, scan.n_nontargets, act, cllr)
 
 
 def format_metrics(m: Metrics) -> str:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from operator import itemgetter
 from typing import Iterable, Iterator, Sequence
 
@@ -58,7 +57,7 @@ class TrialsError(ValueError):
 
 def normalise_id(utt: str) -> str:
     """The one id rule: strip a trailing ``.wav`` (VoxCeleb trial ids -> data dir ids)."""
-    return utt[:-4] if utt.endswith(".wav") else utt
+    return utt.removesuffix(".wav")
 
 
 @dataclass(frozen=True)
@@ -152,7 +151,7 @@ def _check_lines(path: str | os.PathLike) -> tuple[str, int]:
 
 
 def _normalise_ids(ids: Iterable[str]) -> np.ndarray:
-    return np.asarray([i[:-4] if i.endswith(".wav") else i for i in ids])
+    return np.asarray([i.removesuffix(".wav") for i in ids])
 
 
 def read_trial_list(path: str | os.PathLike) -> TrialList:
