@@ -125,11 +125,14 @@ def main() -> None:
         f"input: {NUM_UTTS} x {SECONDS:.0f} s utterances at {SR} Hz = {NUM_UTTS * SECONDS:.0f} s of audio; {source}",
         f"80 mel bins, 25/10 ms, dither 0; {args.repeats} interleaved repeats, medians",
         f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible, "
-        f"allocator: {allocator()}",
+        f"allocator: {allocator()}; jemalloc installed: "
+        f"{'yes' if list(Path('/usr/lib/x86_64-linux-gnu').glob('libjemalloc*')) else 'no'}",
+        "load average at start (1/5/15 min): " + " ".join(f"{v:.1f}" for v in os.getloadavg()),
         f"max |speakerid - torchaudio| over 10 of the utterances: {worst:.2e}",
     ]
     for threads in dict.fromkeys(args.threads):
         lines += run(threads, waves, args.repeats)
+    lines.append("load average at end (1/5/15 min): " + " ".join(f"{v:.1f}" for v in os.getloadavg()))
     if torch.cuda.is_available():
         gpu = waves.cuda()
         features.fbank(gpu)

@@ -381,7 +381,7 @@ def _scan(srt: _SortedScores, p_targets: tuple[float, ...], c_miss: float, c_fa:
     return _ScanResult(nt, nn, eer_pair, {p: (max(v, 0.0), pos) for p, (v, pos) in best.items()})
 
 
-def _eer_from_pair(srt: _SortedScores, pair) -> tuple[float, float]:
+def _eer_from_pair(srt: _SortedScores, pair: tuple[tuple[int, int, int], tuple[int, int, int]]) -> tuple[float, float]:
     """Interpolate P_miss = P_fa between the two straddling points (tb, nb, position)."""
     nt, nn = srt.n_targets, srt.n - srt.n_targets
     (tb0, nb0, pos0), (tb1, nb1, pos1) = pair
