@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -169,3 +170,26 @@ def test_cli_extract(exp, tmp_path, capsys):
     assert (tmp_path / "e" / "embeddings.npz").is_file() and not (tmp_path / "e" / "embedding.scp").exists()
     assert main(["extract", "--exp", str(tmp_path / "missing"), "--data", str(data), "--out", str(tmp_path / "e2")]) == 2
     assert "run the train stage first" in capsys.readouterr().err
+
+
+RECIPE_CONFIGS = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*/conf/*.yaml"))
+
+
+@pytest.mark.parametrize("path", RECIPE_CONFIGS, ids=[f"{p.parent.parent.name}/{p.name}" for p in RECIPE_CONFIGS])
+def test_recipe_configs_load_and_build(path):
+    """Every recipe config loads with load_config, and its model and loss build with their kwargs."""
+    from speakerid.config import load_config
+    from speakerid.losses import build_loss
+    from speakerid.models import build_model
+
+    cfg = load_config(path)
+    with torch.device("meta"):  # shapes only: no memory, no time
+        model = build_model(cfg.model.name, feat_dim=cfg.features.num_mel_bins, **cfg.model.kwargs)
+        build_loss(cfg.loss.name, model.embed_dim, 12, **cfg.loss.kwargs)
+    if cfg.loss.name == "circle":  # pair-based: needs P x K batches
+        assert cfg.data.sampler == "pk" and cfg.data.utts_per_speaker >= 2
+
+
+def test_recipe_configs_exist():
+    names = {f"{p.parent.parent.name}/{p.name}" for p in RECIPE_CONFIGS}
+    assert {"mini/ecapa_circle.yaml", "voxceleb/resnet34_circle.yaml", "voxceleb/ecapa_c1024_aam.yaml"} <= names

@@ -10,7 +10,8 @@
 #
 # Usage: bash recipes/voxceleb/run.sh --vox1 DIR --vox2 DIR --musan DIR --rirs DIR --lists DIR
 #          [--system resnet34_circle|ecapa_c1024_circle|resnet34_aam|ecapa_c1024_aam]
-#          [--gpus 8] [--shards] [--stage N] [--stop-stage M] [--nj 16]
+#          [--gpus 8] [--shards] [--set KEY=VALUE ...] [--stage N] [--stop-stage M] [--nj 16]
+# --set overrides a training config value (both training stages), e.g. --set data.num_workers=4
 # --lists holds veri_test2.txt, list_test_all2.txt, list_test_hard2.txt (cleaned trial lists).
 # VoxCeleb2 ships AAC (.m4a): convert it to wav once (ffmpeg), or have ffmpeg on the PATH.
 # See README.md for the peer results this recipe aims at (targets, not measured here).
@@ -18,12 +19,12 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
-usage() { sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 nj=16
 source "$repo/recipes/utils/lib.sh"
 parse_common_options "$@"
 
-vox1=""; vox2=""; musan=""; rirs=""; lists=""; system=resnet34_circle; gpus=8; shards=false
+vox1=""; vox2=""; musan=""; rirs=""; lists=""; system=resnet34_circle; gpus=8; shards=false; overrides=()
 set -- ${REST_ARGS[@]+"${REST_ARGS[@]}"}
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -35,6 +36,7 @@ while [ $# -gt 0 ]; do
     --system) system=$2; shift 2 ;;
     --gpus) gpus=$2; shift 2 ;;
     --shards) shards=true; shift ;;
+    --set) overrides+=(--set "$2"); shift 2 ;;
     *) echo "unknown option: $1" >&2; usage >&2; exit 2 ;;
   esac
 done
@@ -77,7 +79,8 @@ if stage 3 "train $system on $gpus GPU(s) -> $exp"; then
   extra=()
   $shards && { require data/vox2_dev_shards/shards.list -- "run stage 2 first (--stage 2 --shards)"; extra+=(--set "data.shards=data/vox2_dev_shards/shard-*.tar"); }
   resume=""; ls $exp/checkpoints/epoch_*.pt >/dev/null 2>&1 && resume="--resume"
-  $train_cmd train --config "$config" --data data/vox2_dev --exp $exp $resume ${extra[@]+"${extra[@]}"}
+  $train_cmd train --config "$config" --data data/vox2_dev --exp $exp $resume ${extra[@]+"${extra[@]}"} \
+    ${overrides[@]+"${overrides[@]}"}
 fi
 
 # stages 4-6 run for one experiment dir; stage 7 reuses them for the large-margin model
@@ -122,7 +125,8 @@ if stage 7 "large-margin fine-tuning -> $exp_lm"; then
   require $exp/model.pt -- "run the train stage first (--stage 3)"
   require "$lm_config" -- "no large-margin config for $system"
   resume=""; ls $exp_lm/checkpoints/epoch_*.pt >/dev/null 2>&1 && resume="--resume"
-  $train_cmd train --config "$lm_config" --data data/vox2_dev --exp $exp_lm --init-from $exp $resume
+  $train_cmd train --config "$lm_config" --data data/vox2_dev --exp $exp_lm --init-from $exp $resume \
+    ${overrides[@]+"${overrides[@]}"}
   (stage=4 stop_stage=6; embed_score_eval $exp_lm)
 fi
 
