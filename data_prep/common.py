@@ -24,7 +24,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 import numpy as np
 import soundfile as sf
@@ -37,6 +37,7 @@ log = logging.getLogger("data_prep")
 
 Trial = tuple[str, str, bool]  # (enroll id, test id, is_target)
 GroupFn = Callable[[str], str]
+T = TypeVar("T")
 
 
 class PrepError(ValueError):
@@ -57,8 +58,8 @@ def make_parser(prog: str, description: str, example: str) -> argparse.ArgumentP
     )
 
 
-def add_output_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--force", action="store_true", help="replace a non-empty output")
+def add_output_args(parser: argparse.ArgumentParser, force_help: str = "replace a non-empty output") -> None:
+    parser.add_argument("--force", action="store_true", help=force_help)
     parser.add_argument("--jobs", type=int, default=4, help="threads that read audio headers (default 4)")
     parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
 
@@ -234,6 +235,36 @@ def probe_durations(paths: Sequence[str], jobs: int = 4, desc: str = "reading he
         return list(tqdm(pool.map(one, paths), total=len(paths), desc=desc, unit="file", leave=False))
 
 
+def keep_by_duration(
+    candidates: Sequence[T],
+    path_of: Callable[[T], Path],
+    skipped: SkipReport,
+    jobs: int = 4,
+    min_duration: float = 0.0,
+    max_duration: float = 0.0,
+) -> list[tuple[T, float]]:
+    """Read the duration of each candidate's file; return ``(candidate, seconds)`` for those kept.
+
+    Unreadable, empty, shorter than ``min_duration`` and (when ``max_duration`` > 0) longer
+    than ``max_duration`` files go to ``skipped`` with the reason; order is kept.
+    """
+    durations = probe_durations([str(path_of(c)) for c in candidates], jobs)
+    kept: list[tuple[T, float]] = []
+    for cand, dur in zip(candidates, durations):
+        path = path_of(cand)
+        if isinstance(dur, str):
+            skipped.add(path, dur)
+        elif dur <= 0:
+            skipped.add(path, "empty")
+        elif dur < min_duration:
+            skipped.add(path, f"shorter than {min_duration:g} s: {dur:.2f} s")
+        elif max_duration and dur > max_duration:
+            skipped.add(path, f"longer than {max_duration:g} s: {dur:.2f} s")
+        else:
+            kept.append((cand, dur))
+    return kept
+
+
 def find_audio(root: Path, extensions: Iterable[str]) -> tuple[list[Path], int]:
     """Audio files under ``root`` (sorted, hidden entries ignored) and the count of other files."""
     exts = {e.lower() if e.startswith(".") else "." + e.lower() for e in extensions}
@@ -252,6 +283,63 @@ def find_audio(root: Path, extensions: Iterable[str]) -> tuple[list[Path], int]:
                     other += 1
             bar.update(len(filenames))
     return sorted(found), other
+
+
+def audio_in_roots(roots: Iterable[Path], extensions: Iterable[str], what: str) -> Iterator[tuple[Path, Path]]:
+    """``(absolute root, file)`` for the audio files under each root (``what`` names the
+    folder kind in the error when a root is missing, e.g. ``noise``)."""
+    for root in roots:
+        if not root.is_dir():
+            raise FileNotFoundError(f"{root}: {what} folder not found")
+        root = Path(os.path.abspath(root))
+        files, _ = find_audio(root, extensions)
+        for path in files:
+            yield root, path
+
+
+class SpeakerTreeCollector:
+    """Utterances of ``<speaker>/.../<utt>`` trees (folder.py, voxceleb.py).
+
+    The id is the path relative to the root without extension, so every id starts with its
+    speaker as Kaldi expects. Speakers not in ``speakers`` (when given) or in ``exclude`` are
+    left out and counted; ids with whitespace or seen before go to ``skipped``.
+    """
+
+    def __init__(self, skipped: SkipReport, speakers: set[str] | None = None, exclude: set[str] | None = None):
+        self.skipped = skipped
+        self.speakers = speakers
+        self.exclude = exclude
+        self.candidates: list[tuple[str, str, Path]] = []  # (utt, spk, path)
+        self.seen: set[str] = set()
+        self.unselected: set[str] = set()
+
+    def add(self, path: Path, rel: Path) -> None:
+        spk = rel.parts[0]
+        if (self.speakers is not None and spk not in self.speakers) or (self.exclude and spk in self.exclude):
+            self.unselected.add(spk)
+            return
+        utt = rel.with_suffix("").as_posix()
+        if any(c.isspace() for c in utt):
+            self.skipped.add(path, "whitespace in id")
+        elif utt in self.seen:
+            self.skipped.add(path, f"duplicate id: {utt}")
+        else:
+            self.seen.add(utt)
+            self.candidates.append((utt, spk, path))
+
+    def notes(self) -> list[str]:
+        return [f"{len(self.unselected)} speakers not selected"] if self.unselected else []
+
+    def keep(
+        self, jobs: int = 4, min_duration: float = 0.0
+    ) -> tuple[dict[str, str], dict[str, str], dict[str, float]]:
+        """(wav, utt2spk, utt2dur) of the readable candidates (see :func:`keep_by_duration`)."""
+        wav: dict[str, str] = {}
+        utt2spk: dict[str, str] = {}
+        utt2dur: dict[str, float] = {}
+        for (utt, spk, path), dur in keep_by_duration(self.candidates, lambda c: c[2], self.skipped, jobs, min_duration):
+            wav[utt], utt2spk[utt], utt2dur[utt] = str(path), spk, dur
+        return wav, utt2spk, utt2dur
 
 
 def parse_extensions(text: str) -> list[str]:

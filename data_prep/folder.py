@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script:
 from data_prep.common import (  # noqa: E402
     PrepError,
     SkipReport,
+    SpeakerTreeCollector,
     SplitTrialOptions,
     add_output_args,
     add_split_trial_args,
@@ -27,7 +28,6 @@ from data_prep.common import (  # noqa: E402
     find_audio,
     make_parser,
     parse_extensions,
-    probe_durations,
     read_speaker_list,
     run_main,
     setup_logging,
@@ -56,50 +56,20 @@ def scan_folder(
         raise FileNotFoundError(f"{root}: input folder not found")
     root = Path(os.path.abspath(root))
     files, other = find_audio(root, extensions)
-    notes = []
-    if other:
-        notes.append(f"ignored {other} non-audio files")
-    candidates: list[tuple[str, str, Path]] = []  # (utt, spk, path)
-    seen: set[str] = set()
-    unselected: set[str] = set()
+    notes = [f"ignored {other} non-audio files"] if other else []
+    collector = SpeakerTreeCollector(skipped, speakers)
     for path in files:
         rel = path.relative_to(root)
         if len(rel.parts) < 2:
             skipped.add(path, "not in a speaker folder")
-            continue
-        spk = rel.parts[0]
-        if speakers is not None and spk not in speakers:
-            unselected.add(spk)
-            continue
-        utt = rel.with_suffix("").as_posix()
-        if any(c.isspace() for c in utt):
-            skipped.add(path, "whitespace in id")
-            continue
-        if utt in seen:
-            skipped.add(path, f"duplicate id: {utt}")
-            continue
-        seen.add(utt)
-        candidates.append((utt, spk, path))
-    if unselected:
-        notes.append(f"{len(unselected)} speakers not selected")
+        else:
+            collector.add(path, rel)
+    notes += collector.notes()
     if speakers is not None:
-        missing = speakers - {spk for _, spk, _ in candidates}
+        missing = speakers - {spk for _, spk, _ in collector.candidates}
         if missing:
             log.warning("%d selected speakers have no audio, e.g. %s", len(missing), sorted(missing)[:3])
-    durations = probe_durations([str(p) for _, _, p in candidates], jobs)
-    wav: dict[str, str] = {}
-    utt2spk: dict[str, str] = {}
-    utt2dur: dict[str, float] = {}
-    for (utt, spk, path), dur in zip(candidates, durations):
-        if isinstance(dur, str):
-            skipped.add(path, dur)
-        elif dur <= 0:
-            skipped.add(path, "empty")
-        elif dur < min_duration:
-            skipped.add(path, f"shorter than {min_duration:g} s: {dur:.2f} s")
-        else:
-            wav[utt], utt2spk[utt], utt2dur[utt] = str(path), spk, dur
-    return wav, utt2spk, utt2dur, notes
+    return (*collector.keep(jobs, min_duration), notes)
 
 
 def prepare_folder(

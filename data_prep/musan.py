@@ -10,7 +10,6 @@ of each category is set in the training config (``augment.noise.snr``).
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -20,12 +19,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script:
 from data_prep.common import (  # noqa: E402
     PrepError,
     SkipReport,
+    add_output_args,
+    audio_in_roots,
     check_output_file,
-    find_audio,
+    keep_by_duration,
     list_summary,
     make_parser,
     parse_extensions,
-    probe_durations,
     run_main,
     setup_logging,
     write_list,
@@ -64,32 +64,19 @@ def prepare_noise_list(
     extensions = extensions or [".wav", ".flac", ".mp3", ".ogg"]
     skipped = SkipReport()
     candidates: list[tuple[Path, str]] = []
-    for root in roots:
-        if not root.is_dir():
-            raise FileNotFoundError(f"{root}: noise folder not found")
-        root = Path(os.path.abspath(root))
-        files, _ = find_audio(root, extensions)
-        for path in files:
-            cat = category or category_of(root, path)
-            if cat is None:
-                skipped.add(path, "no category (not under noise/music/speech/babble; use --category)")
-            elif any(c.isspace() for c in str(path)):
-                skipped.add(path, "whitespace in path")
-            else:
-                candidates.append((path, cat))
-    durations = probe_durations([str(p) for p, _ in candidates], jobs)
+    for root, path in audio_in_roots(roots, extensions, "noise"):
+        cat = category or category_of(root, path)
+        if cat is None:
+            skipped.add(path, "no category (not under noise/music/speech/babble; use --category)")
+        elif any(c.isspace() for c in str(path)):
+            skipped.add(path, "whitespace in path")
+        else:
+            candidates.append((path, cat))
     lines: list[str] = []
     per_cat: Counter = Counter()
-    for (path, cat), dur in zip(candidates, durations):
-        if isinstance(dur, str):
-            skipped.add(path, dur)
-        elif dur <= 0:
-            skipped.add(path, "empty")
-        elif dur < min_duration:
-            skipped.add(path, f"shorter than {min_duration:g} s: {dur:.2f} s")
-        else:
-            lines.append(f"{path} {cat}")
-            per_cat[cat] += 1
+    for (path, cat), _ in keep_by_duration(candidates, lambda c: c[0], skipped, jobs, min_duration):
+        lines.append(f"{path} {cat}")
+        per_cat[cat] += 1
     if not lines:
         raise PrepError(f"{roots[0]}: no usable noise files ({skipped.summary()})")
     write_list(out, sorted(lines), skipped)
@@ -109,9 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--category", default=None, help="category of every file (flat folders), e.g. noise")
     parser.add_argument("--ext", default="wav,flac,mp3,ogg", help="audio extensions (default wav,flac,mp3,ogg)")
     parser.add_argument("--min-duration", type=float, default=0.0, help="skip files shorter than this (s)")
-    parser.add_argument("--force", action="store_true", help="replace a non-empty output file")
-    parser.add_argument("--jobs", type=int, default=4, help="threads that read audio headers (default 4)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
+    add_output_args(parser, force_help="replace a non-empty output file")
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
     print(

@@ -9,7 +9,6 @@ noise recordings next to its real RIRs) are left out and reported.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import sys
 from pathlib import Path
@@ -19,12 +18,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script:
 from data_prep.common import (  # noqa: E402
     PrepError,
     SkipReport,
+    add_output_args,
+    audio_in_roots,
     check_output_file,
-    find_audio,
+    keep_by_duration,
     list_summary,
     make_parser,
     parse_extensions,
-    probe_durations,
     run_main,
     setup_logging,
     write_list,
@@ -53,28 +53,15 @@ def prepare_rir_list(
     extensions = extensions or [".wav", ".flac"]
     skipped = SkipReport()
     candidates: list[Path] = []
-    for root in roots:
-        if not root.is_dir():
-            raise FileNotFoundError(f"{root}: RIR folder not found")
-        files, _ = find_audio(Path(os.path.abspath(root)), extensions)
-        for path in files:
-            if exclude is not None and exclude.search(path.name):
-                skipped.add(path, f"excluded by --exclude-regex {exclude_regex}")
-            elif any(c.isspace() for c in str(path)):
-                skipped.add(path, "whitespace in path")
-            else:
-                candidates.append(path)
-    durations = probe_durations([str(p) for p in candidates], jobs)
-    lines: list[str] = []
-    for path, dur in zip(candidates, durations):
-        if isinstance(dur, str):
-            skipped.add(path, dur)
-        elif dur <= 0:
-            skipped.add(path, "empty")
-        elif max_duration and dur > max_duration:
-            skipped.add(path, f"longer than {max_duration:g} s: {dur:.2f} s")
+    for _, path in audio_in_roots(roots, extensions, "RIR"):
+        if exclude is not None and exclude.search(path.name):
+            skipped.add(path, f"excluded by --exclude-regex {exclude_regex}")
+        elif any(c.isspace() for c in str(path)):
+            skipped.add(path, "whitespace in path")
         else:
-            lines.append(str(path))
+            candidates.append(path)
+    kept = keep_by_duration(candidates, lambda p: p, skipped, jobs, max_duration=max_duration)
+    lines = [str(path) for path, _ in kept]
     if not lines:
         raise PrepError(f"{roots[0]}: no usable RIR files ({skipped.summary()})")
     write_list(out, sorted(lines), skipped)
@@ -94,9 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--max-duration", type=float, default=0.0, help="leave out RIRs longer than this (s; 0 = no limit)"
     )
-    parser.add_argument("--force", action="store_true", help="replace a non-empty output file")
-    parser.add_argument("--jobs", type=int, default=4, help="threads that read audio headers (default 4)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
+    add_output_args(parser, force_help="replace a non-empty output file")
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
     print(

@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script:
 from data_prep.common import (  # noqa: E402
     PrepError,
     SkipReport,
+    SpeakerTreeCollector,
     SplitTrialOptions,
     add_output_args,
     add_split_trial_args,
@@ -31,7 +32,6 @@ from data_prep.common import (  # noqa: E402
     find_audio,
     make_parser,
     parse_extensions,
-    probe_durations,
     read_speaker_list,
     read_trial_file,
     run_main,
@@ -79,9 +79,7 @@ def scan_voxceleb(
     jobs: int = 4,
 ) -> tuple[dict[str, str], dict[str, str], dict[str, float], list[str]]:
     """(wav, utt2spk, utt2dur, notes) over one or more VoxCeleb roots."""
-    candidates: list[tuple[str, str, Path]] = []
-    seen: set[str] = set()
-    unselected: set[str] = set()
+    collector = SpeakerTreeCollector(skipped, speakers, exclude)
     notes: list[str] = []
     for root in roots:
         root = Path(os.path.abspath(resolve_root(root)))
@@ -92,36 +90,10 @@ def scan_voxceleb(
             rel = path.relative_to(root)
             if len(rel.parts) != 3:
                 skipped.add(path, "not at <spk>/<video>/<utt>")
-                continue
-            spk = rel.parts[0]
-            if (speakers is not None and spk not in speakers) or (exclude and spk in exclude):
-                unselected.add(spk)
-                continue
-            utt = rel.with_suffix("").as_posix()
-            if any(c.isspace() for c in utt):
-                skipped.add(path, "whitespace in id")
-                continue
-            if utt in seen:
-                skipped.add(path, f"duplicate id: {utt}")
-                continue
-            seen.add(utt)
-            candidates.append((utt, spk, path))
-    if unselected:
-        notes.append(f"{len(unselected)} speakers not selected")
-    durations = probe_durations([str(p) for _, _, p in candidates], jobs)
-    wav: dict[str, str] = {}
-    utt2spk: dict[str, str] = {}
-    utt2dur: dict[str, float] = {}
-    for (utt, spk, path), dur in zip(candidates, durations):
-        if isinstance(dur, str):
-            skipped.add(path, dur)
-        elif dur <= 0:
-            skipped.add(path, "empty")
-        elif dur < min_duration:
-            skipped.add(path, f"shorter than {min_duration:g} s: {dur:.2f} s")
-        else:
-            wav[utt], utt2spk[utt], utt2dur[utt] = str(path), spk, dur
-    return wav, utt2spk, utt2dur, notes
+            else:
+                collector.add(path, rel)
+    notes += collector.notes()
+    return (*collector.keep(jobs, min_duration), notes)
 
 
 def load_trials(

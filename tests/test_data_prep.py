@@ -276,6 +276,22 @@ def test_rir_list(tmp_path: Path) -> None:
     assert r.returncode == 2 and "use --force" in r.stderr
 
 
+def test_keep_by_duration_reasons_and_order(tmp_path: Path) -> None:
+    """The one duration filter of every script: reasons, both limits, input order kept."""
+    ok2, ok1 = _wav(tmp_path / "ok2.wav", 0.5), _wav(tmp_path / "ok1.wav", 0.4)
+    short, long_ = _wav(tmp_path / "short.wav", 0.1), _wav(tmp_path / "long.wav", 1.0)
+    empty, broken = _wav(tmp_path / "empty.wav", 0.0), tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF junk")
+    skipped = common.SkipReport()
+    cands = [(p, i) for i, p in enumerate((ok2, short, long_, empty, broken, ok1))]
+    kept = common.keep_by_duration(cands, lambda c: c[0], skipped, 1, min_duration=0.2, max_duration=0.8)
+    assert [(c[1], round(d, 2)) for c, d in kept] == [(0, 0.5), (5, 0.4)]
+    reasons = {Path(p).name: r for p, r in skipped.items}
+    assert reasons["short.wav"] == "shorter than 0.2 s: 0.10 s"
+    assert reasons["long.wav"] == "longer than 0.8 s: 1.00 s"
+    assert reasons["empty.wav"] == "empty" and reasons["broken.wav"].startswith("unreadable")
+
+
 def test_shared_noise_and_rir_folders(shared_data: Path, tmp_path: Path) -> None:
     musan.prepare_noise_list([shared_data / "noise"], tmp_path / "n.list", category="noise")
     rirs.prepare_rir_list([shared_data / "rir"], tmp_path / "r.list")
