@@ -71,3 +71,26 @@ def test_onnx_equals_eager(exp, tmp_path):
         ref = eager(x).numpy()
     np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0)
     assert load_exported_metadata(out)["fingerprint"] == model_fingerprint(eager)
+
+
+def test_check_is_relative_for_huge_embeddings():
+    """A barely trained model can emit entries ~1e8; the check then scales atol by that size."""
+    from speakerid.export import _compare
+
+    class Big(torch.nn.Module):
+        sample_rate = SR
+
+        def forward(self, x):
+            return x[:, :4] * 1e8
+
+    big = Big()
+    assert _compare("m", lambda x: (x[:, :4].double() * 1e8 * (1 + 1e-7)).numpy(), big, 1e-4) < 1e-4
+    with pytest.raises(ExportError, match="differs from the eager model"):
+        _compare("m", lambda x: (x[:, :4] * 1e8 * (1 + 1e-3)).numpy(), big, 1e-4)
+
+    class Small(Big):
+        def forward(self, x):
+            return x[:, :4]
+
+    with pytest.raises(ExportError, match="differs"):  # ordinary embeddings: absolute 1e-4
+        _compare("m", lambda x: (x[:, :4] + 1e-3).numpy(), Small(), 1e-4)

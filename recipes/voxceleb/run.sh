@@ -68,7 +68,7 @@ if stage 1 "augmentation lists: data/musan.list, data/rir.list"; then
   $PYTHON "$repo/data_prep/rirs.py" "$rirs" data/rir.list --jobs "$nj"
 fi
 
-if stage 2 "webdataset shards of the training data (only with --shards)" && $shards; then
+if $shards && stage 2 "webdataset shards of the training data"; then
   require data/vox2_dev/wav.scp -- "run stage 0 first (--stage 0)"
   $SPEAKERID shards --data data/vox2_dev --out data/vox2_dev_shards --utts-per-shard 1000 --num-workers "$nj"
 fi
@@ -133,5 +133,5 @@ fi
 if stage 8 "export TorchScript and ONNX"; then
   final=$exp; [ -s $exp_lm/model.pt ] && final=$exp_lm
   $SPEAKERID export --model $final --out $final/embedder.ts
-  $SPEAKERID export --model $final --out $final/embedder.onnx || log "ONNX export needs: pip install onnx onnxscript onnxruntime"
+  $SPEAKERID export --model $final --out $final/embedder.onnx || log "ONNX export failed (see the error above; it needs: pip install onnx onnxscript onnxruntime)"
 fi
