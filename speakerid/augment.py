@@ -197,16 +197,16 @@ class MixUp:
     back unchanged with ``labels_b = labels_a`` and ``lam = 1.0``, so the loss needs no branch.
     """
 
-    def __init__(self, alpha: float = 0.2, prob: float = 0.5, on: str = "features") -> None:
-        if on not in ("features", "waveform"):
-            raise ValueError(f"mixup.on must be 'features' or 'waveform', got {on!r}")
+    def __init__(self, alpha: float = 0.2, prob: float = 0.5, domain: str = "features") -> None:
+        if domain not in ("features", "waveform"):
+            raise ValueError(f"mixup.domain must be 'features' or 'waveform', got {domain!r}")
         if alpha <= 0 or not 0.0 <= prob <= 1.0:
             raise ValueError(f"mixup: alpha must be > 0 and prob in [0, 1], got {alpha=} {prob=}")
-        self.alpha, self.prob, self.on = alpha, prob, on
+        self.alpha, self.prob, self.domain = alpha, prob, domain
 
     @classmethod
     def from_config(cls, cfg: MixupConfig) -> "MixUp":
-        return cls(cfg.alpha, cfg.prob, cfg.on)
+        return cls(cfg.alpha, cfg.prob, cfg.domain)
 
     def __call__(self, x: Tensor, labels: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor, float]:
         if not _bernoulli(generator, self.prob):

@@ -59,7 +59,7 @@ class MixupConfig:
     enabled: bool = False
     alpha: float = 0.2
     prob: float = 0.5  # probability that a batch is mixed
-    on: str = "features"  # "features" or "waveform"
+    domain: str = "features"  # "features" or "waveform" (named so: YAML 1.1 reads a bare `on` as true)
 
 
 @dataclass

@@ -114,12 +114,12 @@ def test_mixup_lambda_distribution():
 
 def test_mixup_class_prob_and_waveforms():
     x, labels = torch.randn(4, 1600, generator=gen(1)), torch.arange(4)
-    out = MixUp(alpha=0.2, prob=0.0, on="waveform")(x, labels, gen())
+    out = MixUp(alpha=0.2, prob=0.0, domain="waveform")(x, labels, gen())
     assert out[0] is x and torch.equal(out[2], labels) and out[3] == 1.0
-    mixed, _, _, lam = MixUp(alpha=0.2, prob=1.0, on="waveform")(x, labels, gen())
+    mixed, _, _, lam = MixUp(alpha=0.2, prob=1.0, domain="waveform")(x, labels, gen())
     assert mixed.shape == x.shape and lam < 1.0
-    with pytest.raises(ValueError, match="mixup.on"):
-        MixUp(on="labels")
+    with pytest.raises(ValueError, match="mixup.domain"):
+        MixUp(domain="labels")
 
 
 # --- noise -------------------------------------------------------------------------------

@@ -229,7 +229,7 @@ def test_short_utterances_are_repeated_or_zero_padded():
 
 def test_short_utterance_chunk_and_waveform_mode(data_dir):
     aug = AugmentConfig()
-    aug.mixup = dataclasses.replace(aug.mixup, enabled=True, on="waveform")
+    aug.mixup = dataclasses.replace(aug.mixup, enabled=True, domain="waveform")
     ds = _dataset(data_dir, aug)
     item = ds[2]  # spk0-u2 is 0.2 s, shorter than the 0.515 s chunk
     assert item["utt"] == "spk0-u2" and "feats" not in item
@@ -367,7 +367,7 @@ def _aug(noise_list=None, rir_list=None, speed=False, specaug=False, mixup_on=No
     aug.speed = dataclasses.replace(aug.speed, enabled=speed, prob=1.0)
     aug.specaug = dataclasses.replace(aug.specaug, enabled=specaug, prob=1.0, freq_width=8, time_width=10)
     if mixup_on:
-        aug.mixup = dataclasses.replace(aug.mixup, enabled=True, prob=1.0, on=mixup_on)
+        aug.mixup = dataclasses.replace(aug.mixup, enabled=True, prob=1.0, domain=mixup_on)
     return aug
 
 

@@ -10,7 +10,7 @@ WeSpeaker and Kaldi recipes use; the *why* of each step is in the step's comment
 4. reverb and additive noise on the chunk (:class:`speakerid.augment.WaveAugment`);
 5. Kaldi fbank with the training dither, then CMN over the chunk -> ``[chunk_frames, bins]``.
 
-When MixUp works on waveforms (``augment.mixup.on == "waveform"``) step 5 moves to the batch
+When MixUp works on waveforms (``augment.mixup.domain == "waveform"``) step 5 moves to the batch
 step, which mixes the waveforms first and then computes fbank for the whole batch at once.
 With cached features (``feats.scp``) steps 1-4 are replaced by a random crop of the matrix.
 
@@ -176,9 +176,9 @@ def _build_wave_augment(cfg: AugmentConfig, sample_rate: int) -> tuple[Any, Any]
 
 
 def _check_mixup(augment_cfg: AugmentConfig, two_views: bool) -> None:
-    on = augment_cfg.mixup.on
-    if on not in ("features", "waveform"):
-        raise ValueError(f"augment.mixup.on must be 'features' or 'waveform', got {on!r}")
+    domain = augment_cfg.mixup.domain
+    if domain not in ("features", "waveform"):
+        raise ValueError(f"augment.mixup.domain must be 'features' or 'waveform', got {domain!r}")
     if augment_cfg.mixup.enabled and two_views:
         raise ValueError("augment.mixup cannot be combined with two views (MoCo): the key view has no mixed label")
 
@@ -233,7 +233,7 @@ class ChunkDataset(Dataset):
         self.two_views = two_views
         self.use_cached_features = use_cached_features
         _check_mixup(augment_cfg, two_views)
-        waveform_mixup = train and augment_cfg.mixup.enabled and augment_cfg.mixup.on == "waveform"
+        waveform_mixup = train and augment_cfg.mixup.enabled and augment_cfg.mixup.domain == "waveform"
         if use_cached_features:
             _check_cached(self.data, augment_cfg, train, waveform_mixup)
         self.pipeline = ChunkPipeline(
@@ -319,7 +319,7 @@ def _check_cached(data: DataDir, augment_cfg: AugmentConfig, train: bool, wavefo
         raise DataDirError(f"{data.path / 'feats.scp'}: {len(missing)} utterance(s) have no features, e.g. {missing[:3]}")
     wave_ops = [n for n in ("speed", "reverb", "noise") if getattr(augment_cfg, n).enabled]
     if train and (wave_ops or waveform_mixup):
-        ops = ", ".join(wave_ops + (["mixup.on=waveform"] if waveform_mixup else []))
+        ops = ", ".join(wave_ops + (["mixup.domain=waveform"] if waveform_mixup else []))
         raise ValueError(f"augment {ops} act on waveforms and cannot be used with cached features (data.use_cached_features)")
 
 
@@ -415,7 +415,7 @@ class BatchAugment:
         labels = batch["labels"]
         labels_b, lam = labels, 1.0
         if "wave" in batch:
-            if mix_now and mix.on == "waveform":
+            if mix_now and mix.domain == "waveform":
                 batch["wave"], labels, labels_b, lam = self._mixup(batch["wave"], labels, g_batch)
             batch["feats"] = self._fbank(batch.pop("wave"), keys)
         if "wave_k" in batch:
@@ -424,7 +424,7 @@ class BatchAugment:
             for name, stream in (("feats", STREAM_SPECAUG), ("feats_k", STREAM_SPECAUG + 1)):
                 if name in batch:
                     batch[name] = self._specaugment(batch[name], keys, stream)
-        if mix_now and mix.on == "features":
+        if mix_now and mix.domain == "features":
             batch["feats"], labels, labels_b, lam = self._mixup(batch["feats"], labels, g_batch)
         batch["labels"] = labels
         batch["labels_a"] = labels

@@ -240,7 +240,7 @@ class ShardDataset(IterableDataset):
         counts = {s["name"]: int(s["num_utts"]) for s in meta.get("shards", [])}
         self.num_utts = sum(counts.get(p.name, 0) for p in self.paths)
         _check_mixup(augment_cfg, two_views)
-        waveform_mixup = train and augment_cfg.mixup.enabled and augment_cfg.mixup.on == "waveform"
+        waveform_mixup = train and augment_cfg.mixup.enabled and augment_cfg.mixup.domain == "waveform"
         self.pipeline = ChunkPipeline(
             feature_cfg, augment_cfg, chunk_frames, train=train, return_waveform=waveform_mixup, pad_mode=pad_mode
         )
