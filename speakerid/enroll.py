@@ -41,7 +41,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import os
 import sqlite3
 import time
@@ -50,6 +49,8 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from speakerid.scoring import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -151,10 +152,14 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 
 def bayes_threshold(p_target: float) -> float:
-    """The LLR threshold minimising the expected cost with C_miss = C_fa = 1: ``-logit(P_target)``."""
+    """The LLR threshold minimising the expected cost with C_miss = C_fa = 1: ``-logit(P_target)``.
+
+    The formula lives in :func:`speakerid.scoring.metrics.bayes_threshold`; this wrapper only
+    turns a bad ``p_target`` into the database's own error type.
+    """
     if not 0.0 < p_target < 1.0:
         raise SpeakerDBError(f"p_target must be in (0, 1), got {p_target}")
-    return math.log((1.0 - p_target) / p_target)
+    return metrics.bayes_threshold(p_target)
 
 
 # --------------------------------------------------------------------------- results
