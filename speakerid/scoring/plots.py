@@ -69,7 +69,11 @@ def plot_det(
     p_fa, p_miss = op.p_fa, op.p_miss
     floor = 0.5 / max(op.n_targets, op.n_nontargets)
     lo = max(t for t in _TICKS if t <= max(floor, _TICKS[0]))
-    hi = 0.5 if eer < 0.2 else 0.99
+    marks = [(p, *min_dcf_point(op, p)) for p in p_targets]
+    # widen the axes so that every marked operating point is on the plot (a minDCF point at a
+    # low P_target often sits at a miss rate above 50%)
+    reach = max([0.5 if eer < 0.2 else 0.99] + [max(p_fa[k], p_miss[k]) for _, _, k in marks])
+    hi = min([t for t in _TICKS if t >= reach] or [0.99])
     x, y = det_points(p_fa, p_miss, lo / 2)
 
     fig = _new_figure(5.5, 5.5)
@@ -77,9 +81,8 @@ def plot_det(
     ax.plot(x, y, color="C0", lw=1.5, label="DET")
     e = float(_probit(max(eer, lo / 2)))
     ax.plot([e], [e], "o", color="C3", label=f"EER {100 * eer:.2f}%")
-    for i, p in enumerate(p_targets):
-        value, k = min_dcf_point(op, p)
-        px, py = _probit(np.clip([p_fa[k], p_miss[k]], lo / 2, 1 - lo / 2))
+    for i, (p, value, k) in enumerate(marks):
+        px, py = _probit(np.clip([p_fa[k], p_miss[k]], lo, hi))
         ax.plot([px], [py], "s^Dv"[i % 4], color=f"C{i + 1}", label=f"minDCF(P_tar={p:g}) {value:.4f}")
     lim = _probit(np.array([lo, hi]))
     ax.plot(lim, lim, ":", color="gray", lw=0.8)
