@@ -279,6 +279,9 @@ def build_train_data(cfg: TrainConfig, data_dir: Path, info: DistInfo, two_views
     from speakerid.data.dataset import BatchAugment, ChunkDataset
     from speakerid.data.sampler import PKBatchSampler, ShuffleBatchSampler
 
+    collate = _Collate(BatchAugment(cfg.augment, cfg.features, cfg.seed, train=True))
+    if cfg.data.shards:
+        return (*_shard_data(cfg, info, two_views), collate)
     dataset = ChunkDataset(
         data_dir,
         cfg.features,
@@ -311,7 +314,45 @@ def build_train_data(cfg: TrainConfig, data_dir: Path, info: DistInfo, two_views
         if global_batch % info.world_size:
             raise TrainError(f"data.batch_size={global_batch} is not divisible by the {info.world_size} processes")
         sampler = ShuffleBatchSampler(len(dataset), global_batch // info.world_size, cfg.seed, rank=info.rank, world_size=info.world_size)
-    return dataset, sampler, _Collate(BatchAugment(cfg.augment, cfg.features, cfg.seed, train=True))
+    return dataset, sampler, collate
+
+
+def _shard_data(cfg: TrainConfig, info: DistInfo, two_views: bool) -> tuple[Any, "_ShardEpochs"]:
+    """Streaming webdataset shards (``data.shards``): shuffled batches only.
+
+    The stream is reproducible for a given (seed, world size, num_workers), so ``--resume``
+    is exact, but unlike the data-dir path it changes with the number of processes.
+    """
+    from speakerid.data.shards import ShardDataset
+
+    if cfg.data.sampler != "shuffle":
+        raise TrainError("data.shards streams samples: only data.sampler=shuffle is possible (no P x K batches)")
+    if cfg.data.batch_size % info.world_size:
+        raise TrainError(f"data.batch_size={cfg.data.batch_size} is not divisible by the {info.world_size} processes")
+    dataset = ShardDataset(
+        cfg.data.shards, cfg.features, cfg.augment, cfg.data.chunk_frames, cfg.seed,
+        rank=info.rank, world_size=info.world_size, two_views=two_views,
+    )
+    return dataset, _ShardEpochs(dataset, cfg.data.batch_size // info.world_size)
+
+
+class _ShardEpochs:
+    """The sampler interface the trainer uses (epochs, batch count, state) for a shard stream."""
+
+    def __init__(self, dataset: Any, per_rank_batch: int) -> None:
+        self.dataset, self.per_rank_batch = dataset, per_rank_batch
+        self.num_batches = len(dataset) // per_rank_batch
+        if self.num_batches < 1:
+            raise TrainError(f"data.shards: {len(dataset)} samples per process are fewer than one batch of {per_rank_batch}")
+
+    def set_epoch(self, epoch: int) -> None:
+        self.dataset.set_epoch(epoch)
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": int(self.dataset.epoch)}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.set_epoch(int(state["epoch"]))
 
 
 class _Collate:
@@ -545,9 +586,14 @@ class Trainer:
         self.sampler.set_epoch(epoch)
         seed = _epoch_seed(cfg.seed, epoch, info.rank)
         torch.manual_seed(seed)  # dropout etc.: a function of (seed, epoch, rank), so resume is exact
+        batching = (
+            {"batch_size": self.sampler.per_rank_batch, "drop_last": True}
+            if isinstance(self.sampler, _ShardEpochs)
+            else {"batch_sampler": self.sampler}
+        )
         loader = torch.utils.data.DataLoader(
             self.dataset,
-            batch_sampler=self.sampler,
+            **batching,
             num_workers=cfg.data.num_workers,
             collate_fn=self.collate,
             worker_init_fn=worker_init_fn,

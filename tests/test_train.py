@@ -331,3 +331,15 @@ def test_moco_and_xbm_runs_keep_their_state_in_checkpoints(data, tmp_path, one_t
     head = _final_state(xbm)["head"]
     assert int(head["filled"]) == 16 and int(head["step"]) == 2
     assert math.isfinite(_final_state(xbm)["history"]["loss"][0])
+
+
+def test_training_from_webdataset_shards(data, tmp_path, one_thread):
+    from speakerid.data.shards import write_shards
+    from speakerid.train import TrainError, train
+
+    shards = write_shards(data, tmp_path / "shards", utts_per_shard=8)
+    exp = train(tiny_cfg(epochs=2, data={"shards": str(shards)}), data, tmp_path / "exp")
+    ckpt = _final_state(exp)
+    assert ckpt["global_step"] == 8 and ckpt["speakers"] == sorted({f"spk1_{s:02d}" for s in range(8)})
+    with pytest.raises(TrainError, match="shuffle"):
+        train(tiny_cfg(data={"shards": str(shards), "sampler": "pk"}), data, tmp_path / "exp2")
