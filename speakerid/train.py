@@ -35,7 +35,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import math
 import os
 import time
 import warnings
