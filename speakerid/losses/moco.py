@@ -60,13 +60,17 @@ class MoCoLoss(SpeakerLoss):
 
     needs_two_views = True
 
-    def __init__(self, embed_dim: int, queue_size: int = 65536, temperature: float = 0.07, seed: int = 0) -> None:
+    def __init__(
+        self, embed_dim: int, queue_size: int = 65536, temperature: float = 0.07, seed: int = 0, momentum: float = 0.999
+    ) -> None:
         super().__init__()
-        if queue_size < 1 or embed_dim < 1 or temperature <= 0:
+        if queue_size < 1 or embed_dim < 1 or temperature <= 0 or not 0.0 <= momentum < 1.0:
             raise LossConfigError(
-                f"MoCoLoss: need queue_size >= 1, embed_dim >= 1, temperature > 0; "
-                f"got {queue_size}, {embed_dim}, {temperature}"
+                f"MoCoLoss: need queue_size >= 1, embed_dim >= 1, temperature > 0, momentum in [0, 1); "
+                f"got {queue_size}, {embed_dim}, {temperature}, {momentum}"
             )
+        # the key encoder's EMA coefficient; the trainer reads it to build the MomentumEncoder
+        self.momentum = float(momentum)
         self.embed_dim = embed_dim
         self.queue_size = queue_size
         self.temperature = float(temperature)
