@@ -246,7 +246,8 @@ class _SortedScores:
             return float(self.values(np.array([position]))[0])
         ftype = np.float32 if self.is_float32 else np.float64
         top = self.values(np.array([self.n - 1]))[0]
-        return float(np.nextafter(ftype(top), ftype(np.inf)))
+        with np.errstate(over="ignore"):  # the largest float's successor is inf: that rejects all too
+            return float(np.nextafter(ftype(top), ftype(np.inf)))
 
 
 # --------------------------------------------------------------------------------------
