@@ -8,7 +8,19 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("SPEAKERID_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def _find_shared_data() -> Path:
+    """$SPEAKERID_SHARED_DATA, else ../shared/data beside the checkout, else /work/shared/data."""
+    if os.environ.get("SPEAKERID_SHARED_DATA"):
+        return Path(os.environ["SPEAKERID_SHARED_DATA"])
+    for candidate in (REPO.parent / "shared" / "data", Path("/work/shared/data")):
+        if candidate.exists():
+            return candidate
+    return REPO.parent / "shared" / "data"
+
+
+SHARED_DATA = _find_shared_data()
 
 
 def _require(path: Path) -> Path:
