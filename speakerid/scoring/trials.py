@@ -154,6 +154,22 @@ def _normalise_ids(ids: Iterable[str]) -> np.ndarray:
     return np.asarray([i.removesuffix(".wav") for i in ids])
 
 
+def _row_blocks(path: str | os.PathLike) -> Iterator[list[list[str]]]:
+    """Blocks of split, non-comment, non-empty lines of a text file (the fast path's reader)."""
+    try:
+        f = open(path, encoding="utf-8")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file") from None
+    try:
+        with f:
+            for block in iter(lambda: f.readlines(_BLOCK_BYTES), []):
+                rows = [r for r in map(str.split, block) if r and not r[0].startswith("#")]
+                if rows:
+                    yield rows
+    except UnicodeDecodeError as e:
+        raise TrialsError(f"{path}: not a UTF-8 text file ({e.reason})") from None
+
+
 def read_trial_list(path: str | os.PathLike) -> TrialList:
     """Read a trial list (any of the three forms, detected from its first line) as arrays.
 
@@ -164,30 +180,19 @@ def read_trial_list(path: str | os.PathLike) -> TrialList:
     test: list[str] = []
     label_tokens: list[str] = []
     form = None
-    try:
-        f = open(path, encoding="utf-8")
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such file") from None
-    try:
-        with f:
-            for block in iter(lambda: f.readlines(_BLOCK_BYTES), []):
-                rows = [r for r in map(str.split, block) if r and not r[0].startswith("#")]
-                if not rows:
-                    continue
-                if form is None:
-                    form = _detect_form(rows[0])
-                    if form is None:
-                        break
-                if set(map(len, rows)) != {_NCOLS[form]}:
-                    form = None
-                    break
-                e_col, t_col, l_col, _ = _LAYOUT[form]
-                enroll.extend(map(itemgetter(e_col), rows))
-                test.extend(map(itemgetter(t_col), rows))
-                if l_col is not None:
-                    label_tokens.extend(map(itemgetter(l_col), rows))
-    except UnicodeDecodeError as e:
-        raise TrialsError(f"{path}: not a UTF-8 text file ({e.reason})") from None
+    for rows in _row_blocks(path):
+        if form is None:
+            form = _detect_form(rows[0])
+            if form is None:
+                break
+        if set(map(len, rows)) != {_NCOLS[form]}:
+            form = None
+            break
+        e_col, t_col, l_col, _ = _LAYOUT[form]
+        enroll.extend(map(itemgetter(e_col), rows))
+        test.extend(map(itemgetter(t_col), rows))
+        if l_col is not None:
+            label_tokens.extend(map(itemgetter(l_col), rows))
     labels = None
     if form is not None and form != "pairs":
         tokens = np.asarray(label_tokens)
@@ -239,27 +244,16 @@ def read_scores(path: str | os.PathLike) -> ScoreList:
     label_tokens: list[str] = []
     ncols = 0
     ok = True
-    try:
-        f = open(path, encoding="utf-8")
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such file") from None
-    try:
-        with f:
-            for block in iter(lambda: f.readlines(_BLOCK_BYTES), []):
-                rows = [r for r in map(str.split, block) if r and not r[0].startswith("#")]
-                if not rows:
-                    continue
-                ncols = ncols or len(rows[0])
-                if ncols not in (3, 4) or set(map(len, rows)) != {ncols}:
-                    ok = False
-                    break
-                enroll.extend(map(itemgetter(0), rows))
-                test.extend(map(itemgetter(1), rows))
-                raw.extend(map(itemgetter(2), rows))
-                if ncols == 4:
-                    label_tokens.extend(map(itemgetter(3), rows))
-    except UnicodeDecodeError as e:
-        raise TrialsError(f"{path}: not a UTF-8 text file ({e.reason})") from None
+    for rows in _row_blocks(path):
+        ncols = ncols or len(rows[0])
+        if ncols not in (3, 4) or set(map(len, rows)) != {ncols}:
+            ok = False
+            break
+        enroll.extend(map(itemgetter(0), rows))
+        test.extend(map(itemgetter(1), rows))
+        raw.extend(map(itemgetter(2), rows))
+        if ncols == 4:
+            label_tokens.extend(map(itemgetter(3), rows))
     labels = None
     if ok and ncols == 4:
         tokens = np.asarray(label_tokens)
