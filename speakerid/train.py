@@ -100,7 +100,6 @@ class DistInfo:
 def setup_distributed() -> DistInfo:
     """Read torchrun's RANK/WORLD_SIZE/LOCAL_RANK; init NCCL (GPU) or gloo (CPU) when > 1 process."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = torch.cuda.is_available()
     if use_cuda:
