@@ -46,7 +46,6 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-import torch.nn.functional as F
 
 from speakerid.checkpoint import (
     average_checkpoints,
@@ -374,27 +373,28 @@ class DevSet:
     """Dev utterances (whole, eval-mode fbank, no dither), computed once, and their trials.
 
     Each rank embeds a strided share of the utterances; the embeddings are gathered, and
-    the trials are cosine-scored (Dehak et al. 2011) for EER and minDCF at P_target=0.01.
+    the trials are cosine-scored (Dehak et al. 2011) by the scoring module, for EER and
+    minDCF at P_target=0.01 from one sort.
     """
 
     def __init__(self, cfg: TrainConfig, info: DistInfo) -> None:
         from speakerid.audio import load_audio
         from speakerid.data.datadir import read_data_dir
         from speakerid.features import Fbank
-        from speakerid.scoring.trials import read_trials
+        from speakerid.scoring.embeddings import missing_ids
+        from speakerid.scoring.trials import read_trial_list
 
         data = read_data_dir(cfg.dev_data)
-        self.trials = read_trials(cfg.dev_trials)
-        if not self.trials:
+        self.trials = read_trial_list(cfg.dev_trials)
+        if not len(self.trials):
             raise TrainError(f"{cfg.dev_trials}: no trials")
-        unlabelled = sum(1 for t in self.trials if t[2] is None)
-        if unlabelled:
-            raise TrainError(f"{cfg.dev_trials}: {unlabelled} trial(s) without a target/nontarget label")
-        needed = sorted({u for e, t, _ in self.trials for u in (e, t)})
-        missing = [u for u in needed if u not in data.wav]
+        if self.trials.labels is None:
+            raise TrainError(f"{cfg.dev_trials}: trials without a target/nontarget label")
+        needed = np.union1d(self.trials.enroll, self.trials.test)
+        missing = missing_ids(list(data.wav), needed).tolist()
         if missing:
             raise TrainError(f"{cfg.dev_trials}: {len(missing)} trial id(s) not in {cfg.dev_data}/wav.scp, e.g. {missing[:3]}")
-        self.utts = needed
+        self.utts: list[str] = needed.tolist()
         self.info = info
         front = Fbank.from_config(cfg.features, train=False)
         self.feats: dict[str, torch.Tensor] = {}
@@ -406,26 +406,22 @@ class DevSet:
     @torch.no_grad()
     def evaluate(self, encoder: nn.Module) -> dict[str, float]:
         """EER, its threshold and minDCF(0.01) of ``encoder`` (put back in its previous mode)."""
-        from speakerid.scoring.metrics import compute_eer, compute_min_dcf
+        from speakerid.scoring.cosine import EmbeddingTable, score_trials
+        from speakerid.scoring.metrics import compute_metrics
 
         was_training = encoder.training
         encoder.eval()
-        local = {u: F.normalize(encoder(f.unsqueeze(0).to(self.info.device)).float(), dim=-1)[0].cpu() for u, f in self.feats.items()}
+        local = {u: encoder(f.unsqueeze(0).to(self.info.device)).float()[0].cpu() for u, f in self.feats.items()}
         encoder.train(was_training)
         if self.info.distributed:
             parts: list[Any] = [None] * self.info.world_size
             dist.all_gather_object(parts, local)
             for p in parts:
                 local.update(p)
-        index = {u: i for i, u in enumerate(self.utts)}
-        emb = torch.stack([local[u] for u in self.utts]).numpy()
-        e = np.array([index[t[0]] for t in self.trials])
-        t = np.array([index[t[1]] for t in self.trials])
-        labels = np.array([int(tr[2]) for tr in self.trials])
-        scores = np.sum(emb[e] * emb[t], axis=1)
-        eer, threshold = compute_eer(scores, labels)
-        min_dcf, _ = compute_min_dcf(scores, labels, p_target=0.01)
-        return {"eer": float(eer), "threshold": float(threshold), "min_dcf_0.01": float(min_dcf)}
+        table = EmbeddingTable(np.asarray(self.utts), torch.stack([local[u] for u in self.utts]).numpy(), "dev embeddings")
+        scores = score_trials(self.trials.enroll, self.trials.test, table)  # length-normalises
+        m = compute_metrics(scores, self.trials.labels, p_targets=(0.01,))
+        return {"eer": float(m.eer), "threshold": float(m.eer_threshold), "min_dcf_0.01": float(m.min_dcf[0.01][0])}
 
 
 # --------------------------------------------------------------------------- trainer
