@@ -22,7 +22,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: find data_prep.common
@@ -35,29 +34,13 @@ log = logging.getLogger("data_prep.baseline_eer")
 EXAMPLE = "python data_prep/baseline_eer.py data/synth/dev --train data/synth/train"
 
 
-def eer(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Equal error rate (fraction), interpolated between the thresholds that straddle it."""
-    from sklearn.metrics import roc_curve
-
-    fpr, tpr, _ = roc_curve(labels, scores)
-    fnr = 1.0 - tpr
-    i = int(np.argmax(fnr <= fpr))  # first point where the curves have crossed
-    if i == 0:
-        return float((fpr[0] + fnr[0]) / 2)
-    d0, d1 = fpr[i - 1] - fnr[i - 1], fpr[i] - fnr[i]
-    w = d0 / (d0 - d1) if d0 != d1 else 0.0
-    return float(fpr[i - 1] + w * (fpr[i] - fpr[i - 1]))
-
-
 def mean_fbank(path: str, sample_rate: int = 16000) -> np.ndarray:
     """Mean over frames of 80-bin Kaldi fbank of one file (resampled to ``sample_rate``)."""
-    import torch
     import torchaudio
 
-    data, sr = sf.read(path, dtype="float32", always_2d=True)
-    wave = torch.from_numpy(data.mean(axis=1))
-    if sr != sample_rate:
-        wave = torchaudio.functional.resample(wave, sr, sample_rate)
+    from speakerid.audio import load_audio
+
+    wave, _ = load_audio(path, sample_rate)
     feats = torchaudio.compliance.kaldi.fbank(
         wave[None] * 32768.0, num_mel_bins=80, sample_frequency=sample_rate, dither=0.0
     )
@@ -75,10 +58,14 @@ def embed_dir(data_dir: Path, utts: list[str] | None = None) -> tuple[list[str],
     return ids, emb, [dd.utt2spk[u] for u in ids]
 
 
-def cosine_scores(emb: dict[str, np.ndarray], trials: list[tuple[str, str, bool]]) -> np.ndarray:
-    e = np.stack([emb[a] for a, _, _ in trials])
-    t = np.stack([emb[b] for _, b, _ in trials])
-    return np.sum(e * t, axis=1) / (np.linalg.norm(e, axis=1) * np.linalg.norm(t, axis=1) + 1e-12)
+def trial_eer(ids: list[str], emb: np.ndarray, trials: list[tuple[str, str, bool]], labels: np.ndarray) -> float:
+    """EER of cosine scores of ``trials`` (the library's scorer and metric, as DESIGN.md defines them)."""
+    from speakerid.scoring.cosine import EmbeddingTable, score_trials
+    from speakerid.scoring.metrics import compute_eer
+
+    table = EmbeddingTable(np.asarray(ids), emb, "baseline embeddings")
+    scores = score_trials(np.array([e for e, _, _ in trials]), np.array([t for _, t, _ in trials]), table)
+    return compute_eer(scores, labels)[0]
 
 
 def all_pairs(ids: list[str], speakers: list[str]) -> list[tuple[str, str, bool]]:
@@ -104,8 +91,8 @@ def baseline(data_dir: Path, trials_path: Path | None = None, train_dir: Path | 
     centred = emb - emb.mean(axis=0)
     out = {
         "trials": float(len(trials)),
-        "eer_raw": eer(cosine_scores(dict(zip(ids, emb)), trials), labels),
-        "eer_centred": eer(cosine_scores(dict(zip(ids, centred)), trials), labels),
+        "eer_raw": trial_eer(ids, emb, trials, labels),
+        "eer_centred": trial_eer(ids, centred, trials, labels),
     }
     if train_dir is not None:
         from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
@@ -115,7 +102,7 @@ def baseline(data_dir: Path, trials_path: Path | None = None, train_dir: Path | 
         lda = LinearDiscriminantAnalysis(n_components=min(len(set(train_spk)) - 1, train_emb.shape[1]))
         lda.fit(train_emb - mu, train_spk)
         projected = lda.transform(emb - mu)
-        out["eer_lda"] = eer(cosine_scores(dict(zip(ids, projected)), trials), labels)
+        out["eer_lda"] = trial_eer(ids, projected, trials, labels)
     return out
 
 

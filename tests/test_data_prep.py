@@ -20,6 +20,7 @@ if str(REPO) not in sys.path:
 from data_prep import common, folder, musan, rirs, synthetic, voxceleb  # noqa: E402
 from data_prep.common import PrepError, SplitTrialOptions  # noqa: E402
 from speakerid.data.datadir import read_data_dir, read_kv  # noqa: E402
+from speakerid.scoring.metrics import compute_eer  # noqa: E402
 
 
 def _wav(path: Path, seconds: float = 0.5, sr: int = 16000, fmt: str | None = None) -> Path:
@@ -42,16 +43,6 @@ def _trials(path: Path) -> list[tuple[str, str, bool]]:
         assert lab in ("target", "nontarget")
         out.append((e, t, lab == "target"))
     return out
-
-
-def _eer(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Tiny EER: sweep thresholds over the sorted scores, take the miss/false-alarm crossing."""
-    order = np.argsort(-scores)
-    lab = labels[order]
-    fa = np.cumsum(1 - lab) / max(1, (1 - lab).sum())  # accepted non-targets at each cut
-    miss = 1 - np.cumsum(lab) / max(1, lab.sum())
-    i = int(np.argmin(np.abs(miss - fa)))
-    return float((miss[i] + fa[i]) / 2)
 
 
 # ------------------------------------------------------------------------------ folder.py
@@ -349,7 +340,7 @@ def test_synthetic_corpus_baseline_not_separable(tmp_path: Path) -> None:
     spk = np.array([dd.utt2spk[u] for u in dd.utts])
     iu = np.triu_indices(len(spk), 1)
     scores, labels = (e @ e.T)[iu], (spk[:, None] == spk[None])[iu].astype(int)
-    eer = _eer(scores, labels)
+    eer, _ = compute_eer(scores, labels)
     assert 0.05 < eer < 0.45, eer  # some identity in the spectrum, far from separable
     assert scores[labels == 1].mean() > scores[labels == 0].mean()
 
