@@ -100,9 +100,9 @@ def _require_files(exp_dir: Path) -> None:
 def build_extractor(cfg: TrainConfig, state_dict: dict[str, Tensor] | None = None, source: str = "<model>") -> EmbeddingExtractor:
     """The extractor for ``cfg`` (encoder rebuilt as the trainer builds it), with ``state_dict`` loaded."""
     from speakerid.features import Fbank
-    from speakerid.models import build_model
+    from speakerid.models import build_encoder
 
-    encoder = build_model(cfg.model.name, feat_dim=cfg.features.num_mel_bins, **cfg.model.kwargs)
+    encoder = build_encoder(cfg)
     if state_dict is not None:
         try:
             encoder.load_state_dict(state_dict, strict=True)

@@ -60,6 +60,7 @@ from speakerid.checkpoint import (
 )
 from speakerid.config import TrainConfig, config_to_dict, save_config
 from speakerid.fileio import atomic_path, write_text_atomic
+from speakerid.models import build_encoder
 from speakerid.schedule import LRSchedule, margin_at, set_lr
 
 logger = logging.getLogger(__name__)
@@ -231,13 +232,6 @@ class SpeakerNet(nn.Module):
             if labels_b is None:
                 return self.head(emb, labels)
             return self.head(emb, labels, labels_b=labels_b, lam=lam)
-
-
-def build_encoder(cfg: TrainConfig) -> nn.Module:
-    """The encoder exactly as extract/export rebuild it (contract: feat_dim from the features)."""
-    from speakerid.models import build_model
-
-    return build_model(cfg.model.name, feat_dim=cfg.features.num_mel_bins, **cfg.model.kwargs)
 
 
 def build_head(cfg: TrainConfig, embed_dim: int, num_classes: int) -> nn.Module:

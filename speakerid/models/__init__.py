@@ -10,16 +10,22 @@ has an ``embed_dim`` attribute, accepts any number of frames at inference, and i
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from torch import nn
 
 from .ecapa_tdnn import ECAPATDNN, ECAPATDNNC512, ECAPATDNNC1024
 from .pooling import ASTP, TSTP, build_pooling
 from .resnet import ResNet, ResNet18, ResNet34
 
+if TYPE_CHECKING:
+    from speakerid.config import TrainConfig
+
 __all__ = [
     "MODELS",
     "ModelConfigError",
     "build_model",
+    "build_encoder",
     "count_parameters",
     "ECAPATDNN",
     "ECAPATDNNC512",
@@ -60,6 +66,12 @@ def build_model(name: str, **kwargs) -> nn.Module:
         raise ModelConfigError(f"model {name!r}: {exc}") from exc
     except ValueError as exc:
         raise ModelConfigError(f"model {name!r}: {exc}") from exc
+
+
+def build_encoder(cfg: "TrainConfig") -> nn.Module:
+    """The encoder of an experiment config, the one rule the trainer, extract and export share:
+    ``build_model(cfg.model.name, feat_dim=cfg.features.num_mel_bins, **cfg.model.kwargs)``."""
+    return build_model(cfg.model.name, feat_dim=cfg.features.num_mel_bins, **cfg.model.kwargs)
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
