@@ -167,7 +167,7 @@ def _problem(e: AudioError) -> str:
     return f"{e.reason}: {detail}"
 
 
-def probe_durations(paths: Sequence[str], jobs: int = 4, desc: str = "checking audio") -> list[float | str]:
+def check_audio_files(paths: Sequence[str], jobs: int = 4, desc: str = "checking audio") -> list[float | str]:
     """Duration of each file, or the reason it cannot be used (a string); order kept.
 
     Each file is decoded and checked by :func:`speakerid.audio.check_audio_file` (unreadable,
@@ -198,11 +198,11 @@ def keep_by_duration(
 ) -> list[tuple[T, float]]:
     """Read the duration of each candidate's file; return ``(candidate, seconds)`` for those kept.
 
-    Files the library would refuse (see :func:`probe_durations`), shorter than
+    Files the library would refuse (see :func:`check_audio_files`), shorter than
     ``min_duration`` and (when ``max_duration`` > 0) longer than ``max_duration`` go to
     ``skipped`` with the reason; order is kept.
     """
-    durations = probe_durations([str(path_of(c)) for c in candidates], jobs)
+    durations = check_audio_files([str(path_of(c)) for c in candidates], jobs)
     kept: list[tuple[T, float]] = []
     for cand, dur in zip(candidates, durations):
         path = path_of(cand)
