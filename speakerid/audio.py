@@ -56,12 +56,18 @@ class AudioError(ValueError):
         super().__init__(message)
         self.reason = reason
 
+    def __reduce__(self):  # keep the reason across processes (feature and DataLoader workers)
+        return type(self), (str(self), self.reason)
+
 
 class AudioFileNotFoundError(AudioError, FileNotFoundError):
     """The audio file does not exist (both an :class:`AudioError` and a ``FileNotFoundError``)."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message, "not found")
+
+    def __reduce__(self):
+        return type(self), (str(self),)
 
 
 def _conversion_hint(path: Path) -> str:
@@ -122,6 +128,11 @@ def _read(path: Path, sample_rate: int | None) -> tuple[np.ndarray, int]:
     return data, int(sr)
 
 
+# data-chunk sizes written by streaming writers that could not seek back (0, ffmpeg/libsndfile
+# 0xFFFFFFFF, and the 0x7FFFF000 / 0x7FFFFFFF of some pipe writers): no promise to check
+_WAV_SIZE_PLACEHOLDERS = frozenset({0, 0xFFFFFFFF, 0x7FFFF000, 0x7FFFFFFF})
+
+
 def _wav_promised_frames(path: Path) -> int | None:
     """Frames a RIFF/WAVE header promises (data chunk size / block align), or None when the
     file is not a plain RIFF WAV or the size is a streaming placeholder (0 or 0xFFFFFFFF)."""
@@ -141,7 +152,7 @@ def _wav_promised_frames(path: Path) -> int | None:
                     return None
                 block_align = struct.unpack("<H", fmt[12:14])[0]
             elif kind == b"data":
-                if not block_align or size in (0, 0xFFFFFFFF):
+                if not block_align or size in _WAV_SIZE_PLACEHOLDERS:
                     return None
                 return size // block_align
             else:

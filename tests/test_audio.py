@@ -238,3 +238,12 @@ def test_mp4_duration_from_the_movie_header(tmp_path):
     path.write_bytes(b"\x00\x00\x00\x10ftypM4A \x00\x00\x00\x00")
     with pytest.raises(AudioError, match="no MP4 movie header"):
         audio.mp4_duration(path)
+
+
+def test_audio_errors_cross_processes_with_their_reason():
+    import pickle
+
+    err = pickle.loads(pickle.dumps(AudioError("x.wav: truncated WAV: ...", "truncated")))
+    assert str(err) == "x.wav: truncated WAV: ..." and err.reason == "truncated"
+    gone = pickle.loads(pickle.dumps(AudioFileNotFoundError("x.wav: audio file not found")))
+    assert isinstance(gone, FileNotFoundError) and gone.reason == "not found"
