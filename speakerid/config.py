@@ -2,8 +2,12 @@
 
 A config file is a YAML mapping whose sections mirror :class:`TrainConfig`. Every key
 must be known (a typo is an error naming the file and the key path), and every value is
-checked against the field's type. The fully resolved config (defaults filled in) is
-written beside each experiment as ``exp/config.yaml``.
+checked against the field's type when the file is read: ``Literal[...]`` fields list their
+allowed values (``<file>: data.sampler: got 'x', allowed shuffle|pk``), ``Annotated[..., Range]``
+fields their bounds (``<file>: optim.lr: must be > 0, got -0.1``). The margin of a
+margin-scheduled loss (AAM) has one owner: setting it in ``loss.kwargs.margin`` while the
+``margin`` schedule is enabled is an error that says which to keep. The fully resolved config
+(defaults filled in) is written beside each experiment as ``exp/config.yaml``.
 
 Model and loss sections are ``{name: <registry name>, <kwargs of that class>...}``: the
 kwargs are checked by the class's own signature when it is built.
