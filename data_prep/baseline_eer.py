@@ -26,8 +26,9 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: find data_prep.common
 
-from data_prep.common import PrepError, make_parser, read_trial_file, run_main, setup_logging  # noqa: E402
+from data_prep.common import PrepError, make_parser, run_main, setup_logging  # noqa: E402
 from speakerid.data.datadir import read_data_dir  # noqa: E402
+from speakerid.scoring.trials import read_trials  # noqa: E402
 
 log = logging.getLogger("data_prep.baseline_eer")
 
@@ -78,7 +79,7 @@ def baseline(data_dir: Path, trials_path: Path | None = None, train_dir: Path | 
     if trials_path is None and (data_dir / "trials").is_file():
         trials_path = data_dir / "trials"
     if trials_path is not None:
-        trials = [(e, t, bool(lab)) for e, t, lab in read_trial_file(trials_path) if lab is not None]
+        trials = [(e, t, bool(lab)) for e, t, lab in read_trials(trials_path) if lab is not None]
         needed = sorted({u for e, t, _ in trials for u in (e, t)})
         missing = [u for u in needed if u not in dd.wav]
         if missing:

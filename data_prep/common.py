@@ -1,4 +1,4 @@
-"""Helpers shared by the data_prep scripts: scanning, durations, skip reports, staged output,
+"""Helpers shared by the data_prep scripts: scanning, audio checks, skip reports, staged output,
 speaker-disjoint splits and balanced trial lists.
 
 The scripts are run as ``python data_prep/<name>.py``; they put the repository root on
@@ -17,7 +17,6 @@ import logging
 import os
 import re
 import shutil
-import struct
 import sys
 import tempfile
 from collections import Counter
@@ -27,9 +26,9 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 import numpy as np
-import soundfile as sf
 from tqdm import tqdm
 
+from speakerid.audio import AudioError, check_audio_file
 from speakerid.data.datadir import write_data_dir
 from speakerid.fileio import atomic_write
 
@@ -60,7 +59,7 @@ def make_parser(prog: str, description: str, example: str) -> argparse.ArgumentP
 
 def add_output_args(parser: argparse.ArgumentParser, force_help: str = "replace a non-empty output") -> None:
     parser.add_argument("--force", action="store_true", help=force_help)
-    parser.add_argument("--jobs", type=int, default=4, help="threads that read audio headers (default 4)")
+    parser.add_argument("--jobs", type=int, default=4, help="threads that decode and check the audio files (default 4)")
     parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
 
 
@@ -159,77 +158,31 @@ class SkipReport:
 
 
 # --------------------------------------------------------------------------------------
-# audio headers
+# audio content
 
 
-def mp4_duration(path: str | os.PathLike) -> float:
-    """Duration of an MP4/M4A file from its ``moov/mvhd`` box (ISO/IEC 14496-12, 8.2.2).
-
-    soundfile (libsndfile) cannot open AAC in MP4; VoxCeleb2 ships ``.m4a``. Reading the
-    movie header needs no decoder: ``duration / timescale`` in seconds.
-    """
-    with open(path, "rb") as f:
-        data_end = os.fstat(f.fileno()).st_size
-
-        def boxes(start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
-            pos = start
-            while pos + 8 <= end:
-                f.seek(pos)
-                size, kind = struct.unpack(">I4s", f.read(8))
-                header = 8
-                if size == 1:
-                    size = struct.unpack(">Q", f.read(8))[0]
-                    header = 16
-                elif size == 0:
-                    size = end - pos
-                if size < header:
-                    raise PrepError(f"{path}: corrupt MP4 box {kind!r}")
-                yield kind, pos + header, pos + size
-                pos += size
-
-        for kind, start, end in boxes(0, data_end):
-            if kind != b"moov":
-                continue
-            for sub, s_start, _ in boxes(start, end):
-                if sub != b"mvhd":
-                    continue
-                f.seek(s_start)
-                version = f.read(1)[0]
-                f.read(3)  # flags
-                if version == 1:
-                    _, _, timescale, duration = struct.unpack(">QQIQ", f.read(28))
-                else:
-                    _, _, timescale, duration = struct.unpack(">IIII", f.read(16))
-                if timescale == 0:
-                    raise PrepError(f"{path}: MP4 header has timescale 0")
-                return duration / timescale
-    raise PrepError(f"{path}: no MP4 movie header (moov/mvhd) found")
+def _problem(e: AudioError) -> str:
+    """``<reason>: <detail>`` of an audio error (the path prefix of its message left out)."""
+    detail = str(e).split(": ", 1)[-1]
+    return f"{e.reason}: {detail}"
 
 
-def audio_duration(path: str | os.PathLike) -> float:
-    """Duration in seconds from the file header (soundfile.info; m4a/mp4 via :func:`mp4_duration`)."""
-    if str(path).lower().endswith((".m4a", ".mp4")):
-        return mp4_duration(path)
-    try:
-        info = sf.info(str(path))
-    except Exception as e:  # libsndfile raises a bare RuntimeError subclass for unreadable files
-        raise PrepError(f"{path}: unreadable audio ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from e
-    if info.samplerate <= 0:
-        raise PrepError(f"{path}: bad sample rate {info.samplerate}")
-    return info.frames / info.samplerate
+def check_audio_files(paths: Sequence[str], jobs: int = 4, desc: str = "checking audio") -> list[float | str]:
+    """Duration of each file, or the reason it cannot be used (a string); order kept.
 
-
-def probe_durations(paths: Sequence[str], jobs: int = 4, desc: str = "reading headers") -> list[float | str]:
-    """Duration of each file, or the reason it could not be read (a string); order kept.
-
-    soundfile releases the GIL in libsndfile calls, so a few threads help on network disks.
+    Each file is decoded and checked by :func:`speakerid.audio.check_audio_file` (unreadable,
+    empty, NaN/inf, all zero, truncated, shorter than one analysis window), so a data dir
+    holds only what training and embedding accept. soundfile and numpy release the GIL, so a
+    few threads check files in parallel.
     """
 
     def one(p: str) -> float | str:
         try:
-            return audio_duration(p)
-        except (PrepError, OSError) as e:
-            return f"unreadable: {e}"
+            return check_audio_file(p)
+        except AudioError as e:
+            return _problem(e)
+        except OSError as e:
+            return f"unreadable: {e.strerror or e}"
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         return list(tqdm(pool.map(one, paths), total=len(paths), desc=desc, unit="file", leave=False))
@@ -245,17 +198,16 @@ def keep_by_duration(
 ) -> list[tuple[T, float]]:
     """Read the duration of each candidate's file; return ``(candidate, seconds)`` for those kept.
 
-    Unreadable, empty, shorter than ``min_duration`` and (when ``max_duration`` > 0) longer
-    than ``max_duration`` files go to ``skipped`` with the reason; order is kept.
+    Files the library would refuse (see :func:`check_audio_files`), shorter than
+    ``min_duration`` and (when ``max_duration`` > 0) longer than ``max_duration`` go to
+    ``skipped`` with the reason; order is kept.
     """
-    durations = probe_durations([str(path_of(c)) for c in candidates], jobs)
+    durations = check_audio_files([str(path_of(c)) for c in candidates], jobs)
     kept: list[tuple[T, float]] = []
     for cand, dur in zip(candidates, durations):
         path = path_of(cand)
         if isinstance(dur, str):
             skipped.add(path, dur)
-        elif dur <= 0:
-            skipped.add(path, "empty")
         elif dur < min_duration:
             skipped.add(path, f"shorter than {min_duration:g} s: {dur:.2f} s")
         elif max_duration and dur > max_duration:
@@ -561,33 +513,12 @@ def make_trials(
 
 
 def write_trials_kaldi(path: Path, trials: Sequence[Trial]) -> None:
-    """Kaldi form: ``enroll-id test-id target|nontarget`` per line, atomically."""
+    """Kaldi form: ``enroll-id test-id target|nontarget`` per line, atomically; no trials is an error."""
+    if not trials:
+        raise PrepError(f"{path}: no trials to write (an empty trial list is not a trial list)")
     with atomic_write(path) as f:
         for enroll, test, target in trials:
             f.write(f"{enroll} {test} {'target' if target else 'nontarget'}\n")
-
-
-def read_trial_file(path: Path) -> list[tuple[str, str, bool | None]]:
-    """Read an official trial list, VoxCeleb form ``1 enroll test`` or Kaldi form
-    ``enroll test target|nontarget`` (or two columns, unlabelled); ids kept as written."""
-    out: list[tuple[str, str, bool | None]] = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) == 3 and parts[0] in ("0", "1"):
-                out.append((parts[1], parts[2], parts[0] == "1"))
-            elif len(parts) == 3 and parts[2] in ("target", "nontarget"):
-                out.append((parts[0], parts[1], parts[2] == "target"))
-            elif len(parts) == 2:
-                out.append((parts[0], parts[1], None))
-            else:
-                raise PrepError(
-                    f"{path}:{lineno}: expected '1|0 enroll test' or 'enroll test target|nontarget', "
-                    f"got {line.strip()!r}"
-                )
-    return out
 
 
 # --------------------------------------------------------------------------------------

@@ -33,7 +33,6 @@ from data_prep.common import (  # noqa: E402
     make_parser,
     parse_extensions,
     read_speaker_list,
-    read_trial_file,
     run_main,
     setup_logging,
     staged_dir,
@@ -41,6 +40,7 @@ from data_prep.common import (  # noqa: E402
 )
 from speakerid.data.datadir import write_data_dir  # noqa: E402
 from speakerid.fileio import atomic_write  # noqa: E402
+from speakerid.scoring.trials import read_trials  # noqa: E402
 
 log = logging.getLogger("data_prep.voxceleb")
 
@@ -104,7 +104,7 @@ def load_trials(
     ``missing="error"`` raises naming the count and an example; ``"drop"`` leaves them out.
     Returns the labelled trials and a summary fragment.
     """
-    raw = read_trial_file(path)
+    raw = read_trials(path, keep_ids=True)  # ids as written: normalise_id maps every audio suffix
     trials: list[tuple[str, str, bool]] = []
     missing_utts: set[str] = set()
     dropped = 0
@@ -117,12 +117,14 @@ def load_trials(
             missing_utts.update(absent)
             dropped += 1
             continue
-        trials.append((e, t, label))
+        trials.append((e, t, bool(label)))
     if dropped and missing == "error":
         raise PrepError(
             f"{path}: {dropped} of {len(raw)} trials reference {len(missing_utts)} utterances not in the "
             f"data (e.g. {sorted(missing_utts)[0]}); use --missing drop to leave them out"
         )
+    if not trials:
+        raise PrepError(f"{path}: none of its {len(raw)} trials has both utterances in the data; no trial list to write")
     if dropped:
         log.warning("%s: dropped %d of %d trials (%d utterances missing)", path, dropped, len(raw), len(missing_utts))
     note = f"trials {path.name}: {len(trials)} of {len(raw)}"
@@ -132,7 +134,9 @@ def load_trials(
 
 
 def write_trials_vox(path: Path, trials: list[tuple[str, str, bool]]) -> None:
-    """VoxCeleb form ``1|0 enroll test`` (ids without extension), atomically."""
+    """VoxCeleb form ``1|0 enroll test`` (ids without extension), atomically; no trials is an error."""
+    if not trials:
+        raise PrepError(f"{path}: no trials to write (an empty trial list is not a trial list)")
     with atomic_write(path) as f:
         for enroll, test, label in trials:
             f.write(f"{int(label)} {enroll} {test}\n")

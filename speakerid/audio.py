@@ -8,6 +8,12 @@ message is ``"<path>: <problem>"`` on one line, so the CLI can print it as it is
 - missing file -> :class:`AudioFileNotFoundError` (also a ``FileNotFoundError``)
 - unreadable / corrupt / empty file, a format libsndfile does not know
 - zero samples, all samples zero (digital silence), NaN or inf samples
+- a WAV cut short inside its data chunk (fewer frames than its header promises)
+
+One minimum length: audio shorter than one analysis window (25 ms, or the front end's frame
+length) gives no feature frame. :func:`require_min_length` is that rule; every path that embeds
+or computes features calls it (``features``, ``extract``, ``enroll``/``verify``/``identify``),
+and :func:`check_audio_file` (data preparation) applies it with all the rules above.
 
 Formats libsndfile cannot read (VoxCeleb2 ships AAC in ``.m4a``) are converted with ``ffmpeg``
 when it is on the PATH (to a temporary wav, with a timeout); otherwise the error says how to
@@ -19,9 +25,11 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import struct
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import soundfile as sf
@@ -33,14 +41,33 @@ logger = logging.getLogger(__name__)
 #: Extensions libsndfile cannot decode but ffmpeg can (VoxCeleb2 is AAC in .m4a).
 FFMPEG_ONLY_EXTENSIONS = frozenset({".m4a", ".mp4", ".aac", ".wma", ".webm", ".opus", ".amr"})
 FFMPEG_TIMEOUT_S = 60.0
+#: Kaldi's default analysis window; audio shorter than this gives no fbank frame.
+DEFAULT_FRAME_LENGTH_MS = 25.0
 
 
 class AudioError(ValueError):
-    """An audio file cannot be used; the message is ``"<path>: <problem>"``."""
+    """An audio file cannot be used; the message is ``"<path>: <problem>"``.
+
+    ``reason`` is a short tag of the problem (``unreadable``, ``empty``, ``nan``, ``silent``,
+    ``truncated``, ``too short``, ``not found``) for reports that count problems by kind.
+    """
+
+    def __init__(self, message: str, reason: str = "unreadable") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+    def __reduce__(self):  # keep the reason across processes (feature and DataLoader workers)
+        return type(self), (str(self), self.reason)
 
 
 class AudioFileNotFoundError(AudioError, FileNotFoundError):
     """The audio file does not exist (both an :class:`AudioError` and a ``FileNotFoundError``)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "not found")
+
+    def __reduce__(self):
+        return type(self), (str(self),)
 
 
 def _conversion_hint(path: Path) -> str:
@@ -82,7 +109,7 @@ def _read(path: Path, sample_rate: int | None) -> tuple[np.ndarray, int]:
     if path.is_dir():
         raise AudioError(f"{path}: is a directory, not an audio file")
     if path.stat().st_size == 0:
-        raise AudioError(f"{path}: empty file (0 bytes)")
+        raise AudioError(f"{path}: empty file (0 bytes)", "empty")
     if path.suffix.lower() in FFMPEG_ONLY_EXTENSIONS:
         return _ffmpeg_to_wav(path, sample_rate)
     try:
@@ -97,18 +124,90 @@ def _read(path: Path, sample_rate: int | None) -> tuple[np.ndarray, int]:
         raise AudioError(f"{path}: unreadable or corrupt audio, or a format soundfile cannot read ({detail})") from None
     except (RuntimeError, TypeError, ValueError) as e:  # soundfile raises these for some broken headers
         raise AudioError(f"{path}: unreadable or corrupt audio ({e})") from None
+    check_wav_complete(path, data.shape[0], int(sr))
     return data, int(sr)
+
+
+# data-chunk sizes written by streaming writers that could not seek back (0, ffmpeg/libsndfile
+# 0xFFFFFFFF, and the 0x7FFFF000 / 0x7FFFFFFF of some pipe writers): no promise to check
+_WAV_SIZE_PLACEHOLDERS = frozenset({0, 0xFFFFFFFF, 0x7FFFF000, 0x7FFFFFFF})
+
+
+def _wav_promised_frames(path: Path) -> int | None:
+    """Frames a RIFF/WAVE header promises (data chunk size / block align), or None when the
+    file is not a plain RIFF WAV or the size is a streaming placeholder (0 or 0xFFFFFFFF)."""
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        block_align = 0
+        while True:
+            chunk = f.read(8)
+            if len(chunk) < 8:
+                return None
+            kind, size = struct.unpack("<4sI", chunk)
+            if kind == b"fmt ":
+                fmt = f.read(size + (size & 1))
+                if len(fmt) < 14:
+                    return None
+                block_align = struct.unpack("<H", fmt[12:14])[0]
+            elif kind == b"data":
+                if not block_align or size in _WAV_SIZE_PLACEHOLDERS:
+                    return None
+                return size // block_align
+            else:
+                f.seek(size + (size & 1), os.SEEK_CUR)
+
+
+def check_wav_complete(path: str | os.PathLike, frames: int, sample_rate: int) -> None:
+    """Raise :class:`AudioError` when a WAV holds fewer frames than its data chunk promises
+    (a file cut short by a failed copy or download: libsndfile reads what is there silently)."""
+    path = Path(path)
+    if path.suffix.lower() not in (".wav", ".wave"):
+        return
+    try:
+        promised = _wav_promised_frames(path)
+    except OSError:
+        return  # the read that follows gives the precise error
+    if promised is not None and frames < promised:
+        raise AudioError(
+            f"{path}: truncated WAV: the header promises {promised} frames ({promised / sample_rate:.3f} s) "
+            f"but the file holds {frames} ({frames / sample_rate:.3f} s)",
+            "truncated",
+        )
+
+
+def _check_length(path: str | os.PathLike, num_samples: int, sample_rate: int, frame_length_ms: float) -> None:
+    window = int(sample_rate * frame_length_ms * 0.001)
+    if num_samples < max(1, window):
+        raise AudioError(
+            f"{path}: {num_samples} samples ({1000.0 * num_samples / sample_rate:.1f} ms at {sample_rate} Hz) is "
+            f"shorter than one analysis window ({window} samples, {frame_length_ms:g} ms)",
+            "too short",
+        )
+
+
+def require_min_length(
+    wave: torch.Tensor, sample_rate: int, path: str | os.PathLike, frame_length_ms: float = DEFAULT_FRAME_LENGTH_MS
+) -> torch.Tensor:
+    """The one minimum-length rule: ``wave`` (time last) must hold one analysis window.
+
+    Returns ``wave``; raises :class:`AudioError` ``"<path>: N samples ... shorter than one
+    analysis window"`` otherwise.
+    """
+    _check_length(path, int(wave.shape[-1]), sample_rate, frame_length_ms)
+    return wave
 
 
 def _validate(path: Path, data: np.ndarray) -> None:
     if data.shape[0] == 0:
-        raise AudioError(f"{path}: zero-length audio (no samples)")
+        raise AudioError(f"{path}: zero-length audio (no samples)", "empty")
     finite = np.isfinite(data)
     if not finite.all():
         bad = int(data.size - np.count_nonzero(finite))
-        raise AudioError(f"{path}: {bad} NaN or inf sample(s) (a corrupt or badly written float file)")
+        raise AudioError(f"{path}: {bad} NaN or inf sample(s) (a corrupt or badly written float file)", "nan")
     if not np.any(data):
-        raise AudioError(f"{path}: all {data.shape[0]} samples are zero (digital silence)")
+        raise AudioError(f"{path}: all {data.shape[0]} samples are zero (digital silence)", "silent")
 
 
 def load_audio(path: str | os.PathLike, sample_rate: int = 16000) -> tuple[torch.Tensor, int]:
@@ -128,27 +227,108 @@ def load_audio(path: str | os.PathLike, sample_rate: int = 16000) -> tuple[torch
     if sr != sample_rate:
         wave = AF.resample(wave, sr, sample_rate)
         if wave.numel() == 0:
-            raise AudioError(f"{path}: too short to resample from {sr} Hz to {sample_rate} Hz")
+            raise AudioError(f"{path}: too short to resample from {sr} Hz to {sample_rate} Hz", "too short")
     return wave, sample_rate
 
 
-def audio_duration(path: str | os.PathLike) -> float:
-    """Duration in seconds from the file header (``soundfile.info``; no decoding).
+def mp4_duration(path: str | os.PathLike) -> float:
+    """Duration of an MP4/M4A file from its ``moov/mvhd`` box (ISO/IEC 14496-12, 8.2.2).
 
-    Formats libsndfile cannot read are decoded with ffmpeg (slow) when it is on the PATH.
+    libsndfile cannot open AAC in MP4 (VoxCeleb2 ships ``.m4a``); the movie header needs no
+    decoder: ``duration / timescale`` seconds. Raises :class:`AudioError` for a corrupt file.
+    """
+    path = Path(path)
+
+    def boxes(f, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
+        pos = start
+        while pos + 8 <= end:
+            f.seek(pos)
+            size, kind = struct.unpack(">I4s", f.read(8))
+            header = 8
+            if size == 1:
+                size = struct.unpack(">Q", f.read(8))[0]
+                header = 16
+            elif size == 0:
+                size = end - pos
+            if size < header:
+                raise AudioError(f"{path}: corrupt MP4 box {kind!r}")
+            yield kind, pos + header, pos + size
+            pos += size
+
+    try:
+        with open(path, "rb") as f:
+            for kind, start, end in boxes(f, 0, os.fstat(f.fileno()).st_size):
+                if kind != b"moov":
+                    continue
+                for sub, s_start, _ in boxes(f, start, end):
+                    if sub != b"mvhd":
+                        continue
+                    f.seek(s_start)
+                    version = f.read(1)[0]
+                    f.read(3)  # flags
+                    if version == 1:
+                        _, _, timescale, duration = struct.unpack(">QQIQ", f.read(28))
+                    else:
+                        _, _, timescale, duration = struct.unpack(">IIII", f.read(16))
+                    if timescale == 0:
+                        raise AudioError(f"{path}: MP4 header has timescale 0")
+                    return duration / timescale
+    except FileNotFoundError:
+        raise AudioFileNotFoundError(f"{path}: audio file not found") from None
+    except (struct.error, IndexError):
+        raise AudioError(f"{path}: corrupt MP4 header (file cut short?)") from None
+    raise AudioError(f"{path}: no MP4 movie header (moov/mvhd) found")
+
+
+def audio_duration(path: str | os.PathLike) -> float:
+    """Duration in seconds from the file header (no decoding): ``soundfile.info``, and the
+    ``mvhd`` box for MP4/M4A (:func:`mp4_duration`). A truncated WAV is an error.
+
+    Other formats libsndfile cannot read are decoded with ffmpeg (slow) when it is on the PATH.
     """
     path = Path(path)
     if not path.exists():
         raise AudioFileNotFoundError(f"{path}: audio file not found")
-    if path.suffix.lower() not in FFMPEG_ONLY_EXTENSIONS:
+    suffix = path.suffix.lower()
+    if suffix in (".m4a", ".mp4"):
+        try:
+            return mp4_duration(path)
+        except AudioError:
+            if shutil.which("ffmpeg") is None:
+                raise
+            logger.debug("%s: no usable MP4 header; decoding with ffmpeg", path)
+    if suffix not in FFMPEG_ONLY_EXTENSIONS:
         try:
             info = sf.info(str(path))
         except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
             pass  # fall through to a full read, which gives the precise error
         else:
             if info.frames > 0 and info.samplerate > 0:
+                check_wav_complete(path, info.frames, info.samplerate)
                 return float(info.frames) / float(info.samplerate)
     data, sr = _read(path, None)
     if data.shape[0] == 0:
-        raise AudioError(f"{path}: zero-length audio (no samples)")
+        raise AudioError(f"{path}: zero-length audio (no samples)", "empty")
+    return float(data.shape[0]) / float(sr)
+
+
+def check_audio_file(path: str | os.PathLike, frame_length_ms: float = DEFAULT_FRAME_LENGTH_MS) -> float:
+    """Decode the whole file and apply every rule of :func:`load_audio` and
+    :func:`require_min_length` (unreadable, empty, NaN/inf, all zero, truncated, too short);
+    return its duration in seconds. Data preparation calls this, so it keeps only what
+    training and embedding accept.
+
+    Formats only ffmpeg decodes are checked from their header when ffmpeg is missing
+    (:func:`load_audio` then says how to convert them).
+    """
+    path = Path(path)
+    if path.suffix.lower() in FFMPEG_ONLY_EXTENSIONS and shutil.which("ffmpeg") is None:
+        duration = audio_duration(path)
+        if duration * 1000.0 < frame_length_ms:
+            raise AudioError(f"{path}: {duration * 1000.0:.1f} ms is shorter than one analysis window "
+                             f"({frame_length_ms:g} ms)", "too short")
+        return duration
+    data, sr = _read(path, None)
+    _validate(path, data)
+    _check_length(path, data.shape[0], sr, frame_length_ms)
     return float(data.shape[0]) / float(sr)

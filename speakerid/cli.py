@@ -29,6 +29,19 @@ def _parser(sub: argparse._SubParsersAction, name: str, help: str, example: str)
     )
 
 
+def _finite_float(text: str) -> float:
+    """argparse type: a finite number (``nan`` / ``inf`` are refused)."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
 # --- commands ---------------------------------------------------------------------------
 # Each block below belongs to one command; keep them independent.
 
@@ -172,7 +185,7 @@ def _add_verify(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--db", required=True, help="speaker DB file")
     p.add_argument("--speaker", required=True, help="claimed speaker")
     p.add_argument("wav", help="test audio file")
-    p.add_argument("--threshold", type=float, default=None,
+    p.add_argument("--threshold", type=_finite_float, default=None,
                    help="accept when the score >= this (the LLR when the model is calibrated, else the cosine); "
                         "default: Bayes threshold of exp/calibration.json, else exp/dev_eval.json")
     p.add_argument("--p-target", type=float, default=0.01, help="prior of a target trial for the Bayes threshold (default 0.01)")

@@ -2,8 +2,12 @@
 
 A config file is a YAML mapping whose sections mirror :class:`TrainConfig`. Every key
 must be known (a typo is an error naming the file and the key path), and every value is
-checked against the field's type. The fully resolved config (defaults filled in) is
-written beside each experiment as ``exp/config.yaml``.
+checked against the field's type when the file is read: ``Literal[...]`` fields list their
+allowed values (``<file>: data.sampler: got 'x', allowed shuffle|pk``), ``Annotated[..., Range]``
+fields their bounds (``<file>: optim.lr: must be > 0, got -0.1``). The margin of a
+margin-scheduled loss (AAM) has one owner: setting it in ``loss.kwargs.margin`` while the
+``margin`` schedule is enabled is an error that says which to keep. The fully resolved config
+(defaults filled in) is written beside each experiment as ``exp/config.yaml``.
 
 Model and loss sections are ``{name: <registry name>, <kwargs of that class>...}``: the
 kwargs are checked by the class's own signature when it is built.
@@ -17,7 +21,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
 
@@ -28,32 +32,65 @@ class ConfigError(ValueError):
     """A config file has an unknown key or a value of the wrong type."""
 
 
+@dataclass(frozen=True)
+class Range:
+    """Bounds of a numeric field, checked at load: ``Annotated[float, Range(gt=0)]``."""
+
+    gt: float | None = None
+    ge: float | None = None
+    lt: float | None = None
+    le: float | None = None
+
+    def problem(self, value: float) -> str | None:
+        """Why ``value`` is out of range (NaN is always out), or None."""
+        checks = (
+            (self.gt, ">", lambda b: value > b),
+            (self.ge, ">=", lambda b: value >= b),
+            (self.lt, "<", lambda b: value < b),
+            (self.le, "<=", lambda b: value <= b),
+        )
+        if all(ok(b) for b, _, ok in checks if b is not None):
+            return None
+        wanted = " and ".join(f"{op} {b:g}" for b, op, _ in checks if b is not None)
+        return f"must be {wanted}, got {value!r}"
+
+
+Positive = Range(gt=0)
+NonNegative = Range(ge=0)
+Probability = Range(ge=0, le=1)
+PosInt = Annotated[int, Range(ge=1)]
+NonNegInt = Annotated[int, NonNegative]
+PosFloat = Annotated[float, Positive]
+NonNegFloat = Annotated[float, NonNegative]
+Prob = Annotated[float, Probability]
+
+
 @dataclass
 class FeatureConfig:
     """Kaldi-compatible log-mel fbank front end (``speakerid.features.fbank``)."""
 
-    sample_rate: int = 16000
-    num_mel_bins: int = 80
-    frame_length_ms: float = 25.0
-    frame_shift_ms: float = 10.0
+    sample_rate: PosInt = 16000
+    num_mel_bins: PosInt = 80
+    frame_length_ms: PosFloat = 25.0
+    frame_shift_ms: PosFloat = 10.0
     # Training-time dither (1.0 = one int16 LSB); evaluation always uses 0. Default off: on
     # recordings with digital silence (RAVDESS is ~50% exact zeros) dithered training frames and
     # undithered test frames disagree by ~20 log units, which cost 33% vs 17.5% dev EER on the
     # shared speech (benchmarks/train_shared_speech.sh). VoxCeleb recipes set 1.0 as WeSpeaker.
-    dither: float = 0.0
+    dither: NonNegFloat = 0.0
     cmn: bool = True  # per-utterance mean normalisation
-    sliding_cmn_frames: int = 0  # >0: sliding-window CMN of that many frames instead
+    sliding_cmn_frames: NonNegInt = 0  # >0: sliding-window CMN of that many frames instead
 
 
 @dataclass
 class SpecAugConfig:
     enabled: bool = False
-    freq_masks: int = 1
-    freq_width: int = 10
-    time_masks: int = 1
-    time_width: int = 20
-    time_warp: int = 0  # 0 = off; else the warp window W in frames
-    prob: float = 0.6
+    freq_masks: NonNegInt = 1
+    freq_width: NonNegInt = 10
+    time_masks: NonNegInt = 1
+    time_width: NonNegInt = 20
+    time_warp: NonNegInt = 0  # 0 = off; else the warp window W in frames
+    prob: Prob = 0.6
 
 
 @dataclass
@@ -61,15 +98,15 @@ class MixupConfig:
     """MixUp (Zhang et al. 2018): lambda ~ Beta(alpha, alpha)."""
 
     enabled: bool = False
-    alpha: float = 0.2
-    prob: float = 0.5  # probability that a batch is mixed
-    domain: str = "features"  # "features" or "waveform" (named so: YAML 1.1 reads a bare `on` as true)
+    alpha: PosFloat = 0.2
+    prob: Prob = 0.5  # probability that a batch is mixed
+    domain: Literal["features", "waveform"] = "features"  # "features" or "waveform" (named so: YAML 1.1 reads a bare `on` as true)
 
 
 @dataclass
 class NoiseConfig:
     enabled: bool = False
-    prob: float = 0.6
+    prob: Prob = 0.6
     noise_list: str = ""  # file written by data_prep/musan.py: "<path> <category>" per line
     snr: dict[str, list[float]] = field(
         default_factory=lambda: {"noise": [0.0, 15.0], "music": [5.0, 15.0], "babble": [13.0, 20.0], "speech": [13.0, 20.0]}
@@ -79,15 +116,15 @@ class NoiseConfig:
 @dataclass
 class ReverbConfig:
     enabled: bool = False
-    prob: float = 0.6
+    prob: Prob = 0.6
     rir_list: str = ""  # file written by data_prep/rirs.py: one RIR path per line
 
 
 @dataclass
 class SpeedConfig:
     enabled: bool = False
-    speeds: list[float] = field(default_factory=lambda: [0.9, 1.0, 1.1])
-    prob: float = 0.6
+    speeds: list[PosFloat] = field(default_factory=lambda: [0.9, 1.0, 1.1])
+    prob: Prob = 0.6
     as_new_speaker: bool = True  # WeSpeaker: each speed factor is a new speaker label
 
 
@@ -102,12 +139,12 @@ class AugmentConfig:
 
 @dataclass
 class DataConfig:
-    chunk_frames: int = 200  # training chunk length in frames (10 ms each)
-    sampler: str = "shuffle"  # "shuffle" or "pk" (P speakers x K utterances)
-    batch_size: int = 32  # shuffle sampler; pk uses speakers_per_batch * utts_per_speaker
-    speakers_per_batch: int = 16
-    utts_per_speaker: int = 2
-    num_workers: int = 0
+    chunk_frames: PosInt = 200  # training chunk length in frames (10 ms each)
+    sampler: Literal["shuffle", "pk"] = "shuffle"  # "shuffle" or "pk" (P speakers x K utterances)
+    batch_size: PosInt = 32  # shuffle sampler; pk uses speakers_per_batch * utts_per_speaker
+    speakers_per_batch: PosInt = 16
+    utts_per_speaker: PosInt = 2
+    num_workers: NonNegInt = 0
     use_cached_features: bool = False  # read feats.scp instead of computing fbank
     shards: str = ""  # glob/brace pattern of webdataset tar shards; empty = data dir
 
@@ -122,21 +159,21 @@ class ModelConfig:
 class LossConfig:
     name: str = "circle_proxy"
     kwargs: dict[str, Any] = field(default_factory=dict)
-    xbm_size: int = 0  # >0: wrap a pair-based loss in a cross-batch memory of this many embeddings
-    xbm_start_step: int = 0
+    xbm_size: NonNegInt = 0  # >0: wrap a pair-based loss in a cross-batch memory of this many embeddings
+    xbm_start_step: NonNegInt = 0
 
 
 @dataclass
 class OptimConfig:
-    name: str = "sgd"  # "sgd" (Nesterov), "adam", "adamw"
-    lr: float = 0.1
-    final_lr: float = 5e-5
-    momentum: float = 0.9
+    name: Literal["sgd", "adam", "adamw"] = "sgd"  # "sgd" (Nesterov), "adam", "adamw"
+    lr: PosFloat = 0.1
+    final_lr: NonNegFloat = 5e-5
+    momentum: Annotated[float, Range(ge=0, lt=1)] = 0.9
     nesterov: bool = True
-    weight_decay: float = 1e-4
-    warmup_epochs: float = 1.0
-    scheduler: str = "exponential"  # "exponential" or "cosine"
-    grad_clip: float = 0.0  # 0 = off; else max global grad norm
+    weight_decay: NonNegFloat = 1e-4
+    warmup_epochs: NonNegFloat = 1.0
+    scheduler: Literal["exponential", "cosine"] = "exponential"  # "exponential" or "cosine"
+    grad_clip: NonNegFloat = 0.0  # 0 = off; else max global grad norm
 
 
 @dataclass
@@ -144,17 +181,17 @@ class MarginScheduleConfig:
     """Margin warm-up for margin losses, as WeSpeaker: 0 until ``start``, then up to ``final``."""
 
     enabled: bool = True
-    initial: float = 0.0
-    final: float = 0.2
-    increase_start_epoch: int = 1
-    fix_start_epoch: int = 3
+    initial: NonNegFloat = 0.0
+    final: NonNegFloat = 0.2
+    increase_start_epoch: NonNegInt = 1
+    fix_start_epoch: NonNegInt = 3
 
 
 @dataclass
 class TrainConfig:
     seed: int = 42
-    epochs: int = 10
-    max_steps_per_epoch: int = 0  # 0 = a full pass of the sampler
+    epochs: PosInt = 10
+    max_steps_per_epoch: NonNegInt = 0  # 0 = a full pass of the sampler
     features: FeatureConfig = field(default_factory=FeatureConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -162,18 +199,34 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     margin: MarginScheduleConfig = field(default_factory=MarginScheduleConfig)
-    amp: str = "none"  # "none", "bf16", "fp16" (GPU)
-    keep_checkpoints: int = 5
-    average_last: int = 3
-    log_every: int = 10
+    amp: Literal["none", "bf16", "fp16"] = "none"  # "none", "bf16", "fp16" (GPU)
+    keep_checkpoints: PosInt = 5
+    average_last: PosInt = 3  # model.pt = mean of the last N checkpoints
+    log_every: PosInt = 10
     dev_trials: str = ""  # trial list of a dev data dir; per-epoch EER when given
     dev_data: str = ""
 
 
 def _check_type(value: Any, tp: Any, where: str) -> Any:
-    """Check (and lightly coerce int -> float) ``value`` against the annotation ``tp``."""
+    """Check (and lightly coerce int -> float) ``value`` against the annotation ``tp``.
+
+    ``Annotated[T, Range(...)]`` adds bounds, ``Literal[...]`` lists the allowed values.
+    """
     origin = typing.get_origin(tp)
     if tp is Any:
+        return value
+    if origin is Annotated:
+        base, *extras = typing.get_args(tp)
+        value = _check_type(value, base, where)
+        for extra in extras:
+            problem = extra.problem(value) if isinstance(extra, Range) else None
+            if problem:
+                raise ConfigError(f"{where}: {problem}")
+        return value
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed or isinstance(value, bool) != isinstance(allowed[0], bool):
+            raise ConfigError(f"{where}: got {value!r}, allowed {'|'.join(map(str, allowed))}")
         return value
     if origin in (typing.Union, types.UnionType):
         for arg in typing.get_args(tp):
@@ -214,7 +267,7 @@ def _from_dict(cls: type, data: Any, where: str) -> Any:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
@@ -223,15 +276,53 @@ def _from_dict(cls: type, data: Any, where: str) -> Any:
     return cls(**kwargs)
 
 
+def _check_margin_owner(cfg: Any, source: str) -> None:
+    """The margin of a margin-scheduled loss (AAM) has one owner: ``margin.*`` or ``loss.kwargs.margin``."""
+    if not isinstance(cfg, TrainConfig) or "margin" not in cfg.loss.kwargs or not cfg.margin.enabled:
+        return
+    from speakerid.losses import LOSSES  # noqa: PLC0415  (only here: the rest of config needs no torch)
+
+    if getattr(LOSSES.get(cfg.loss.name), "has_margin", False):
+        raise ConfigError(
+            f"{source}: loss.kwargs.margin ({cfg.loss.kwargs['margin']}) and the margin schedule "
+            f"(margin.enabled: true, margin.final: {cfg.margin.final}) both set the {cfg.loss.name} margin; keep one: "
+            "remove loss.kwargs.margin (the schedule sets it every step), or set margin.enabled: false"
+        )
+
+
 def config_from_dict(cls: type, data: dict, source: str = "<config>") -> Any:
     """Build dataclass ``cls`` from a (nested) dict; unknown keys and bad types are errors.
 
     Errors read ``<source>: <key.path>: <problem>``.
     """
     try:
-        return _from_dict(cls, data, "")
+        cfg = _from_dict(cls, data, "")
     except ConfigError as e:
         raise ConfigError(f"{source}: {str(e).lstrip(': ')}") from None
+    _check_margin_owner(cfg, source)
+    return cfg
+
+
+def apply_overrides(data: dict, overrides: list[str], source: str) -> dict:
+    """Apply ``a.b.c=value`` overrides (values read as YAML) to the raw config mapping."""
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(parts):
+            raise ConfigError(f"--set {item!r}: expected key.path=value, e.g. optim.lr=0.05")
+        node = data
+        for i, p in enumerate(parts[:-1]):
+            child = node.setdefault(p, {})
+            if not isinstance(child, dict):
+                raise ConfigError(
+                    f"{source}: --set {item}: {'.'.join(parts[: i + 1])} is a value ({child!r}), not a section"
+                )
+            node = child
+        try:
+            node[parts[-1]] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({str(e).splitlines()[0]})") from None
+    return data
 
 
 def load_config(path: str | os.PathLike, cls: type = TrainConfig, overrides: list[str] | None = None) -> Any:
@@ -242,16 +333,12 @@ def load_config(path: str | os.PathLike, cls: type = TrainConfig, overrides: lis
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    for item in overrides or []:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r}: expected key.path=value")
-        key, value = item.split("=", 1)
-        node = data
-        parts = key.split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = yaml.safe_load(value)
+        raise ConfigError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a UTF-8 text file ({e.reason})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a YAML mapping of sections, got {type(data).__name__}")
+    apply_overrides(data, overrides or [], str(path))
     return config_from_dict(cls, data, str(path))
 
 

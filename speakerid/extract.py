@@ -252,9 +252,9 @@ def embed_files(
     batch_size: int = 16,
 ) -> Tensor:
     """Embeddings ``[N, D]`` of audio files (read with :func:`speakerid.audio.load_audio`)."""
-    from speakerid.audio import load_audio
+    from speakerid.audio import load_audio, require_min_length
 
-    waves = [load_audio(p, extractor.sample_rate)[0] for p in paths]
+    waves = [require_min_length(load_audio(p, extractor.sample_rate)[0], extractor.sample_rate, p) for p in paths]
     return embed_waves(extractor, waves, policy, batch_size)
 
 
@@ -354,10 +354,10 @@ class _AudioList(torch.utils.data.Dataset):
         return len(self.utts)
 
     def __getitem__(self, i: int) -> tuple[str, Tensor]:
-        from speakerid.audio import load_audio
+        from speakerid.audio import load_audio, require_min_length
 
         utt = self.utts[i]
-        return utt, load_audio(self.wav[utt], self.sample_rate)[0]
+        return utt, require_min_length(load_audio(self.wav[utt], self.sample_rate)[0], self.sample_rate, self.wav[utt])
 
 
 def _chunks(utts: list[str], wav: dict[str, str], sample_rate: int, chunk_utts: int, num_workers: int) -> Iterator[list[tuple[str, Tensor]]]:

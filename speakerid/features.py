@@ -397,7 +397,7 @@ def _write_shard(job: tuple[int, list[tuple[str, str]], str, dict]) -> tuple[int
     """
     import kaldiio  # noqa: PLC0415  (worker-side import)
 
-    from speakerid.audio import load_audio  # noqa: PLC0415
+    from speakerid.audio import load_audio, require_min_length  # noqa: PLC0415
 
     index, items, out_dir, cfg = job
     torch.set_num_threads(1)
@@ -407,9 +407,7 @@ def _write_shard(job: tuple[int, list[tuple[str, str]], str, dict]) -> tuple[int
     try:
         with open(tmp_ark, "wb") as fa, open(tmp_scp, "w", encoding="utf-8") as fs:
             for utt, path in items:
-                wave, _ = load_audio(path, cfg["sample_rate"])
-                if wave.numel() < frame_geometry(cfg["sample_rate"], cfg["frame_length_ms"], cfg["frame_shift_ms"])[0]:
-                    raise ValueError(f"{path}: {wave.numel()} samples, shorter than one analysis window (utterance {utt})")
+                wave = require_min_length(load_audio(path, cfg["sample_rate"])[0], cfg["sample_rate"], path, cfg["frame_length_ms"])
                 feats = fbank(
                     wave,
                     sample_rate=cfg["sample_rate"],

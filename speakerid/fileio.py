@@ -8,10 +8,18 @@ flushed and fsync'ed, then renamed over the target, which is atomic on POSIX.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from pathlib import Path
 from typing import IO, Iterator
+
+
+def _naming_target(e: OSError, path: Path, tmp: Path | None = None, what: str | None = None) -> OSError:
+    """The same error, naming the user's ``path`` rather than the hidden temporary file."""
+    if tmp is not None and str(tmp) not in (str(e.filename), str(e.filename2)):
+        return e  # not about the temporary file: keep it as it is
+    return type(e)(e.errno, what or e.strerror or str(e), str(path))
 
 
 @contextlib.contextmanager
@@ -19,20 +27,33 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
 
     ``suffix`` is kept on the temporary name for libraries that pick a format by extension
-    (``np.savez`` adds ``.npz``, matplotlib reads ``.png``).
+    (``np.savez`` adds ``.npz``, matplotlib reads ``.png``). Errors (an unwritable folder, a
+    target that is a directory, a full disk) name ``path``, not the temporary file.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _naming_target(e, path, what=f"cannot create its folder {path.parent} ({e.strerror})") from None
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a directory, expected a file name", str(path))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
+    except OSError as e:
+        raise _naming_target(e, path, what=f"cannot write here ({e.strerror})") from None
     os.close(fd)
     tmp_path = Path(tmp)
     # mkstemp creates 0600; give the final file the usual umask-derived mode (0644 typically).
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp_path, 0o666 & ~umask)
     try:
+        os.chmod(tmp_path, 0o666 & ~umask)
         yield tmp_path
         os.replace(tmp_path, path)
+    except OSError as e:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        raise _naming_target(e, path, tmp_path) from e
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()

@@ -146,3 +146,104 @@ def test_real_speech_file(shared_speech):
     assert sr == 16000 and wave.dtype == torch.float32
     assert wave.abs().max() <= 1.0 and wave.abs().max() > 0.01
     assert audio_duration(path) == pytest.approx(wave.numel() / 16000)
+
+
+# --- truncated WAVs; one minimum length --------------------------------------------------
+
+
+def _truncated(tmp_path: Path) -> Path:
+    full = tmp_path / "full.wav"
+    sf.write(full, _sine(300, 16000, 1.0), 16000, subtype="PCM_16")
+    cut = tmp_path / "cut.wav"
+    data = full.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    return cut
+
+
+def test_truncated_wav_is_reported(tmp_path):
+    cut = _truncated(tmp_path)
+    msg = _expect(cut, "truncated WAV: the header promises 16000 frames (1.000 s) but the file holds 7989")
+    assert msg
+    with pytest.raises(AudioError, match="truncated WAV"):
+        audio_duration(cut)
+    with pytest.raises(AudioError, match="truncated WAV") as e:
+        audio.check_audio_file(cut)
+    assert e.value.reason == "truncated"
+    assert audio_duration(tmp_path / "full.wav") == pytest.approx(1.0)  # complete files are untouched
+
+
+def test_streaming_wav_size_placeholder_is_not_truncation(tmp_path):
+    path = tmp_path / "stream.wav"
+    sf.write(path, _sine(300, 16000, 0.5), 16000, subtype="PCM_16")
+    data = bytearray(path.read_bytes())
+    at = data.index(b"data") + 4
+    data[at : at + 4] = b"\xff\xff\xff\xff"  # what streaming writers put before they know the size
+    path.write_bytes(bytes(data))
+    assert load_audio(path)[0].numel() == 8000
+
+
+def test_one_minimum_length_rule(tmp_path):
+    wave = torch.ones(399)
+    with pytest.raises(AudioError, match=r"x.wav: 399 samples \(24.9 ms at 16000 Hz\) is shorter than one analysis window \(400 samples, 25 ms\)"):
+        audio.require_min_length(wave, 16000, "x.wav")
+    assert audio.require_min_length(torch.ones(400), 16000, "x.wav").numel() == 400
+    with pytest.raises(AudioError, match="shorter than one analysis window"):
+        audio.require_min_length(torch.ones(400), 16000, "x.wav", frame_length_ms=32.0)
+    short = tmp_path / "short.wav"
+    sf.write(short, _sine(300, 16000, 0.01), 16000)
+    assert load_audio(short)[0].numel() == 160  # loading alone keeps it; the rule is for embedding/features
+    with pytest.raises(AudioError, match="shorter than one analysis window") as e:
+        audio.check_audio_file(short)
+    assert e.value.reason == "too short"
+
+
+def test_every_embedding_path_applies_the_minimum_length(tmp_path):
+    """extract's data-dir loader and embed_files (used by enroll / verify / identify) refuse what
+    ``features`` refuses, before any model is run."""
+    from types import SimpleNamespace
+
+    from speakerid import extract
+
+    short = tmp_path / "short.wav"
+    sf.write(short, _sine(300, 16000, 0.001), 16000)  # 16 samples
+    with pytest.raises(AudioError, match="short.wav: 16 samples .* shorter than one analysis window"):
+        extract.embed_files(SimpleNamespace(sample_rate=16000), [short])
+    with pytest.raises(AudioError, match="short.wav: 16 samples"):
+        extract._AudioList(["u"], {"u": str(short)}, 16000)[0]
+
+
+def test_features_job_applies_the_minimum_length(tmp_path):
+    from speakerid.config import FeatureConfig
+    from speakerid.features import compute_features_for_data_dir
+
+    data = tmp_path / "data"
+    data.mkdir()
+    short = tmp_path / "short.wav"
+    sf.write(short, _sine(300, 16000, 0.001), 16000)
+    (data / "wav.scp").write_text(f"u1 {short}\n")
+    (data / "utt2spk").write_text("u1 s1\n")
+    with pytest.raises(AudioError, match="short.wav: 16 samples .* shorter than one analysis window"):
+        compute_features_for_data_dir(data, None, FeatureConfig(), num_workers=1, progress=False)
+
+
+def test_mp4_duration_from_the_movie_header(tmp_path):
+    import struct
+
+    body = bytes(4) + struct.pack(">IIII", 0, 0, 1000, 2500) + bytes(80)
+    mvhd = struct.pack(">I4s", 8 + len(body), b"mvhd") + body
+    path = tmp_path / "a.m4a"
+    path.write_bytes(struct.pack(">I4s4sI", 16, b"ftyp", b"M4A ", 0) + struct.pack(">I4s", 8 + len(mvhd), b"moov") + mvhd)
+    assert audio.mp4_duration(path) == pytest.approx(2.5)
+    assert audio_duration(path) == pytest.approx(2.5)
+    path.write_bytes(b"\x00\x00\x00\x10ftypM4A \x00\x00\x00\x00")
+    with pytest.raises(AudioError, match="no MP4 movie header"):
+        audio.mp4_duration(path)
+
+
+def test_audio_errors_cross_processes_with_their_reason():
+    import pickle
+
+    err = pickle.loads(pickle.dumps(AudioError("x.wav: truncated WAV: ...", "truncated")))
+    assert str(err) == "x.wav: truncated WAV: ..." and err.reason == "truncated"
+    gone = pickle.loads(pickle.dumps(AudioFileNotFoundError("x.wav: audio file not found")))
+    assert isinstance(gone, FileNotFoundError) and gone.reason == "not found"

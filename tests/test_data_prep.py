@@ -281,7 +281,7 @@ def test_keep_by_duration_reasons_and_order(tmp_path: Path) -> None:
     reasons = {Path(p).name: r for p, r in skipped.items}
     assert reasons["short.wav"] == "shorter than 0.2 s: 0.10 s"
     assert reasons["long.wav"] == "longer than 0.8 s: 1.00 s"
-    assert reasons["empty.wav"] == "empty" and reasons["broken.wav"].startswith("unreadable")
+    assert reasons["empty.wav"].startswith("empty") and reasons["broken.wav"].startswith("unreadable")
 
 
 def test_shared_noise_and_rir_folders(shared_data: Path, tmp_path: Path) -> None:
@@ -356,3 +356,63 @@ def test_synthetic_cli_split(tmp_path: Path) -> None:
     assert len(_trials(tmp_path / "s" / "dev" / "trials")) == 8
     with pytest.raises(PrepError, match="not empty"):
         synthetic.prepare_synthetic(tmp_path / "s", 2, 1, SplitTrialOptions())
+
+
+# ------------------------------------------------------------------------------ content checks
+
+
+def _bad_files(folder: Path) -> dict[str, str]:
+    """Files whose headers are fine but whose content the library refuses -> expected reason."""
+    folder.mkdir(parents=True, exist_ok=True)
+    x = 0.1 * np.random.default_rng(0).standard_normal(8000).astype(np.float32)
+    nan = x.copy()
+    nan[100] = np.nan
+    sf.write(str(folder / "nan.wav"), nan, 16000, subtype="FLOAT")
+    sf.write(str(folder / "zero.wav"), np.zeros(8000, np.float32), 16000)
+    sf.write(str(folder / "one.wav"), x[:1], 16000)
+    sf.write(str(folder / "full.wav"), x, 16000)
+    data = (folder / "full.wav").read_bytes()
+    (folder / "cut.wav").write_bytes(data[: len(data) // 2])
+    (folder / "full.wav").unlink()
+    return {"nan.wav": "nan", "zero.wav": "silent", "one.wav": "too short", "cut.wav": "truncated"}
+
+
+def _reasons(skipped_file: Path) -> dict[str, str]:
+    return {Path(p).name: r for p, r in (line.split("\t") for line in skipped_file.read_text().splitlines())}
+
+
+def test_folder_skips_content_the_library_refuses(small_tree: Path, tmp_path: Path) -> None:
+    expected = _bad_files(small_tree / "a_1" / "bad")
+    summary = folder.prepare_folder(small_tree, tmp_path / "out", SplitTrialOptions())
+    wav = read_kv(tmp_path / "out" / "wav.scp")
+    assert not any(Path(p).name in expected for p in wav.values())
+    reasons = _reasons(tmp_path / "out" / "skipped.txt")
+    for name, reason in expected.items():
+        assert reasons[name].startswith(reason + ": "), reasons[name]
+    assert "truncated WAV: the header promises 8000 frames" in reasons["cut.wav"]
+    assert "1 nan" in summary and "1 silent" in summary and "1 truncated" in summary and "1 too short" in summary
+
+
+def test_noise_and_rir_lists_skip_content_the_library_refuses(tmp_path: Path) -> None:
+    expected = _bad_files(tmp_path / "noise" / "noise")
+    _wav(tmp_path / "noise" / "noise" / "good.wav")
+    musan.prepare_noise_list([tmp_path / "noise"], tmp_path / "noise.list")
+    assert [Path(line.split()[0]).name for line in (tmp_path / "noise.list").read_text().splitlines()] == ["good.wav"]
+    reasons = _reasons(tmp_path / "noise.list.skipped.txt")
+    assert {n: r.split(":")[0] for n, r in reasons.items()} == expected
+    rirs.prepare_rir_list([tmp_path / "noise"], tmp_path / "rir.list", exclude_regex="")
+    assert [Path(p).name for p in (tmp_path / "rir.list").read_text().splitlines()] == ["good.wav"]
+
+
+def test_empty_trial_list_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(PrepError, match="no trials to write"):
+        common.write_trials_kaldi(tmp_path / "trials", [])
+    with pytest.raises(PrepError, match="no trials to write"):
+        voxceleb.write_trials_vox(tmp_path / "trials", [])
+    assert not (tmp_path / "trials").exists()
+    listed = tmp_path / "veri.txt"
+    listed.write_text("1 id1/a/1.wav id1/b/2.wav\n0 id1/a/1.wav id2/c/3.wav\n", encoding="utf-8")
+    with pytest.raises(PrepError, match="none of its 2 trials has both utterances"):
+        voxceleb.load_trials(listed, {"id1/a/1"}, "drop")
+    trials, _ = voxceleb.load_trials(listed, {"id1/a/1", "id1/b/2", "id2/c/3"}, "error")
+    assert trials == [("id1/a/1", "id1/b/2", True), ("id1/a/1", "id2/c/3", False)]

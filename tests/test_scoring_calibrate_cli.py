@@ -104,3 +104,22 @@ def test_help_shows_an_example(command, capsys):
     with pytest.raises(SystemExit):
         main([command, "--help"])
     assert f"example:\n  speakerid {command}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "lines, problem",
+    [
+        (["a b 0.1 target", "a c 0.5 target", "a d 0.9 target"], "no non-target"),
+        (["a b 0.5 target", "a c 0.5 nontarget", "a d 0.5 nontarget"], "all dev scores are equal"),
+    ],
+    ids=["one-class", "all-equal"],
+)
+def test_calibrate_unfittable_scores_name_the_score_file(tmp_path, capsys, lines, problem):
+    from speakerid.cli import main
+
+    path = tmp_path / "dev_scores.txt"
+    path.write_text("\n".join(lines) + "\n")
+    assert main(["calibrate", "--scores", str(path), "--output", str(tmp_path / "cal.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{path}: cannot fit a calibration:" in err and problem in err, err
+    assert len(err.splitlines()) == 1 and not (tmp_path / "cal.json").exists()

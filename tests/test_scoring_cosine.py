@@ -135,6 +135,8 @@ def test_missing_ids_error_counts_and_names(tmp_path):
 
 def test_score_files_end_to_end(tmp_path):
     ids, emb, e_ids, t_ids, cohort = _data()
+    pairs = list(dict.fromkeys(zip(e_ids.tolist(), t_ids.tolist())))  # each pair once (repeats are dropped)
+    e_ids, t_ids = np.array([a for a, _ in pairs]), np.array([b for _, b in pairs])
     save_embeddings(tmp_path / "emb.scp", ids, emb)
     save_embeddings(tmp_path / "cohort.npz", [f"c{i}" for i in range(len(cohort))], cohort)
     trials = tmp_path / "trials.txt"

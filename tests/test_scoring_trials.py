@@ -103,3 +103,59 @@ def test_bad_score_files(tmp_path, text, line, match):
     with pytest.raises(TrialsError, match=match) as err:
         read_scores(path)
     assert f"{path}:{line}:" in str(err.value)
+
+
+# --- one rule for repeated pairs; BOM -----------------------------------------------------
+
+
+def test_repeated_trials_dropped_with_a_counting_warning(tmp_path, caplog) -> None:
+    path = tmp_path / "t.txt"
+    path.write_text("1 a b\n0 a c\n1 a b\n1 a b\n0 c a\n", encoding="utf-8")
+    with caplog.at_level("WARNING"):
+        trials = read_trials(path)
+    assert trials == [("a", "b", 1), ("a", "c", 0), ("c", "a", 0)]
+    assert any("2 repeated trials dropped" in r.getMessage() and "t.txt" in r.getMessage() for r in caplog.records)
+
+
+def test_pair_with_both_labels_is_an_error_naming_file_and_lines(tmp_path) -> None:
+    path = tmp_path / "t.txt"
+    path.write_text("# header\na b target\na c nontarget\n\na b nontarget\n", encoding="utf-8")
+    with pytest.raises(TrialsError, match=r"t.txt:5: pair a b is listed as nontarget here and as target on line 2"):
+        read_trial_list(path)
+
+
+def test_score_and_eval_paths_follow_the_same_rule(tmp_path) -> None:
+    from speakerid.cli import main
+
+    scores = tmp_path / "s.txt"
+    scores.write_text("a b 0.9 target\na c 0.1 nontarget\na b 0.2 nontarget\n", encoding="utf-8")
+    with pytest.raises(TrialsError, match=r"s.txt:3: pair a b is listed as nontarget"):
+        read_scores(scores)
+    unlabelled = tmp_path / "u.txt"
+    unlabelled.write_text("a b 0.9\na c 0.1\n", encoding="utf-8")
+    trials = tmp_path / "t.txt"
+    trials.write_text("1 a b\n0 a c\n0 a b\n", encoding="utf-8")
+    with pytest.raises(TrialsError, match=r"t.txt:3: pair a b"):
+        read_labelled_scores(unlabelled, trials)  # eval --trials / calibrate --trials
+    emb = tmp_path / "e.npz"
+    np.savez(emb, ids=np.array(["a", "b", "c"]), embeddings=np.eye(3, dtype=np.float32))
+    assert main(["score", "--trials", str(trials), "--embeddings", str(emb), "--output", str(tmp_path / "o.txt")]) == 2
+    assert not (tmp_path / "o.txt").exists()
+
+
+def test_utf8_bom_is_not_part_of_the_first_id(tmp_path) -> None:
+    path = tmp_path / "bom.txt"
+    path.write_bytes("\ufeff1 a/x.wav b/y.wav\n0 a/x.wav c/z.wav\n".encode("utf-8"))
+    assert read_trials(path) == [("a/x", "b/y", 1), ("a/x", "c/z", 0)]
+    kaldi = tmp_path / "bomk.txt"
+    kaldi.write_bytes("\ufeffa b target\n".encode("utf-8"))
+    assert read_trials(kaldi) == [("a", "b", 1)]
+    scores = tmp_path / "boms.txt"
+    scores.write_bytes("\ufeffa b 0.5\n".encode("utf-8"))
+    assert read_scores(scores).enroll.tolist() == ["a"]
+
+
+def test_keep_ids_leaves_ids_as_written(tmp_path) -> None:
+    path = tmp_path / "t.txt"
+    path.write_text("1 a/x.wav b/y.wav\n", encoding="utf-8")
+    assert read_trials(path, keep_ids=True) == [("a/x.wav", "b/y.wav", 1)]

@@ -45,7 +45,8 @@ _C = 1e4
 
 
 class CalibrationError(ValueError):
-    """An unreadable calibration file (the message names it)."""
+    """An unreadable calibration file, or dev scores no calibration can be fitted on (the
+    message names the file)."""
 
 
 def _logit(p: float) -> float:
@@ -149,7 +150,10 @@ def calibrate_score_file(
     from speakerid.scoring.trials import read_labelled_scores
 
     sl = read_labelled_scores(scores, trials)
-    cal = fit_calibration(sl.scores, sl.labels, prior)
+    try:
+        cal = fit_calibration(sl.scores, sl.labels, prior)
+    except ValueError as e:  # one class only, all scores equal, a bad prior: name the score file
+        raise CalibrationError(f"{scores}: cannot fit a calibration: {e}") from None
     cal.save(output)
     logger.info("%s: llr = %.6g * score + %.6g (prior %.3g)", output, cal.a, cal.b, cal.prior)
     return cal, calibration_report(sl.scores, cal.apply(sl.scores), sl.labels)

@@ -7,13 +7,20 @@ Trial lists come in two labelled forms, detected per file from its first line:
 * Kaldi form ``enroll-id test-id target|nontarget``;
 
 plus the unlabelled form ``enroll-id test-id`` (labels None), for lists to be scored blind.
-Blank lines and lines starting with ``#`` are skipped. A line that does not match the form of
-the file is an error naming the file and the line number.
+Blank lines and lines starting with ``#`` are skipped, and so is a UTF-8 byte-order mark at
+the start of the file. A line that does not match the form of the file is an error naming the
+file and the line number.
+
+Repeated pairs (the one rule, for trial lists and score files alike): each ordered
+``(enroll, test)`` pair counts once. A pair listed again with the same label is dropped (the
+first line is kept) with one warning that counts the repeats; a pair listed with both labels
+(target and non-target) is an error naming the file and both lines.
 
 Id normalisation (the one rule, applied to every id read here): a trailing ``.wav`` is
 stripped, so VoxCeleb's ``id10270/x6uYqmx31kE/00001.wav`` becomes ``id10270/x6uYqmx31kE/00001``,
 the utterance id of our data dirs (the relative path without extension). Nothing else is
-changed (no case folding, no other extension).
+changed (no case folding, no other extension). ``keep_ids=True`` keeps the ids as written
+(for callers with their own mapping, e.g. ``data_prep/voxceleb.py``).
 
 Score files: ``enroll-id test-id score [label]`` per line, label ``target``/``nontarget``
 (``1``/``0`` also read), all lines with the same number of columns.
@@ -94,7 +101,7 @@ class ScoreList:
 def _data_lines(path: str | os.PathLike) -> Iterator[tuple[int, list[str]]]:
     """(1-based line number, whitespace-split fields) of every non-blank, non-comment line."""
     try:
-        f = open(path, encoding="utf-8")
+        f = open(path, encoding="utf-8-sig")
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such file") from None
     with f:
@@ -150,14 +157,66 @@ def _check_lines(path: str | os.PathLike) -> tuple[str, int]:
     return form, count
 
 
-def _normalise_ids(ids: Iterable[str]) -> np.ndarray:
-    return np.asarray([i.removesuffix(".wav") for i in ids])
+def _normalise_ids(ids: Iterable[str], keep: bool = False) -> np.ndarray:
+    return np.asarray(list(ids) if keep else [i.removesuffix(".wav") for i in ids])
+
+
+def _first_of_each_pair(enroll: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(index of the first row of each distinct pair, sorted; pair number of every row)."""
+    _, e_inv = np.unique(enroll, return_inverse=True)
+    t_uniq, t_inv = np.unique(test, return_inverse=True)
+    key = e_inv.astype(np.int64) * max(1, t_uniq.size) + t_inv
+    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    return first, first[inverse.reshape(-1)]
+
+
+def _line_numbers(path: str | os.PathLike, rows: Sequence[int]) -> dict[int, int]:
+    """File line numbers of the given data rows (0-based index among non-comment lines)."""
+    wanted = set(rows)
+    out: dict[int, int] = {}
+    for i, (lineno, _) in enumerate(_data_lines(path)):
+        if i in wanted:
+            out[i] = lineno
+            if len(out) == len(wanted):
+                break
+    return out
+
+
+def _drop_repeated_pairs(
+    path: str | os.PathLike, enroll: np.ndarray, test: np.ndarray, labels: np.ndarray | None, what: str
+) -> np.ndarray | None:
+    """The rule for repeated pairs (module docstring): the rows to keep, or None for all.
+
+    Raises TrialsError ``<path>:<line>: ...`` for a pair listed with both labels.
+    """
+    if enroll.size < 2:
+        return None
+    first, first_of_row = _first_of_each_pair(enroll, test)
+    if first.size == enroll.size:
+        return None
+    if labels is not None:
+        clash = np.flatnonzero(labels != labels[first_of_row])
+        if clash.size:
+            row, orig = int(clash[0]), int(first_of_row[clash[0]])
+            lines = _line_numbers(path, [row, orig])
+            raise TrialsError(
+                f"{path}:{lines.get(row, '?')}: pair {enroll[row]} {test[row]} is listed as "
+                f"{'target' if labels[row] else 'nontarget'} here and as "
+                f"{'target' if labels[orig] else 'nontarget'} on line {lines.get(orig, '?')}; "
+                "a pair must have one label"
+            )
+    keep = np.sort(first)
+    logger.warning(
+        "%s: %d repeated %s dropped (each enroll-test pair counts once; the first line of each is kept)",
+        path, enroll.size - keep.size, what,
+    )
+    return keep
 
 
 def _row_blocks(path: str | os.PathLike) -> Iterator[list[list[str]]]:
     """Blocks of split, non-comment, non-empty lines of a text file (the fast path's reader)."""
     try:
-        f = open(path, encoding="utf-8")
+        f = open(path, encoding="utf-8-sig")
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such file") from None
     try:
@@ -170,8 +229,10 @@ def _row_blocks(path: str | os.PathLike) -> Iterator[list[list[str]]]:
         raise TrialsError(f"{path}: not a UTF-8 text file ({e.reason})") from None
 
 
-def read_trial_list(path: str | os.PathLike) -> TrialList:
+def read_trial_list(path: str | os.PathLike, keep_ids: bool = False) -> TrialList:
     """Read a trial list (any of the three forms, detected from its first line) as arrays.
+
+    Repeated pairs follow the module's rule; ``keep_ids`` skips the id normalisation.
 
     Fast path: blocks of lines are split and checked column-wise (no per-field Python work);
     anything unexpected hands over to a line-by-line pass that names the first bad line.
@@ -206,12 +267,17 @@ def read_trial_list(path: str | os.PathLike) -> TrialList:
         _check_lines(path)
         raise TrialsError(f"{path}: could not be read as a trial list")  # not reached: _check_lines raised
     logger.debug("%s: %d trials (%s form)", path, len(enroll), form)
-    return TrialList(_normalise_ids(enroll), _normalise_ids(test), labels, str(path))
+    e_ids, t_ids = _normalise_ids(enroll, keep_ids), _normalise_ids(test, keep_ids)
+    keep = _drop_repeated_pairs(path, e_ids, t_ids, labels, "trials")
+    if keep is not None:
+        e_ids, t_ids = e_ids[keep], t_ids[keep]
+        labels = None if labels is None else labels[keep]
+    return TrialList(e_ids, t_ids, labels, str(path))
 
 
-def read_trials(path: str | os.PathLike) -> list[tuple[str, str, int | None]]:
+def read_trials(path: str | os.PathLike, keep_ids: bool = False) -> list[tuple[str, str, int | None]]:
     """Trials as ``(enroll, test, label)`` tuples; label 1/0, or None for unlabelled lists."""
-    return read_trial_list(path).as_tuples()
+    return read_trial_list(path, keep_ids).as_tuples()
 
 
 def _check_score_lines(path: str | os.PathLike) -> None:
@@ -263,7 +329,12 @@ def read_scores(path: str | os.PathLike) -> ScoreList:
         _check_score_lines(path)
         raise TrialsError(f"{path}: could not be read as a score file")  # not reached
     scores = _parse_scores(path, raw)
-    return ScoreList(_normalise_ids(enroll), _normalise_ids(test), scores, labels, str(path))
+    e_ids, t_ids = _normalise_ids(enroll), _normalise_ids(test)
+    keep = _drop_repeated_pairs(path, e_ids, t_ids, labels, "scores")
+    if keep is not None:
+        e_ids, t_ids, scores = e_ids[keep], t_ids[keep], scores[keep]
+        labels = None if labels is None else labels[keep]
+    return ScoreList(e_ids, t_ids, scores, labels, str(path))
 
 
 def _parse_scores(path: str | os.PathLike, raw: list[str]) -> np.ndarray:
