@@ -124,103 +124,182 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _db_model_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", "--exp", dest="model", default="starter", metavar="EXP",
+                   help="model: a trained experiment dir, or 'starter' (the packaged model; the default)")
+
+
+def _decision_args(p: argparse.ArgumentParser) -> None:
+    from speakerid.enroll import DEFAULT_P_TARGET, DEFAULT_SCORE_RULE, DEFAULT_SCORE_TOP_K, SCORE_RULES
+
+    p.add_argument("--threshold", type=float, default=None,
+                   help="accept when the decision score >= this (the LLR when the model is calibrated, else the "
+                        "AS-norm score with a cohort, else the cosine); default: Bayes threshold of the model's "
+                        "calibration.json, else its dev_eval.json")
+    p.add_argument("--p-target", type=float, default=DEFAULT_P_TARGET,
+                   help=f"prior of a target trial for the Bayes threshold (default {DEFAULT_P_TARGET})")
+    p.add_argument("--score", dest="score_rule", choices=SCORE_RULES, default=DEFAULT_SCORE_RULE,
+                   help="score against the mean of the speaker's enrolment embeddings, the best one, or the mean of "
+                        f"the best --score-top-k (default {DEFAULT_SCORE_RULE}: best on benchmarks/bench_enroll_scoring.py)")
+    p.add_argument("--score-top-k", type=int, default=DEFAULT_SCORE_TOP_K,
+                   help=f"k of --score topk (default {DEFAULT_SCORE_TOP_K})")
+
+
+def _json_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="machine-readable output (one JSON document on stdout)")
+
+
+def _print_json(obj) -> None:
+    import json
+
+    print(json.dumps(obj))
+
+
+def _open_db(a: argparse.Namespace, with_model: bool = True):
+    from speakerid.enroll import SpeakerDB
+
+    if not with_model:
+        return SpeakerDB(a.db)
+    return SpeakerDB(a.db, a.model, p_target=getattr(a, "p_target", 0.01), threshold=getattr(a, "threshold", None),
+                     score_rule=getattr(a, "score_rule", "mean"), score_top_k=getattr(a, "score_top_k", 2))
+
+
+def _list_speakers(a: argparse.Namespace) -> int:
+    with _open_db(a, with_model=False) as db:
+        speakers = db.list()
+    if a.json:
+        _print_json([s.to_dict() for s in speakers])
+    else:
+        for s in speakers:
+            print(f"{s.name}\t{s.num_utts} file(s)\tmodel {s.fingerprint[:12]}")
+    return 0
+
+
+def _remove_speakers(a: argparse.Namespace, names: list[str]) -> int:
+    with _open_db(a, with_model=False) as db:
+        for name in names:
+            db.remove(name)
+    if a.json:
+        _print_json({"removed": names})
+    else:
+        for name in names:
+            print(f"removed {name}")
+    return 0
+
+
 def _add_enroll(sub: argparse._SubParsersAction) -> None:
-    p = _parser(sub, "enroll", "Enrol a speaker from audio files into a speaker DB (SQLite); --list / --remove manage it",
+    p = _parser(sub, "enroll", "Enrol a speaker from audio files into a speaker DB (SQLite; every embedding is kept)",
                 "speakerid enroll --model exp/ecapa --db speakers.db --speaker alice a1.wav a2.wav")
-    _model_arg(p, required=False)
+    _db_model_arg(p)
     p.add_argument("--db", required=True, help="speaker DB file (created on first enrolment)")
     p.add_argument("--speaker", help="speaker name to enrol (adds to an existing speaker)")
     p.add_argument("wavs", nargs="*", help="audio files of the speaker")
     act = p.add_mutually_exclusive_group()
-    act.add_argument("--list", action="store_true", help="list the enrolled speakers")
-    act.add_argument("--remove", metavar="SPEAKER", help="delete a speaker")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    act.add_argument("--list", action="store_true", help="list the enrolled speakers (same as speakerid list)")
+    act.add_argument("--remove", metavar="SPEAKER", help="delete a speaker (same as speakerid remove)")
+    _json_arg(p)
 
     def run(a: argparse.Namespace) -> int:
-        import json
-
-        from speakerid.enroll import SpeakerDB
-
-        if a.list or a.remove:
-            with SpeakerDB(a.db) as db:
-                if a.remove:
-                    db.remove(a.remove)
-                    print(f"removed {a.remove}")
-                    return 0
-                speakers = db.list()
-            if a.json:
-                print(json.dumps([{"speaker": s.name, "num_utts": s.num_utts, "fingerprint": s.fingerprint} for s in speakers]))
-            else:
-                for s in speakers:
-                    print(f"{s.name}\t{s.num_utts} file(s)\tmodel {s.fingerprint[:12]}")
-            return 0
-        if not a.model or not a.speaker or not a.wavs:
-            raise ValueError("enrolment needs --model EXP, --speaker NAME and at least one audio file (or --list / --remove)")
-        with SpeakerDB(a.db, a.model) as db:
+        if a.list:
+            return _list_speakers(a)
+        if a.remove:
+            return _remove_speakers(a, [a.remove])
+        if not a.speaker or not a.wavs:
+            raise ValueError("enrolment needs --speaker NAME and at least one audio file (or --list / --remove)")
+        with _open_db(a) as db:
             info = db.enroll(a.speaker, a.wavs)
-        print(json.dumps({"speaker": info.name, "num_utts": info.num_utts}) if a.json
-              else f"enrolled {info.name}: {info.num_utts} file(s) in total")
+        if a.json:
+            _print_json(info.to_dict())
+        else:
+            print(f"enrolled {info.name}: {info.num_utts} file(s) in total")
         return 0
 
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, catch_all=True)
+
+
+def _add_list(sub: argparse._SubParsersAction) -> None:
+    p = _parser(sub, "list", "List the speakers of a speaker DB (read-only)", "speakerid list --db speakers.db --json")
+    p.add_argument("--db", required=True, help="speaker DB file")
+    _json_arg(p)
+    p.set_defaults(func=_list_speakers, catch_all=True)
+
+
+def _add_remove(sub: argparse._SubParsersAction) -> None:
+    p = _parser(sub, "remove", "Delete speakers (and their stored embeddings) from a speaker DB",
+                "speakerid remove --db speakers.db alice bob")
+    p.add_argument("--db", required=True, help="speaker DB file")
+    p.add_argument("speakers", nargs="+", help="speaker names")
+    _json_arg(p)
+    p.set_defaults(func=lambda a: _remove_speakers(a, a.speakers), catch_all=True)
 
 
 def _add_verify(sub: argparse._SubParsersAction) -> None:
-    p = _parser(sub, "verify", "Is this the claimed speaker? prints the score and the decision; exit 0 accept, 1 reject",
-                "speakerid verify --model exp/ecapa --db speakers.db --speaker alice test.wav")
-    _model_arg(p)
+    p = _parser(sub, "verify", "Is this the claimed speaker? prints the score and the decision; "
+                "exit status 0 accept, 1 reject, 2 error (with --trials: 0 done, 2 error)",
+                "speakerid verify --model exp/ecapa --db speakers.db --speaker alice test.wav\n"
+                "  speakerid verify --db speakers.db --trials trials.txt --output scores.txt   # 'speaker audio [label]' lines")
+    _db_model_arg(p)
     p.add_argument("--db", required=True, help="speaker DB file")
-    p.add_argument("--speaker", required=True, help="claimed speaker")
-    p.add_argument("wav", help="test audio file")
-    p.add_argument("--threshold", type=float, default=None,
-                   help="accept when the score >= this (the LLR when the model is calibrated, else the cosine); "
-                        "default: Bayes threshold of exp/calibration.json, else exp/dev_eval.json")
-    p.add_argument("--p-target", type=float, default=0.01, help="prior of a target trial for the Bayes threshold (default 0.01)")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--speaker", help="claimed speaker")
+    p.add_argument("wav", nargs="?", help="test audio file")
+    p.add_argument("--trials", help="score many trials: a list of 'speaker audio-file [target|nontarget]' lines")
+    p.add_argument("--output", help="--trials: score file to write ('speaker audio score [label]')")
+    p.add_argument("--decisions", help="--trials: decisions file (default OUTPUT.decisions)")
+    p.add_argument("--no-progress", action="store_true", help="--trials: no progress bar")
+    _decision_args(p)
+    _json_arg(p)
 
     def run(a: argparse.Namespace) -> int:
-        import json
-
-        from speakerid.enroll import SpeakerDB
-
-        with SpeakerDB(a.db, a.model, p_target=a.p_target, threshold=a.threshold) as db:
+        if a.trials:
+            if a.speaker or a.wav or not a.output:
+                raise ValueError("--trials FILE takes --output SCORES and neither --speaker nor an audio file")
+            with _open_db(a) as db:
+                summary = db.verify_trials(a.trials, a.output, a.decisions, progress=not a.no_progress)
+            if a.json:
+                _print_json(summary)
+            else:
+                print(f"{summary['trials']} trials: {summary['accepted']} accepted, {summary['rejected']} rejected; "
+                      f"scores in {summary['scores']}, decisions in {summary['decisions']}")
+            return 0
+        if not a.speaker or not a.wav:
+            raise ValueError("verify needs --speaker NAME and a test audio file (or --trials FILE --output SCORES)")
+        with _open_db(a) as db:
             r = db.verify(a.speaker, a.wav)
         if a.json:
-            print(json.dumps(r.to_dict()))
+            _print_json(r.to_dict())
         else:
-            llr = f" llr={r.llr:.3f}" if r.llr is not None else ""
-            print(f"{'accept' if r.accept else 'reject'} {r.speaker} {r.test} cosine={r.score:.4f}{llr} "
+            extra = "".join(f" {k}={v:.3f}" for k, v in (("asnorm", r.asnorm), ("llr", r.llr)) if v is not None)
+            print(f"{'accept' if r.accept else 'reject'} {r.speaker} {r.test} cosine={r.score:.4f}{extra} "
                   f"threshold={r.threshold:.4f} ({r.threshold_source})")
         return 0 if r.accept else 1
 
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, catch_all=True)
 
 
 def _add_identify(sub: argparse._SubParsersAction) -> None:
-    p = _parser(sub, "identify", "Who is speaking? the top-k enrolled speakers by cosine score",
+    p = _parser(sub, "identify", "Who is speaking? open-set: the best enrolled speaker if it reaches the threshold, "
+                "else 'unknown'; --top-k candidates with scores",
                 "speakerid identify --model exp/ecapa --db speakers.db --top-k 3 test.wav")
-    _model_arg(p)
+    _db_model_arg(p)
     p.add_argument("--db", required=True, help="speaker DB file")
     p.add_argument("wav", help="test audio file")
-    p.add_argument("--top-k", type=int, default=5, help="how many speakers to list (default 5)")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--top-k", type=int, default=5, help="how many candidates to list (default 5)")
+    _decision_args(p)
+    _json_arg(p)
 
     def run(a: argparse.Namespace) -> int:
-        import json
-
-        from speakerid.enroll import SpeakerDB
-
-        with SpeakerDB(a.db, a.model) as db:
-            matches = db.identify(a.wav, top_k=a.top_k)
+        with _open_db(a) as db:
+            r = db.identify(a.wav, top_k=a.top_k)
         if a.json:
-            print(json.dumps([{"speaker": m.speaker, "score": m.score, "llr": m.llr} for m in matches]))
+            _print_json(r.to_dict())
         else:
-            for rank, m in enumerate(matches, 1):
-                llr = f"\tllr={m.llr:.3f}" if m.llr is not None else ""
-                print(f"{rank}\t{m.speaker}\tcosine={m.score:.4f}{llr}")
+            print(f"{r.decision}\t(threshold {r.threshold:.4f}, {r.threshold_source})")
+            for rank, m in enumerate(r.candidates, 1):
+                extra = "".join(f"\t{k}={v:.3f}" for k, v in (("asnorm", m.asnorm), ("llr", m.llr)) if v is not None)
+                print(f"{rank}\t{m.speaker}\tcosine={m.score:.4f}{extra}")
         return 0
 
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, catch_all=True)
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
@@ -312,6 +391,8 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trials", help="labelled trial list (when the score file has no label column)")
     p.add_argument("--apply", metavar="JSON", help="apply this calibration instead of fitting one")
     p.add_argument("--prior", type=float, help="fit: effective target prior of the training (default: the dev list's)")
+    p.add_argument("--score-kind", choices=["cosine", "asnorm"], default="cosine",
+                   help="fit: what the scores are, stored so that verify applies the map to the same kind (default cosine)")
     p.add_argument("--output", required=True, help="fit: calibration JSON; --apply: calibrated score file")
 
     def run(args: argparse.Namespace) -> int:
@@ -323,7 +404,7 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
             cal, report = apply_calibration_file(args.apply, args.scores, args.output, args.trials)
             print(f"llr = {cal.a:.6g} * score + {cal.b:.6g} applied; written to {args.output}")
         else:
-            cal, report = calibrate_score_file(args.scores, args.output, args.trials, args.prior)
+            cal, report = calibrate_score_file(args.scores, args.output, args.trials, args.prior, args.score_kind)
             print(f"llr = {cal.a:.6g} * score + {cal.b:.6g} (prior {cal.prior:.4g}) saved to {args.output}")
         for name, row in (report or {}).items():
             print(f"{name:<7}" + "  ".join(f"{k} {v:.4f}" for k, v in row.items()))
@@ -372,6 +453,8 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_enroll,
     _add_verify,
     _add_identify,
+    _add_list,
+    _add_remove,
     _add_export,
     _add_score,
     _add_eval,
@@ -417,4 +500,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"speakerid {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001 - commands with catch_all: an error is never exit status 1
+        if args.debug or not getattr(args, "catch_all", False):
+            raise
+        print(f"speakerid {args.command}: error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
+              "(--debug shows the traceback)", file=sys.stderr)
+        return 2
     return int(rc or 0)
