@@ -70,7 +70,28 @@ def prepare(work: Path, shared: Path, dev_speakers: int, epochs: int) -> Path:
         resume = ["--resume"] if list((exp / "checkpoints").glob("epoch_*.pt")) else []
         _run([sys.executable, "-m", "speakerid", "train", "--config", str(conf), "--data", str(data / "train"),
               "--exp", str(exp), *resume])
+    if not (exp / "cohort.npz").is_file():
+        make_cohort(exp, data / "train")
     return exp
+
+
+def make_cohort(exp: Path, train_dir: Path) -> None:
+    """AS-norm cohort of the model: one embedding per training speaker (its first utterance)."""
+    import torch
+
+    from speakerid.enroll import SpeakerModel
+    from speakerid.scoring.embeddings import save_embeddings
+
+    torch.set_num_threads(1)
+    wav = _read_map(train_dir / "wav.scp")
+    first: dict[str, str] = {}
+    for utt, spk in sorted(_read_map(train_dir / "utt2spk").items()):
+        first.setdefault(spk, utt)
+    ids = sorted(first.values())
+    model = SpeakerModel.from_experiment(exp)
+    emb = model.embed([wav[u] for u in ids])
+    save_embeddings(exp / "cohort.npz", ids, emb)
+    print(f"cohort: {len(ids)} training utterances -> {exp / 'cohort.npz'}", flush=True)
 
 
 def _read_map(path: Path) -> dict[str, str]:
