@@ -170,7 +170,7 @@ def evaluate(exp: Path, data_dir: Path, work: Path, n_enroll: int, tests_per_spe
             f"{c} {len(results[(SCORE_RULES[0], 'cosine')][c][1])} ({sum(results[(SCORE_RULES[0], 'cosine')][c][1])} target)"
             for c in corpora
         ),
-        f"{'rule':<8}{'score':<8}{'EER all':>9}{'minDCF0.01':>11}" + "".join(f"{'EER ' + c:>16}" for c in corpora),
+        f"{'rule':<8}{'score':<8}{'EER all':>9}{'minDCF0.01':>11}" + "".join(f"{'EER ' + c:>19}" for c in corpora),
     ]
     best: dict[str, tuple[float, str]] = {}
     for (rule, norm), per in results.items():
@@ -180,7 +180,7 @@ def evaluate(exp: Path, data_dir: Path, work: Path, n_enroll: int, tests_per_spe
         cells = []
         for c in corpora:
             cs, cl = (np.asarray(v) for v in per[c])
-            cells.append(f"{100 * compute_eer(cs, cl)[0]:>15.2f}%" if 0 < cl.sum() < cl.size else f"{'-':>16}")
+            cells.append(f"{100 * compute_eer(cs, cl)[0]:>18.2f}%" if 0 < cl.sum() < cl.size else f"{'-':>19}")
         lines.append(f"{rule:<8}{norm:<8}{eer:>8.2f}%{dcf:>11.3f}" + "".join(cells))
         if norm not in best or eer < best[norm][0]:
             best[norm] = (eer, rule)
@@ -197,7 +197,8 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/speakerid_bench_enroll"), help="split, model and DB go here")
     ap.add_argument("--dev-speakers", type=int, default=120, help="speakers held out of training (default 120)")
     ap.add_argument("--epochs", type=int, default=8, help="epochs of the small model (default 8)")
-    ap.add_argument("--enroll", type=int, default=3, help="enrolment files per speaker (default 3)")
+    ap.add_argument("--enroll", type=int, nargs="+", default=[3, 5],
+                    help="enrolment files per speaker; one table per value (default 3 5)")
     ap.add_argument("--tests-per-speaker", type=int, default=8, help="test files per speaker at most (default 8)")
     ap.add_argument("--top-k", type=int, default=2, help="k of the topk rule (default 2)")
     ap.add_argument("--prepare-only", action="store_true", help="split and train, then stop")
@@ -210,7 +211,8 @@ def main() -> None:
     exp = a.exp or prepare(a.work, a.shared, a.dev_speakers, a.epochs)
     if a.prepare_only:
         return
-    table = evaluate(exp, a.data or a.work / "data" / "dev", a.work, a.enroll, a.tests_per_speaker, a.top_k)
+    table = "\n".join(evaluate(exp, a.data or a.work / "data" / "dev", a.work, n, a.tests_per_speaker, a.top_k)
+                      for n in a.enroll)
     print(table, end="")
     if a.out:
         a.out.write_text(table)

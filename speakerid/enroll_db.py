@@ -97,6 +97,16 @@ def _insert_utterance(conn: sqlite3.Connection, speaker: str, path: str, emb: np
     )
 
 
+def _is_wal_file(path: Path) -> bool:
+    """Whether the SQLite header says WAL mode (file format version bytes 18-19 == 2)."""
+    try:
+        with open(path, "rb") as f:
+            header = f.read(20)
+    except OSError:
+        return False
+    return len(header) == 20 and header[:16] == b"SQLite format 3\x00" and header[18] == 2
+
+
 class SpeakerStore:
     """One speaker DB file; connections are opened lazily, read-only unless a write needs one."""
 
@@ -160,7 +170,9 @@ class SpeakerStore:
         if self.path.stat().st_size == 0:
             raise SpeakerDBError(f"{self.path}: empty file, not a speaker DB (enrol a speaker first)")
         with self.errors():
-            conn = self._open(writable=False)
+            # a WAL-mode file (older speakerid) read through mode=ro leaves -wal/-shm behind: when
+            # the file is writable, read it through a read-write connection that writes nothing
+            conn = self._open(writable=_is_wal_file(self.path) and os.access(self.path, os.W_OK))
             try:
                 self._check_is_speaker_db(conn)
             except sqlite3.OperationalError as e:

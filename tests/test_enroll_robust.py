@@ -224,3 +224,19 @@ def test_killed_writer_then_read_only_reader(setup, tmp_path):
         assert [(s.name, s.num_utts) for s in reader.list()] == [("alice", 1), ("bob", 1)]
         assert reader.verify("alice", wavs["a1"]).score == pytest.approx(1.0, abs=1e-5)
     assert not Path(f"{db}-journal").exists()
+
+
+def test_reading_a_wal_mode_db_of_an_older_speakerid_leaves_nothing_behind(setup, db_file, capsys):
+    exp, wavs, _ = setup
+    conn = sqlite3.connect(db_file)
+    assert conn.execute("PRAGMA journal_mode = WAL").fetchone()[0] == "wal"  # as speakerid <= 0.1 wrote them
+    conn.close()
+    before = _snapshot(db_file)
+    assert main(["list", "--db", str(db_file)]) == 0
+    assert main(_verify(exp, db_file, wavs["a1"])) == 0
+    capsys.readouterr()
+    assert _snapshot(db_file) == before
+    # the next writer switches it to the rollback journal
+    assert main(["remove", "--db", str(db_file), "bob"]) == 0
+    assert sqlite3.connect(db_file).execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    assert sorted(p.name for p in db_file.parent.iterdir()) == [db_file.name]
