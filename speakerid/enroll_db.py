@@ -270,10 +270,13 @@ class SpeakerStore:
                         raise self._unknown(name)
                     spk_rows.append(row)
             utt_rows: dict[str, list[bytes]] = {}
-            wanted = {r[0] for r in spk_rows}
-            for spk, blob in conn.execute("SELECT speaker, embedding FROM utterances ORDER BY speaker, id"):
-                if spk in wanted:
-                    utt_rows.setdefault(spk, []).append(blob)
+            if names is None:
+                query = conn.execute("SELECT speaker, embedding FROM utterances ORDER BY speaker, id")
+            else:
+                query = (row for r in spk_rows for row in conn.execute(
+                    "SELECT speaker, embedding FROM utterances WHERE speaker = ? ORDER BY id", (r[0],)))
+            for spk, blob in query:
+                utt_rows.setdefault(spk, []).append(blob)
         return [self._check_row(r, utt_rows.get(r[0], [])) for r in spk_rows]
 
     def _check_row(self, row: tuple, blobs: list[bytes]) -> SpeakerRefs:
