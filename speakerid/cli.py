@@ -18,6 +18,13 @@ from speakerid import __version__
 ARGPARSE_FORMATTER = argparse.RawDescriptionHelpFormatter
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line (``--help`` still shows the usage)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _parser(sub: argparse._SubParsersAction, name: str, help: str, example: str) -> argparse.ArgumentParser:
     """A sub-command parser whose --help ends with a copy-paste example."""
     return sub.add_parser(
@@ -137,103 +144,8 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _add_enroll(sub: argparse._SubParsersAction) -> None:
-    p = _parser(sub, "enroll", "Enrol a speaker from audio files into a speaker DB (SQLite); --list / --remove manage it",
-                "speakerid enroll --model exp/ecapa --db speakers.db --speaker alice a1.wav a2.wav")
-    _model_arg(p, required=False)
-    p.add_argument("--db", required=True, help="speaker DB file (created on first enrolment)")
-    p.add_argument("--speaker", help="speaker name to enrol (adds to an existing speaker)")
-    p.add_argument("wavs", nargs="*", help="audio files of the speaker")
-    act = p.add_mutually_exclusive_group()
-    act.add_argument("--list", action="store_true", help="list the enrolled speakers")
-    act.add_argument("--remove", metavar="SPEAKER", help="delete a speaker")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-
-    def run(a: argparse.Namespace) -> int:
-        import json
-
-        from speakerid.enroll import SpeakerDB
-
-        if a.list or a.remove:
-            with SpeakerDB(a.db) as db:
-                if a.remove:
-                    db.remove(a.remove)
-                    print(f"removed {a.remove}")
-                    return 0
-                speakers = db.list()
-            if a.json:
-                print(json.dumps([{"speaker": s.name, "num_utts": s.num_utts, "fingerprint": s.fingerprint} for s in speakers]))
-            else:
-                for s in speakers:
-                    print(f"{s.name}\t{s.num_utts} file(s)\tmodel {s.fingerprint[:12]}")
-            return 0
-        if not a.model or not a.speaker or not a.wavs:
-            raise ValueError("enrolment needs --model EXP, --speaker NAME and at least one audio file (or --list / --remove)")
-        with SpeakerDB(a.db, a.model) as db:
-            info = db.enroll(a.speaker, a.wavs)
-        print(json.dumps({"speaker": info.name, "num_utts": info.num_utts}) if a.json
-              else f"enrolled {info.name}: {info.num_utts} file(s) in total")
-        return 0
-
-    p.set_defaults(func=run)
-
-
-def _add_verify(sub: argparse._SubParsersAction) -> None:
-    p = _parser(sub, "verify", "Is this the claimed speaker? prints the score and the decision; exit 0 accept, 1 reject",
-                "speakerid verify --model exp/ecapa --db speakers.db --speaker alice test.wav")
-    _model_arg(p)
-    p.add_argument("--db", required=True, help="speaker DB file")
-    p.add_argument("--speaker", required=True, help="claimed speaker")
-    p.add_argument("wav", help="test audio file")
-    p.add_argument("--threshold", type=_finite_float, default=None,
-                   help="accept when the score >= this (the LLR when the model is calibrated, else the cosine); "
-                        "default: Bayes threshold of exp/calibration.json, else exp/dev_eval.json")
-    p.add_argument("--p-target", type=float, default=0.01, help="prior of a target trial for the Bayes threshold (default 0.01)")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-
-    def run(a: argparse.Namespace) -> int:
-        import json
-
-        from speakerid.enroll import SpeakerDB
-
-        with SpeakerDB(a.db, a.model, p_target=a.p_target, threshold=a.threshold) as db:
-            r = db.verify(a.speaker, a.wav)
-        if a.json:
-            print(json.dumps(r.to_dict()))
-        else:
-            llr = f" llr={r.llr:.3f}" if r.llr is not None else ""
-            print(f"{'accept' if r.accept else 'reject'} {r.speaker} {r.test} cosine={r.score:.4f}{llr} "
-                  f"threshold={r.threshold:.4f} ({r.threshold_source})")
-        return 0 if r.accept else 1
-
-    p.set_defaults(func=run)
-
-
-def _add_identify(sub: argparse._SubParsersAction) -> None:
-    p = _parser(sub, "identify", "Who is speaking? the top-k enrolled speakers by cosine score",
-                "speakerid identify --model exp/ecapa --db speakers.db --top-k 3 test.wav")
-    _model_arg(p)
-    p.add_argument("--db", required=True, help="speaker DB file")
-    p.add_argument("wav", help="test audio file")
-    p.add_argument("--top-k", type=int, default=5, help="how many speakers to list (default 5)")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-
-    def run(a: argparse.Namespace) -> int:
-        import json
-
-        from speakerid.enroll import SpeakerDB
-
-        with SpeakerDB(a.db, a.model) as db:
-            matches = db.identify(a.wav, top_k=a.top_k)
-        if a.json:
-            print(json.dumps([{"speaker": m.speaker, "score": m.score, "llr": m.llr} for m in matches]))
-        else:
-            for rank, m in enumerate(matches, 1):
-                llr = f"\tllr={m.llr:.3f}" if m.llr is not None else ""
-                print(f"{rank}\t{m.speaker}\tcosine={m.score:.4f}{llr}")
-        return 0
-
-    p.set_defaults(func=run)
+from speakerid.cli_db import add_enroll as _add_enroll, add_identify as _add_identify  # noqa: E402
+from speakerid.cli_db import add_list as _add_list, add_remove as _add_remove, add_verify as _add_verify  # noqa: E402
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
@@ -325,6 +237,8 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trials", help="labelled trial list (when the score file has no label column)")
     p.add_argument("--apply", metavar="JSON", help="apply this calibration instead of fitting one")
     p.add_argument("--prior", type=float, help="fit: effective target prior of the training (default: the dev list's)")
+    p.add_argument("--score-kind", choices=["cosine", "asnorm"], default="cosine",
+                   help="fit: what the scores are, stored so that verify applies the map to the same kind (default cosine)")
     p.add_argument("--output", required=True, help="fit: calibration JSON; --apply: calibrated score file")
 
     def run(args: argparse.Namespace) -> int:
@@ -336,7 +250,7 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
             cal, report = apply_calibration_file(args.apply, args.scores, args.output, args.trials)
             print(f"llr = {cal.a:.6g} * score + {cal.b:.6g} applied; written to {args.output}")
         else:
-            cal, report = calibrate_score_file(args.scores, args.output, args.trials, args.prior)
+            cal, report = calibrate_score_file(args.scores, args.output, args.trials, args.prior, args.score_kind)
             print(f"llr = {cal.a:.6g} * score + {cal.b:.6g} (prior {cal.prior:.4g}) saved to {args.output}")
         for name, row in (report or {}).items():
             print(f"{name:<7}" + "  ".join(f"{k} {v:.4f}" for k, v in row.items()))
@@ -385,6 +299,8 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_enroll,
     _add_verify,
     _add_identify,
+    _add_list,
+    _add_remove,
     _add_export,
     _add_score,
     _add_eval,
@@ -395,14 +311,14 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="speakerid",
         description="Speaker verification toolkit: features, training, embeddings, scoring, enrolment.",
     )
     parser.add_argument("--version", action="version", version=f"speakerid {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
-    sub = parser.add_subparsers(dest="command", metavar="<command>")
+    sub = parser.add_subparsers(dest="command", metavar="<command>", parser_class=_Parser)
     for add in COMMANDS:
         add(sub)
     return parser
@@ -410,7 +326,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse's usage errors (2) and --help (0) as return values, like every other outcome
+        return e.code if isinstance(e.code, int) else 2
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
@@ -430,4 +349,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"speakerid {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001 - commands with catch_all: an error is never exit status 1
+        if args.debug or not getattr(args, "catch_all", False):
+            raise
+        print(f"speakerid {args.command}: error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
+              "(--debug shows the traceback)", file=sys.stderr)
+        return 2
     return int(rc or 0)

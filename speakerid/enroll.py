@@ -1,39 +1,43 @@
 """Enrolment database (SQLite): enrol speakers, verify a claimed identity, identify a voice.
 
 >>> from speakerid.enroll import SpeakerDB
->>> db = SpeakerDB("speakers.db", "exp/ecapa")          # a trained experiment dir
+>>> db = SpeakerDB("speakers.db", "exp/ecapa")          # an experiment dir, or "starter"
 >>> db.enroll("alice", ["a1.wav", "a2.wav"])
 >>> db.verify("alice", "test.wav").accept
->>> db.identify("test.wav", top_k=3)
+>>> db.identify("test.wav", top_k=3).decision          # a speaker's name or "unknown"
 
-Speaker model: the embedding of every enrolment file (:func:`speakerid.extract.embed_files`,
-whole utterances, windows averaged when long) is length-normalised, and the speaker's model
-is the mean of those unit vectors. The DB keeps their float64 SUM and COUNT per speaker
-(enrolling again just adds), plus each embedding with its file path (for auditing or
-re-averaging). Scores are cosine similarities between the speaker's mean and the test
-embedding.
+Speaker model: the DB keeps EVERY enrolment embedding (length-normalised; the SQLite layer is
+:mod:`speakerid.enroll_db`), so a speaker enrolled from a headset and from a phone call keeps
+both. A test is scored against them by one of :data:`SCORE_RULES`: ``mean`` (cosine with the
+unit mean of the references), ``max`` (the best reference) or ``topk`` (mean of the ``k``
+best). The default, :data:`DEFAULT_SCORE_RULE` = ``mean``, is what
+``benchmarks/bench_enroll_scoring.py`` measured best on held-out real speech
+(benchmarks/results_enroll_scoring.txt: lowest pooled EER in 3 of its 4 settings, 3 or 5
+enrolment files x cosine or AS-norm, and within 0.2 points in the fourth; max and top-2 never
+clearly better).
 
-Decisions (``verify``): when the experiment has ``calibration.json`` (a linear map of the
-cosine score to a log-likelihood ratio, :mod:`speakerid.scoring.calibrate`, fit on RAW
-cosine scores by the recipes' calibrate stage) the score is reported as an LLR and the
-threshold is the Bayes threshold ``log((1 - P_target) / P_target)`` for the stated prior
-(default P_target = 0.01, C_miss = C_fa = 1); otherwise the threshold that the trainer chose
-on the dev set (``dev_eval.json`` "threshold", on cosine); otherwise the caller must give one.
-An explicit threshold always wins and applies to the reported score (LLR when calibrated).
-The calibration was fit on one-utterance-versus-one-utterance trials; a speaker enrolled
-with several files scores somewhat higher for targets, so the LLR is then conservative-ish,
-not exact.
+AS-norm: when the model dir has ``cohort.npz`` (``ids``, ``embeddings``; the format of
+:mod:`speakerid.scoring.embeddings`), every score is also AS-normalised against it
+(:func:`speakerid.scoring.norm.normalise_scores`, top 300 cohort scores per side; with the
+max / topk rules each reference is normalised, then the rule applies).
 
-Safety:
+Decisions: when the model has ``calibration.json`` (a linear score -> LLR map,
+:mod:`speakerid.scoring.calibrate`) it is applied to the score kind it was fitted on (its
+``score`` field: ``cosine``, the default of older files, or ``asnorm``) and the threshold is
+the Bayes threshold ``-logit(P_target)`` (default P_target 0.01). A calibration whose line
+cannot reach that threshold over the plausible score range (it would reject, or accept,
+everything) or whose slope is not positive is an error naming the file and what to do. Without
+a calibration: the AS-norm score when there is a cohort, else the cosine with the dev-set
+threshold of ``dev_eval.json``; otherwise the caller gives one. An explicit threshold always
+wins and applies to the decision score (the LLR when calibrated). ``identify`` is open-set: the
+best candidate is the answer only when its decision score reaches the threshold, else
+"unknown".
 
-- Every speaker row stores the model fingerprint (:func:`speakerid.extract.model_fingerprint`:
-  sha256 of the encoder weights and the front-end settings); using a speaker with another
-  model raises :class:`ModelMismatchError` instead of returning a meaningless score.
-- Enrolment computes all embeddings first, then writes in ONE ``BEGIN IMMEDIATE``
-  transaction: a crash or SIGKILL leaves the DB as before or as after, never half-written
-  (SQLite's journal rolls an unfinished transaction back on the next open).
-- WAL journal and a busy timeout: several processes may enrol and read at once; writers
-  queue on the lock instead of failing.
+Safety: every speaker row stores the model fingerprint (:func:`speakerid.extract.model_fingerprint`);
+scoring with another model raises :class:`ModelMismatchError`. Enrolment embeds all audio
+first, then writes in one transaction (all or nothing, also under SIGKILL). Test audio with
+less than :data:`MIN_SPEECH_S` of speech after silence trimming (:func:`speakerid.vad.trim_silence`)
+is scored, with a warning naming the file.
 """
 
 from __future__ import annotations
@@ -42,139 +46,146 @@ import dataclasses
 import json
 import logging
 import os
-import sqlite3
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from speakerid.enroll_db import (  # noqa: F401  (re-exported: the DB's public names live here)
+    SCHEMA_VERSION,
+    SpeakerDBError,
+    SpeakerInfo,
+    SpeakerRefs,
+    SpeakerStore,
+    UnknownSpeakerError,
+)
+from speakerid.enroll_scoring import (  # noqa: F401  (re-exported)
+    COHORT_TOP_K,
+    DEFAULT_SCORE_RULE,
+    DEFAULT_SCORE_TOP_K,
+    SCORE_RULES,
+    Scores,
+    _unit,
+    score_pairs,
+)
 from speakerid.scoring import metrics
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
 DEFAULT_P_TARGET = 0.01
-#: Test hook: seconds to sleep after each row written inside the enrolment transaction, so a
-#: test can SIGKILL the process mid-transaction. Unset in normal use.
-TEST_SLEEP_ENV = "SPEAKERID_TEST_ENROLL_SLEEP_S"
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS speakers (
-    name TEXT PRIMARY KEY,
-    fingerprint TEXT NOT NULL,
-    embed_dim INTEGER NOT NULL,
-    emb_sum BLOB NOT NULL,
-    num_utts INTEGER NOT NULL,
-    created REAL NOT NULL,
-    updated REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS utterances (
-    id INTEGER PRIMARY KEY,
-    speaker TEXT NOT NULL REFERENCES speakers(name) ON DELETE CASCADE,
-    path TEXT NOT NULL,
-    embedding BLOB NOT NULL,
-    added REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS utterances_by_speaker ON utterances(speaker);
-"""
-
-
-class SpeakerDBError(ValueError):
-    """The speaker DB cannot answer: missing/corrupt file, no threshold, bad speaker name, ..."""
-
-
-class UnknownSpeakerError(SpeakerDBError):
-    """The speaker is not enrolled in the DB."""
+MIN_SPEECH_S = 0.5
+PACKAGED_MODELS = {"starter": Path(__file__).resolve().parent / "pretrained" / "starter"}
 
 
 class ModelMismatchError(SpeakerDBError):
     """The DB's speakers were enrolled with a different model than the one given."""
 
 
+def resolve_model_source(source: str | os.PathLike) -> Path:
+    """``"starter"`` -> the packaged model dir (an error when it is not installed); else a path."""
+    if str(source) in PACKAGED_MODELS:
+        path = PACKAGED_MODELS[str(source)]
+        if not (path / "model.pt").is_file():
+            raise SpeakerDBError(
+                f"{path}: the packaged {source!r} model is not installed in this speakerid; give --model EXP "
+                "(a trained experiment dir)"
+            )
+        return path
+    return Path(source)
+
+
+def bayes_threshold(p_target: float) -> float:
+    """``-logit(P_target)`` (:func:`speakerid.scoring.metrics.bayes_threshold`) with the DB's error type."""
+    if not 0.0 < p_target < 1.0:
+        raise SpeakerDBError(f"p_target must be in (0, 1), got {p_target}")
+    return metrics.bayes_threshold(p_target)
+
+
 # --------------------------------------------------------------------------- the model side
 @dataclass
 class SpeakerModel:
-    """An embedding extractor with what verification needs: fingerprint, calibration, dev threshold."""
+    """An embedding extractor with what decisions need: fingerprint, calibration, dev threshold, cohort."""
 
     extractor: object  # speakerid.extract.EmbeddingExtractor
     fingerprint: str
     calibration: object | None = None  # speakerid.scoring.calibrate.Calibration
     dev_threshold: float | None = None
     source: str = "<model>"
+    cohort: np.ndarray | None = None  # [C, D] unit length, float32
+    calibration_path: str = "calibration.json"
 
     @classmethod
     def from_experiment(cls, exp_dir: str | os.PathLike, device: str = "cpu") -> "SpeakerModel":
-        """Load ``exp_dir`` (model.pt + config.yaml) and, when present, calibration.json and dev_eval.json."""
+        """Load a model dir (model.pt + config.yaml) and, when present, calibration.json,
+        dev_eval.json and cohort.npz; ``"starter"`` is the packaged model."""
         from speakerid.extract import load_experiment, model_fingerprint
 
-        exp_dir = Path(exp_dir)
+        exp_dir = resolve_model_source(exp_dir)
         extractor, _ = load_experiment(exp_dir, device=device)
-        calibration = None
-        cal_path = exp_dir / "calibration.json"
-        if cal_path.is_file():
+        model = cls(extractor, model_fingerprint(extractor), source=str(exp_dir),
+                    calibration_path=str(exp_dir / "calibration.json"))
+        if (exp_dir / "calibration.json").is_file():
             from speakerid.scoring.calibrate import Calibration
 
-            calibration = Calibration.load(cal_path)
-        dev_threshold = None
+            model.calibration = Calibration.load(exp_dir / "calibration.json")
         dev_path = exp_dir / "dev_eval.json"
         if dev_path.is_file():
             try:
                 value = json.loads(dev_path.read_text(encoding="utf-8")).get("threshold")
             except (OSError, ValueError, AttributeError) as e:
                 raise SpeakerDBError(f"{dev_path}: not a JSON object with a 'threshold' ({e})") from None
-            if value is not None:
-                dev_threshold = float(value)
-        return cls(extractor, model_fingerprint(extractor), calibration, dev_threshold, str(exp_dir))
+            model.dev_threshold = None if value is None else float(value)
+        if (exp_dir / "cohort.npz").is_file():
+            model.cohort = load_cohort(exp_dir / "cohort.npz", int(extractor.embed_dim))
+        return model
 
     @classmethod
-    def from_extractor(cls, extractor, calibration=None, dev_threshold: float | None = None) -> "SpeakerModel":
+    def from_extractor(cls, extractor, calibration=None, dev_threshold: float | None = None,
+                       cohort: np.ndarray | None = None) -> "SpeakerModel":
         from speakerid.extract import model_fingerprint
 
-        return cls(extractor, model_fingerprint(extractor), calibration, dev_threshold)
+        return cls(extractor, model_fingerprint(extractor), calibration, dev_threshold,
+                   cohort=None if cohort is None else _unit(np.asarray(cohort, dtype=np.float32)))
 
     def embed(self, wav_paths: Sequence[str | os.PathLike]) -> np.ndarray:
-        """Length-normalised embeddings ``[N, D]`` (float32) of whole files."""
+        """Length-normalised embeddings ``[N, D]`` (float32) of whole files; a file with less
+        than MIN_SPEECH_S of speech after silence trimming gets a warning naming it."""
         import torch
 
-        from speakerid.extract import embed_files
+        from speakerid.audio import load_audio
+        from speakerid.extract import embed_waves
+        from speakerid.vad import trim_silence
 
+        sr = int(self.extractor.sample_rate)
+        waves = [load_audio(p, sr)[0] for p in wav_paths]
+        for path, wave in zip(wav_paths, waves):
+            speech = trim_silence(wave, sr).numel() / sr
+            if speech < MIN_SPEECH_S:
+                logger.warning("%s: only %.2f s of speech after silence trimming (< %.1f s): its score is unreliable",
+                               path, speech, MIN_SPEECH_S)
         with torch.no_grad():
-            emb = embed_files(self.extractor, list(wav_paths)).numpy().astype(np.float64)
+            emb = embed_waves(self.extractor, waves).numpy().astype(np.float64)
         return _unit(emb).astype(np.float32)
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    norm = np.linalg.norm(x, axis=-1, keepdims=True)
-    return x / np.maximum(norm, 1e-12)
+def load_cohort(path: Path, embed_dim: int) -> np.ndarray:
+    """The unit-length AS-norm cohort ``[C, D]`` of ``cohort.npz``; errors name the file."""
+    from speakerid.scoring.embeddings import load_embeddings
 
-
-def bayes_threshold(p_target: float) -> float:
-    """The LLR threshold minimising the expected cost with C_miss = C_fa = 1: ``-logit(P_target)``.
-
-    The formula lives in :func:`speakerid.scoring.metrics.bayes_threshold`; this wrapper only
-    turns a bad ``p_target`` into the database's own error type.
-    """
-    if not 0.0 < p_target < 1.0:
-        raise SpeakerDBError(f"p_target must be in (0, 1), got {p_target}")
-    return metrics.bayes_threshold(p_target)
+    _, emb = load_embeddings(path)
+    if emb.shape[1] != embed_dim:
+        raise SpeakerDBError(f"{path}: cohort embeddings of dimension {emb.shape[1]}, the model's are {embed_dim}")
+    if emb.shape[0] < 2:
+        raise SpeakerDBError(f"{path}: a cohort needs at least 2 embeddings, got {emb.shape[0]}")
+    return _unit(emb.astype(np.float32))
 
 
 # --------------------------------------------------------------------------- results
 @dataclass
-class SpeakerInfo:
-    name: str
-    num_utts: int
-    created: float
-    updated: float
-    fingerprint: str
-
-
-@dataclass
 class VerifyResult:
-    """``score`` is the cosine; ``llr`` the calibrated LLR (or None); ``accept = decision score >= threshold``."""
+    """``score`` is the cosine, ``asnorm`` its AS-norm (or None), ``llr`` the calibrated
+    ``score_kind`` score (or None); ``accept = decision_score >= threshold``."""
 
     speaker: str
     test: str
@@ -183,10 +194,10 @@ class VerifyResult:
     threshold: float
     threshold_source: str
     accept: bool
-
-    @property
-    def decision_score(self) -> float:
-        return self.llr if self.llr is not None else self.score
+    asnorm: float | None = None
+    score_kind: str = "cosine"
+    rule: str = DEFAULT_SCORE_RULE
+    decision_score: float = float("nan")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -197,16 +208,52 @@ class Match:
     speaker: str
     score: float
     llr: float | None = None
+    asnorm: float | None = None
+    decision_score: float = float("nan")
+    accept: bool = False
+
+
+@dataclass
+class IdentifyResult:
+    """Open-set answer: ``decision`` is the best candidate when it reaches ``threshold``, else "unknown"."""
+
+    test: str
+    decision: str
+    candidates: list[Match] = field(default_factory=list)
+    threshold: float = float("nan")
+    threshold_source: str = ""
+    score_kind: str = "cosine"
+    rule: str = DEFAULT_SCORE_RULE
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """How a raw score becomes accept/reject: which score kind, the calibration (or None), the threshold."""
+
+    kind: str
+    calibration: object | None
+    threshold: float
+    source: str
+
+    def apply(self, scores: Scores) -> tuple[np.ndarray, np.ndarray | None]:
+        """(decision scores, LLRs or None) of the chosen kind."""
+        raw = np.asarray(scores.of(self.kind), dtype=np.float64)
+        llr = None if self.calibration is None else self.calibration.apply(raw)
+        return (raw if llr is None else llr), llr
 
 
 # --------------------------------------------------------------------------- the DB
 class SpeakerDB:
     """A speaker enrolment database in one SQLite file.
 
-    ``model``: an experiment dir (path), a :class:`SpeakerModel`, an ``EmbeddingExtractor``, or
-    None (then only :meth:`list` and :meth:`remove` work). ``threshold`` overrides the decision
-    threshold; ``p_target`` sets the Bayes threshold of calibrated models. ``timeout``: seconds
-    a writer waits for another one (busy timeout).
+    ``model``: a model dir (path or ``"starter"``), a :class:`SpeakerModel`, an
+    ``EmbeddingExtractor``, or None (then only :meth:`list`, :meth:`info` and :meth:`remove`
+    work). ``threshold`` overrides the decision threshold; ``p_target`` sets the Bayes threshold
+    of calibrated models; ``score_rule``/``score_top_k`` choose the rule of :data:`SCORE_RULES`.
+    ``timeout``: seconds a writer waits for another one (busy timeout).
     """
 
     def __init__(
@@ -216,62 +263,32 @@ class SpeakerDB:
         *,
         p_target: float = DEFAULT_P_TARGET,
         threshold: float | None = None,
+        score_rule: str = DEFAULT_SCORE_RULE,
+        score_top_k: int = DEFAULT_SCORE_TOP_K,
         timeout: float = 60.0,
         device: str = "cpu",
     ) -> None:
         self.path = Path(path)
         self.p_target = float(p_target)
         bayes_threshold(self.p_target)  # validates
+        if threshold is not None and not np.isfinite(threshold):
+            raise SpeakerDBError(f"threshold must be a finite number, got {threshold}")
+        if score_rule not in SCORE_RULES:
+            raise SpeakerDBError(f"unknown score rule {score_rule!r}; choose from {', '.join(SCORE_RULES)}")
+        if int(score_top_k) < 1:
+            raise SpeakerDBError(f"score top-k must be >= 1, got {score_top_k}")
         self.threshold = threshold
-        self.timeout = float(timeout)
+        self.score_rule, self.score_top_k = score_rule, int(score_top_k)
+        self.store = SpeakerStore(self.path, timeout)
         if model is None or isinstance(model, SpeakerModel):
             self.model = model
         elif isinstance(model, (str, os.PathLike)):
             self.model = SpeakerModel.from_experiment(model, device=device)
         else:
             self.model = SpeakerModel.from_extractor(model)
-        self._conn: sqlite3.Connection | None = None
-
-    # ---- connection
-    def _connect(self, create: bool) -> sqlite3.Connection:
-        if self._conn is not None:
-            return self._conn
-        if not self.path.exists():
-            if not create:
-                raise SpeakerDBError(f"{self.path}: speaker DB not found (enrol a speaker first)")
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            conn = sqlite3.connect(str(self.path), timeout=self.timeout, isolation_level=None)
-            conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
-            conn.execute("PRAGMA foreign_keys = ON")
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                logger.warning("%s: WAL journal not available (%s); concurrent access will block more", self.path, mode)
-            conn.execute("PRAGMA synchronous = FULL")
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                # statement by statement: executescript() would COMMIT the open transaction first
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
-        except sqlite3.DatabaseError as e:
-            raise SpeakerDBError(f"{self.path}: not a usable speaker DB ({e})") from None
-        if int(version) != SCHEMA_VERSION:
-            conn.close()
-            raise SpeakerDBError(f"{self.path}: speaker DB schema version {version}, this speakerid reads {SCHEMA_VERSION}")
-        self._conn = conn
-        return conn
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        self.store.close()
 
     def __enter__(self) -> "SpeakerDB":
         return self
@@ -301,133 +318,114 @@ class SpeakerDB:
         model = self._require_model("enroll")
         emb = model.embed(wav_paths)  # all audio is read and embedded BEFORE the transaction
         paths = [str(Path(p).resolve()) for p in wav_paths]
-        conn = self._connect(create=True)
-        sleep_s = float(os.environ.get(TEST_SLEEP_ENV, "0") or 0)
-        now = time.time()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            others = conn.execute(
-                "SELECT name, fingerprint FROM speakers WHERE fingerprint != ? LIMIT 1", (model.fingerprint,)
-            ).fetchone()
-            if others is not None:
-                self._check_fingerprint(others[0], others[1])
-            row = conn.execute("SELECT emb_sum, num_utts, embed_dim FROM speakers WHERE name = ?", (speaker,)).fetchone()
-            total = emb.astype(np.float64).sum(axis=0)
-            if row is None:
-                conn.execute(
-                    "INSERT INTO speakers(name, fingerprint, embed_dim, emb_sum, num_utts, created, updated) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (speaker, model.fingerprint, emb.shape[1], total.tobytes(), len(paths), now, now),
-                )
-            else:
-                old = np.frombuffer(row[0], dtype=np.float64)
-                conn.execute(
-                    "UPDATE speakers SET emb_sum = ?, num_utts = ?, updated = ? WHERE name = ?",
-                    ((old + total).tobytes(), row[1] + len(paths), now, speaker),
-                )
-            for path, e in zip(paths, emb):
-                if sleep_s > 0:
-                    time.sleep(sleep_s)
-                conn.execute(
-                    "INSERT INTO utterances(speaker, path, embedding, added) VALUES (?, ?, ?, ?)",
-                    (speaker, path, e.astype(np.float32).tobytes(), now),
-                )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+        self.store.add(speaker, model.fingerprint, paths, emb, self._check_fingerprint)
         logger.info("%s: enrolled %d file(s) for %r", self.path, len(paths), speaker)
         return self.info(speaker)
 
     def remove(self, speaker: str) -> None:
         """Delete ``speaker`` and its stored embeddings; :class:`UnknownSpeakerError` when absent."""
-        conn = self._connect(create=False)
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            cur = conn.execute("DELETE FROM speakers WHERE name = ?", (speaker,))
-            conn.execute("DELETE FROM utterances WHERE speaker = ?", (speaker,))
-            if cur.rowcount == 0:
-                raise UnknownSpeakerError(f"{self.path}: no enrolled speaker {speaker!r}{self._known_hint(conn)}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+        self.store.delete(speaker)
 
     # ---- reading
-    def _known_hint(self, conn: sqlite3.Connection) -> str:
-        names = [r[0] for r in conn.execute("SELECT name FROM speakers ORDER BY name LIMIT 6")]
-        if not names:
-            return " (the DB is empty)"
-        more = ", ..." if len(names) > 5 else ""
-        return f" (enrolled: {', '.join(names[:5])}{more})"
-
     def info(self, speaker: str) -> SpeakerInfo:
-        conn = self._connect(create=False)
-        row = conn.execute(
-            "SELECT name, num_utts, created, updated, fingerprint FROM speakers WHERE name = ?", (speaker,)
-        ).fetchone()
-        if row is None:
-            raise UnknownSpeakerError(f"{self.path}: no enrolled speaker {speaker!r}{self._known_hint(conn)}")
-        return SpeakerInfo(*row)
+        return self.store.info(speaker)
 
     def list(self) -> list[SpeakerInfo]:
         """All enrolled speakers, sorted by name."""
-        conn = self._connect(create=False)
-        rows = conn.execute("SELECT name, num_utts, created, updated, fingerprint FROM speakers ORDER BY name").fetchall()
-        return [SpeakerInfo(*r) for r in rows]
+        return self.store.speakers()
+
+    def references(self, speakers: Sequence[str] | None = None) -> list[SpeakerRefs]:
+        """Checked enrolment embeddings of ``speakers`` (all when None), fingerprints matched to the model."""
+        refs = self.store.references(speakers)
+        for r in refs:
+            self._check_fingerprint(r.name, r.fingerprint)
+        return refs
 
     def speaker_embedding(self, speaker: str) -> np.ndarray:
-        """The speaker's model: the unit-length mean of the enrolment embeddings ``[D]``."""
-        conn = self._connect(create=False)
-        row = conn.execute("SELECT emb_sum, num_utts, fingerprint FROM speakers WHERE name = ?", (speaker,)).fetchone()
-        if row is None:
-            raise UnknownSpeakerError(f"{self.path}: no enrolled speaker {speaker!r}{self._known_hint(conn)}")
-        self._check_fingerprint(speaker, row[2])
-        return _unit(np.frombuffer(row[0], dtype=np.float64) / row[1])
+        """The unit-length mean of the speaker's enrolment embeddings ``[D]``."""
+        return _unit(self.references([speaker])[0].refs.mean(axis=0))
 
-    def _decide(self, score: float) -> tuple[float | None, float, str]:
-        model = self._require_model("verify")
-        llr = float(model.calibration.apply(np.array([score]))[0]) if model.calibration is not None else None
+    def score_references(self, speaker: str, test_emb: np.ndarray, rule: str | None = None) -> Scores:
+        """Raw scores (floats) of one unit test embedding against ``speaker`` by ``rule``."""
+        model = self._require_model("scoring")
+        s = score_pairs([self.references([speaker])[0].refs], np.asarray(test_emb)[None, :], [0], [0],
+                        rule or self.score_rule, self.score_top_k, model.cohort)
+        return Scores(float(s.cosine[0]), None if s.asnorm is None else float(s.asnorm[0]))
+
+    def decision(self) -> Decision:
+        """The decision rule of this model and settings, or a SpeakerDBError saying what is missing."""
+        from speakerid.scoring.calibrate import decision_problem
+
+        model = self._require_model("a decision")
+        cal = model.calibration
+        if cal is not None and self.threshold is not None and not cal.a > 0:
+            logger.warning("%s: degenerate calibration (slope %.3g) ignored: --threshold applies to the raw %s score",
+                           model.calibration_path, cal.a, cal.score)
+            return Decision(cal.score, None, float(self.threshold), "given")
+        if cal is not None:
+            if cal.score == "asnorm" and model.cohort is None:
+                raise SpeakerDBError(f"{model.calibration_path}: fitted on AS-norm scores, but {model.source} has no "
+                                     "cohort.npz; add the cohort or refit on cosine scores")
+            if self.threshold is not None:
+                return Decision(cal.score, cal, float(self.threshold), "given")
+            problem = decision_problem(cal, self.p_target, model.calibration_path)
+            if problem:
+                raise SpeakerDBError(problem)
+            return Decision(cal.score, cal, bayes_threshold(self.p_target),
+                            f"Bayes threshold of the calibration at P_target={self.p_target:g}")
+        kind = "asnorm" if model.cohort is not None else "cosine"
         if self.threshold is not None:
-            return llr, float(self.threshold), "given"
-        if llr is not None:
-            return llr, bayes_threshold(self.p_target), f"Bayes threshold of the calibration at P_target={self.p_target:g}"
-        if model.dev_threshold is not None:
-            return None, model.dev_threshold, "dev-set EER threshold (dev_eval.json)"
+            return Decision(kind, None, float(self.threshold), "given")
+        if kind == "cosine" and model.dev_threshold is not None:
+            return Decision(kind, None, model.dev_threshold, "dev-set EER threshold (dev_eval.json)")
         raise SpeakerDBError(
-            f"{model.source}: no decision threshold: the experiment has neither calibration.json nor "
-            "dev_eval.json; give one (--threshold)"
+            f"{model.source}: no decision threshold for {kind} scores: the model has no calibration.json"
+            f"{'' if kind == 'asnorm' else ' nor dev_eval.json'}; give one (--threshold)"
         )
 
     def verify(self, speaker: str, wav_path: str | os.PathLike) -> VerifyResult:
         """Score ``wav_path`` against ``speaker`` and decide accept/reject."""
-        target = self.speaker_embedding(speaker)  # unknown speaker / model mismatch first, before any audio work
+        refs = self.references([speaker])  # unknown speaker / model mismatch first, before any audio work
+        rule = self.decision()
         model = self._require_model("verify")
-        test = model.embed([wav_path])[0].astype(np.float64)
-        score = float(np.dot(target, test))
-        llr, threshold, source = self._decide(score)
-        decision = llr if llr is not None else score
-        return VerifyResult(speaker, str(wav_path), score, llr, threshold, source, bool(decision >= threshold))
+        test = model.embed([wav_path])
+        s = score_pairs([refs[0].refs], test, [0], [0], self.score_rule, self.score_top_k, model.cohort)
+        dec, llr = rule.apply(s)
+        return VerifyResult(
+            speaker, str(wav_path), float(s.cosine[0]), None if llr is None else float(llr[0]), rule.threshold,
+            rule.source, bool(dec[0] >= rule.threshold), None if s.asnorm is None else float(s.asnorm[0]),
+            rule.kind, self.score_rule, float(dec[0]),
+        )
 
-    def identify(self, wav_path: str | os.PathLike, top_k: int = 5) -> list[Match]:
-        """The ``top_k`` enrolled speakers closest to ``wav_path`` (highest cosine first)."""
+    def verify_trials(self, trials: str | os.PathLike, output: str | os.PathLike,
+                      decisions: str | os.PathLike | None = None, progress: bool = True) -> dict:
+        """Score a list of (enrolled speaker, audio file) trials; see :mod:`speakerid.enroll_trials`."""
+        from speakerid.enroll_trials import verify_trial_list
+
+        return verify_trial_list(self, trials, output, decisions, progress)
+
+    def identify(self, wav_path: str | os.PathLike, top_k: int = 5) -> IdentifyResult:
+        """Open-set identification: the ``top_k`` closest enrolled speakers and the answer
+        (the best one when it reaches the threshold, else ``"unknown"``)."""
         if top_k < 1:
             raise SpeakerDBError(f"top_k must be >= 1, got {top_k}")
-        conn = self._connect(create=False)
-        rows = conn.execute("SELECT name, emb_sum, num_utts, fingerprint FROM speakers ORDER BY name").fetchall()
-        if not rows:
-            raise SpeakerDBError(f"{self.path}: no speakers enrolled")
-        for name, _, _, fp in rows:
-            self._check_fingerprint(name, fp)
         model = self._require_model("identify")
-        means = _unit(np.stack([np.frombuffer(r[1], dtype=np.float64) / r[2] for r in rows]))
-        test = model.embed([wav_path])[0].astype(np.float64)
-        scores = means @ test
-        order = np.argsort(-scores, kind="stable")[:top_k]
-        llrs = model.calibration.apply(scores[order]) if model.calibration is not None else None
-        return [
-            Match(rows[i][0], float(scores[i]), None if llrs is None else float(llrs[j])) for j, i in enumerate(order)
+        refs = self.references()
+        if not refs:
+            raise SpeakerDBError(f"{self.path}: no speakers enrolled")
+        rule = self.decision()
+        test = model.embed([wav_path])
+        s = score_pairs([r.refs for r in refs], test, np.arange(len(refs)), np.zeros(len(refs), dtype=np.int64),
+                        self.score_rule, self.score_top_k, model.cohort)
+        dec, llr = rule.apply(s)
+        order = np.argsort(-dec, kind="stable")[:top_k]
+        cands = [
+            Match(refs[i].name, float(s.cosine[i]), None if llr is None else float(llr[i]),
+                  None if s.asnorm is None else float(s.asnorm[i]), float(dec[i]), bool(dec[i] >= rule.threshold))
+            for i in order
         ]
+        answer = cands[0].speaker if cands[0].accept else "unknown"
+        return IdentifyResult(str(wav_path), answer, cands, rule.threshold, rule.source, rule.kind, self.score_rule)
 
 
 def _check_name(speaker: str) -> str:

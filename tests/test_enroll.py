@@ -17,7 +17,6 @@ import torch
 
 from _use_helpers import make_tiny_experiment, voice
 from speakerid.enroll import (
-    TEST_SLEEP_ENV,
     ModelMismatchError,
     SpeakerDB,
     SpeakerDBError,
@@ -57,8 +56,8 @@ def test_enroll_verify_identify_list_remove(setup, tmp_path):
         assert res.score == pytest.approx(1.0, abs=1e-5) and res.accept and res.llr is None
         assert res.threshold == 0.5 and res.threshold_source == "given"
         top = db.identify(wavs["b1"], top_k=5)
-        assert [m.speaker for m in top][0] == "bob" and len(top) == 2
-        assert top[0].score >= top[1].score
+        assert top.decision == "bob" and [m.speaker for m in top.candidates][0] == "bob" and len(top.candidates) == 2
+        assert top.candidates[0].score >= top.candidates[1].score
         # enrolling again adds to the model: the mean of the unit-length embeddings
         assert db.enroll("alice", [wavs["a2"]]).num_utts == 2
         e = model.embed([wavs["a1"], wavs["a2"]]).astype(np.float64)
@@ -97,7 +96,7 @@ def test_errors(setup, tmp_path):
     with pytest.raises(SpeakerDBError, match="invalid speaker name"):
         db.enroll("  ", [wavs["a1"]])
     (tmp_path / "junk.db").write_bytes(b"this is not sqlite" * 100)
-    with pytest.raises(SpeakerDBError, match="not a usable speaker DB"):
+    with pytest.raises(SpeakerDBError, match="junk.db: not a usable speaker DB"):
         SpeakerDB(tmp_path / "junk.db").list()
 
 
@@ -135,7 +134,7 @@ def test_threshold_from_dev_eval_and_calibration(setup, tmp_path):
     assert res.llr == pytest.approx(10.0 * res.score - 5.0, abs=1e-6)
     assert res.threshold == pytest.approx(np.log(0.95 / 0.05)) == bayes_threshold(0.05)
     assert res.accept == (res.llr >= res.threshold)
-    top = db.identify(wavs["a1"], top_k=1)
+    top = db.identify(wavs["a1"], top_k=1).candidates
     assert top[0].llr == pytest.approx(10.0 * top[0].score - 5.0, abs=1e-6)
 
 
@@ -153,9 +152,9 @@ def test_cli_enroll_verify_identify(setup, tmp_path, capsys):
     # reject -> exit status 1
     assert main(["verify", "--model", str(exp), "--db", db, "--speaker", "alice", "--threshold", "1.01", str(wavs["a1"])]) == 1
     assert "reject" in capsys.readouterr().out
-    assert main(["identify", "--model", str(exp), "--db", db, "--top-k", "2", "--json", str(wavs["b1"])]) == 0
+    assert main(["identify", "--model", str(exp), "--db", db, "--top-k", "2", "--threshold", "0.5", "--json", str(wavs["b1"])]) == 0
     top = json.loads(capsys.readouterr().out)
-    assert top[0]["speaker"] == "bob" and len(top) == 2
+    assert top["decision"] == "bob" and top["candidates"][0]["speaker"] == "bob" and len(top["candidates"]) == 2
     assert main(["enroll", "--db", db, "--list"]) == 0
     listing = capsys.readouterr().out
     assert "alice" in listing and "bob" in listing
@@ -179,10 +178,24 @@ def _speaker_state(db: Path, name: str) -> tuple[int, int] | None:
     return None if row is None else (row[0], n_rows)
 
 
-def _enroll_in_child(exp: str, db: str, speaker: str, files: list[str], sleep_s: str) -> None:
-    """Runs in a forked process (torch is already imported: no 5 s start-up per process)."""
+def _enroll_in_child(exp: str, db: str, speaker: str, files: list[str], stop_after: int | None) -> None:
+    """Runs in a forked process (torch is already imported: no 5 s start-up per process).
+
+    With ``stop_after``: the process SIGSTOPs itself right after writing that many utterance rows,
+    i.e. inside the enrolment transaction, holding the DB's write lock."""
     torch.set_num_threads(1)
-    os.environ[TEST_SLEEP_ENV] = sleep_s
+    if stop_after is not None:
+        import speakerid.enroll_db as enroll_db
+
+        insert, calls = enroll_db._insert_utterance, [0]
+
+        def insert_then_stop(*args):
+            insert(*args)
+            calls[0] += 1
+            if calls[0] == stop_after:
+                os.kill(os.getpid(), signal.SIGSTOP)
+
+        enroll_db._insert_utterance = insert_then_stop
     SpeakerDB(db, exp).enroll(speaker, files)
 
 
@@ -192,39 +205,38 @@ def _fork(*args) -> mp.Process:
     return proc
 
 
-def test_sigkill_during_enrolment_leaves_before_or_after(setup, tmp_path):
-    """SIGKILL inside the enrolment transaction: the DB is intact and the speaker absent (or complete)."""
+def _wait_stopped(proc: mp.Process, timeout: float = 60.0) -> None:
+    """Until the process is in state T (stopped by SIGSTOP)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.is_alive(), "the child ended before it stopped itself"
+        state = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        if state in ("T", "t"):
+            return
+        assert time.monotonic() < deadline, "the child never stopped"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("stop_after", [1, 2, 4])
+def test_sigkill_during_enrolment_leaves_before_or_after(setup, tmp_path, stop_after):
+    """SIGSTOP inside the enrolment transaction (after ``stop_after`` of 4 rows), then SIGKILL:
+    the DB is intact, the speaker absent, and read-only commands work at once."""
     _, exp, _, wavs, model = setup
     db = tmp_path / "kill.db"
     SpeakerDB(db, model).enroll("alice", [wavs["a1"]])
     before = SpeakerDB(db).list()
     files = [str(wavs[k]) for k in ("a1", "a2", "b1", "c1")]
-    seed = random.randrange(10**6)
-    rng = random.Random(seed)
-    proc = _fork(str(exp), str(db), "dave", files, "0.25")
+    proc = _fork(str(exp), str(db), "dave", files, stop_after)
     try:
-        # Wait until the child holds the write lock (it is inside BEGIN IMMEDIATE), then kill it
-        # at a random point of the ~1 s transaction (4 rows x 0.25 s).
-        probe = sqlite3.connect(db, timeout=0, isolation_level=None)
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.is_alive(), "enrolment ended before it could be killed"
-            try:
-                probe.execute("BEGIN IMMEDIATE")
-                probe.execute("ROLLBACK")
-            except sqlite3.OperationalError:  # locked: the child is writing
-                break
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
-        probe.close()
-        time.sleep(rng.uniform(0.0, 0.8))
+        _wait_stopped(proc)
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.join(timeout=30)
-    assert proc.exitcode == -signal.SIGKILL, f"seed {seed}"
-    assert _speaker_state(db, "dave") is None, f"seed {seed}: half-enrolled speaker"
+    assert proc.exitcode == -signal.SIGKILL
+    # a read-only command first: it must cope with the killed writer's hot journal
     after = SpeakerDB(db)
     assert [(s.name, s.num_utts) for s in after.list()] == [(s.name, s.num_utts) for s in before]
+    assert _speaker_state(db, "dave") is None, "half-enrolled speaker"
     # and the DB is usable afterwards
     SpeakerDB(db, model).enroll("dave", files[:2])
     assert _speaker_state(db, "dave") == (2, 2)
@@ -232,13 +244,18 @@ def test_sigkill_during_enrolment_leaves_before_or_after(setup, tmp_path):
 
 def test_two_processes_enrolling_at_once(setup, tmp_path):
     _, exp, _, wavs, _ = setup
-    db = tmp_path / "concurrent.db"  # created by the two processes at once, too
-    # long transactions (0.2 s per row), so that they overlap and one waits on the other's lock
-    procs = [
-        _fork(str(exp), str(db), "alice", [str(wavs["a1"]), str(wavs["a2"])], "0.2"),
-        _fork(str(exp), str(db), "bob", [str(wavs["b1"]), str(wavs["c1"])], "0.2"),
-    ]
-    for p in procs:
-        p.join(timeout=120)
-    assert [p.exitcode for p in procs] == [0, 0]
+    db = tmp_path / "concurrent.db"
+    first = _fork(str(exp), str(db), "alice", [str(wavs["a1"]), str(wavs["a2"])], 1)
+    second = None
+    try:
+        _wait_stopped(first)  # inside its transaction, holding the write lock
+        second = _fork(str(exp), str(db), "bob", [str(wavs["b1"]), str(wavs["c1"])], None)
+        time.sleep(2.0)
+        assert second.is_alive(), "the second writer did not wait for the first one's lock"
+        os.kill(first.pid, signal.SIGCONT)
+    finally:
+        for p in (first, second):
+            if p is not None:
+                p.join(timeout=120)
+    assert [first.exitcode, second.exitcode] == [0, 0]
     assert _speaker_state(db, "alice") == (2, 2) and _speaker_state(db, "bob") == (2, 2)

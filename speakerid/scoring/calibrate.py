@@ -36,12 +36,18 @@ __all__ = [
     "calibration_report",
     "calibrate_score_file",
     "apply_calibration_file",
+    "SCORE_KINDS",
+    "plausible_score_range",
+    "decision_problem",
+    "check_fit",
 ]
 
 logger = logging.getLogger(__name__)
 
 _FORMAT = "speakerid-calibration"
 _C = 1e4
+#: the raw scores a calibration can be fitted on: cosine similarity, or cosine after AS-norm
+SCORE_KINDS = ("cosine", "asnorm")
 
 
 class CalibrationError(ValueError):
@@ -55,13 +61,21 @@ def _logit(p: float) -> float:
 
 @dataclass(frozen=True)
 class Calibration:
-    """``llr = a * score + b``; ``prior`` is the effective target prior it was trained at."""
+    """``llr = a * score + b``; ``prior`` is the effective target prior it was trained at.
+
+    ``score`` names the raw score the map expects (:data:`SCORE_KINDS`; files written before
+    it existed mean "cosine"); ``score_min``/``score_max`` the range of the dev scores it was
+    fitted on (None when unknown).
+    """
 
     a: float
     b: float
     prior: float
     n_targets: int = 0
     n_nontargets: int = 0
+    score: str = "cosine"
+    score_min: float | None = None
+    score_max: float | None = None
 
     def apply(self, scores: np.ndarray | Iterable[float]) -> np.ndarray:
         """Calibrated LLRs (float64) of raw scores."""
@@ -86,18 +100,27 @@ class Calibration:
         if not isinstance(d, dict) or d.get("format") != _FORMAT or d.get("kind") != "linear":
             raise CalibrationError(f"{path}: not a speakerid linear calibration file")
         try:
-            cal = cls(float(d["a"]), float(d["b"]), float(d["prior"]), int(d.get("n_targets", 0)), int(d.get("n_nontargets", 0)))
+            cal = cls(float(d["a"]), float(d["b"]), float(d["prior"]), int(d.get("n_targets", 0)), int(d.get("n_nontargets", 0)),
+                      str(d.get("score", "cosine")), *(None if d.get(k) is None else float(d[k]) for k in ("score_min", "score_max")))
         except (KeyError, TypeError, ValueError) as e:
             raise CalibrationError(f"{path}: bad or missing field ({e})") from None
+        if cal.score not in SCORE_KINDS:
+            raise CalibrationError(f"{path}: 'score' must be one of {', '.join(SCORE_KINDS)}, got {cal.score!r}")
         if not all(math.isfinite(v) for v in (cal.a, cal.b, cal.prior)) or not 0 < cal.prior < 1:
             raise CalibrationError(f"{path}: a, b must be finite and prior in (0, 1)")
         return cal
 
 
 def fit_calibration(
-    scores: np.ndarray | Iterable[float], labels: np.ndarray | Iterable, prior: float | None = None
+    scores: np.ndarray | Iterable[float], labels: np.ndarray | Iterable, prior: float | None = None,
+    score_kind: str = "cosine",
 ) -> Calibration:
-    """Fit ``llr = a*score + b`` on labelled dev scores (see the module docstring)."""
+    """Fit ``llr = a*score + b`` on labelled dev scores (see the module docstring).
+
+    ``score_kind``: what the scores are (:data:`SCORE_KINDS`), stored with the map so that
+    ``verify`` applies it to the same kind of score."""
+    if score_kind not in SCORE_KINDS:
+        raise ValueError(f"score kind must be one of {', '.join(SCORE_KINDS)}, got {score_kind!r}")
     from sklearn.linear_model import LogisticRegression
 
     s, lab = _validate(scores, labels)
@@ -123,7 +146,58 @@ def fit_calibration(
     b = c - w * mu / sd - _logit(prior)
     if a <= 0:
         logger.warning("calibration slope %.3g <= 0: higher scores do not mean 'same speaker' on this dev list", a)
-    return Calibration(a, b, float(prior), n_t, n_n)
+    return Calibration(a, b, float(prior), n_t, n_n, score_kind, float(s.min()), float(s.max()))
+
+
+# ---------------------------------------------------------------------- usable decisions
+def plausible_score_range(cal: Calibration) -> tuple[float, float] | None:
+    """Raw scores a trial can plausibly have: [-1, 1] for cosine; for AS-norm (unbounded) the
+    fitted dev range widened by its width on each side; None when that is unknown."""
+    if cal.score == "cosine":
+        return -1.0, 1.0
+    if cal.score_min is None or cal.score_max is None:
+        return None
+    width = cal.score_max - cal.score_min
+    return cal.score_min - width, cal.score_max + width
+
+
+def decision_problem(cal: Calibration, p_target: float, source: str) -> str | None:
+    """Why the Bayes threshold ``-logit(p_target)`` gives no usable decisions, or None.
+
+    Degenerate: a slope that is not positive (higher scores do not mean "same speaker").
+    Unreachable: over the plausible score range the LLR line never crosses the threshold, so
+    every trial would be rejected (or every one accepted). The message names ``source`` and
+    the priors at which the threshold is reachable."""
+    if not (math.isfinite(cal.a) and cal.a > 0):
+        return (f"{source}: degenerate calibration (slope a = {cal.a:.4g} <= 0: higher {cal.score} scores do not "
+                "mean 'same speaker'); refit it on a labelled dev list or give --threshold")
+    rng = plausible_score_range(cal)
+    if rng is None:
+        return None
+    lo, hi = (cal.a * rng[0] + cal.b, cal.a * rng[1] + cal.b)
+    threshold = -_logit(p_target)
+    if lo < threshold <= hi:
+        return None
+    # reachable where lo < -logit(p) <= hi, i.e. sigmoid(-hi) <= p < sigmoid(-lo)
+    p_lo, p_hi = 1 / (1 + math.exp(min(hi, 700))), 1 / (1 + math.exp(min(lo, 700)))
+    what = "rejects every trial" if threshold > hi else "accepts every trial"
+    return (f"{source}: at P_target {p_target:g} the Bayes threshold {threshold:.3f} is unreachable: the LLR over "
+            f"{cal.score} scores [{rng[0]:.3g}, {rng[1]:.3g}] spans [{lo:.3f}, {hi:.3f}], so verify {what}; use "
+            f"--p-target in [{p_lo:.3g}, {p_hi:.3g}) or --threshold")
+
+
+def check_fit(
+    cal: Calibration, scores: str | os.PathLike, output: str | os.PathLike, p_targets: Iterable[float] = DEFAULT_P_TARGETS
+) -> list[str]:
+    """After a fit on ``scores``: raise CalibrationError when the map is degenerate (nothing is
+    written); return a warning line for every prior of ``p_targets`` whose Bayes threshold the
+    map saved as ``output`` cannot reach."""
+    if not (math.isfinite(cal.a) and cal.a > 0):
+        raise CalibrationError(
+            f"{scores}: degenerate calibration fit (slope a = {cal.a:.4g} <= 0: higher scores do not mean "
+            f"'same speaker' in this dev list; check its labels); {output} not written"
+        )
+    return [msg for p in p_targets if (msg := decision_problem(cal, p, str(output)))]
 
 
 def calibration_report(
@@ -143,17 +217,21 @@ def calibrate_score_file(
     output: str | os.PathLike,
     trials: str | os.PathLike | None = None,
     prior: float | None = None,
+    score_kind: str = "cosine",
 ) -> tuple[Calibration, dict[str, dict[str, float]]]:
     """``speakerid calibrate --scores dev.txt --output cal.json``: fit on a labelled dev score
     file (labels from its 4th column or ``trials``), save the map, return it with the
-    before/after report on the dev list."""
+    before/after report on the dev list. A degenerate fit is an error (nothing written); a
+    Bayes threshold the map cannot reach at P_target 0.01 / 0.05 is logged as a warning."""
     from speakerid.scoring.trials import read_labelled_scores
 
     sl = read_labelled_scores(scores, trials)
     try:
-        cal = fit_calibration(sl.scores, sl.labels, prior)
+        cal = fit_calibration(sl.scores, sl.labels, prior, score_kind)
     except ValueError as e:  # one class only, all scores equal, a bad prior: name the score file
         raise CalibrationError(f"{scores}: cannot fit a calibration: {e}") from None
+    for warning in check_fit(cal, scores, output):
+        logger.warning("%s", warning)
     cal.save(output)
     logger.info("%s: llr = %.6g * score + %.6g (prior %.3g)", output, cal.a, cal.b, cal.prior)
     return cal, calibration_report(sl.scores, cal.apply(sl.scores), sl.labels)

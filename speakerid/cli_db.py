@@ -1,0 +1,196 @@
+"""The speaker-DB commands of ``speakerid``: enroll, verify, identify, list, remove (argument
+parsing only; the work is :class:`speakerid.enroll.SpeakerDB`'s).
+
+Each of them sets ``catch_all``: any error ends with one line on stderr and exit status 2
+(``verify``'s 1 means "reject", so no error may end with 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _parser(sub: argparse._SubParsersAction, name: str, help: str, example: str) -> argparse.ArgumentParser:
+    """speakerid.cli's sub-command parser (imported when called: cli imports this module)."""
+    from speakerid.cli import _parser as make
+
+    return make(sub, name, help, example)
+
+
+def _db_model_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", "--exp", dest="model", default="starter", metavar="EXP",
+                   help="model: a trained experiment dir, or 'starter' (the packaged model; the default)")
+
+
+def _decision_args(p: argparse.ArgumentParser) -> None:
+    from speakerid.cli import _finite_float
+    from speakerid.enroll import DEFAULT_P_TARGET, DEFAULT_SCORE_RULE, DEFAULT_SCORE_TOP_K, SCORE_RULES
+
+    p.add_argument("--threshold", type=_finite_float, default=None,
+                   help="accept when the decision score >= this (the LLR when the model is calibrated, else the "
+                        "AS-norm score with a cohort, else the cosine); default: Bayes threshold of the model's "
+                        "calibration.json, else its dev_eval.json")
+    p.add_argument("--p-target", type=float, default=DEFAULT_P_TARGET,
+                   help=f"prior of a target trial for the Bayes threshold (default {DEFAULT_P_TARGET})")
+    p.add_argument("--score", dest="score_rule", choices=SCORE_RULES, default=DEFAULT_SCORE_RULE,
+                   help="score against the mean of the speaker's enrolment embeddings, the best one, or the mean of "
+                        f"the best --score-top-k (default {DEFAULT_SCORE_RULE}: best on benchmarks/bench_enroll_scoring.py)")
+    p.add_argument("--score-top-k", type=int, default=DEFAULT_SCORE_TOP_K,
+                   help=f"k of --score topk (default {DEFAULT_SCORE_TOP_K})")
+
+
+def _json_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="machine-readable output (one JSON document on stdout)")
+
+
+def _print_json(obj) -> None:
+    import json
+
+    print(json.dumps(obj))
+
+
+def _open_db(a: argparse.Namespace, with_model: bool = True):
+    from speakerid.enroll import SpeakerDB
+
+    if not with_model:
+        return SpeakerDB(a.db)
+    return SpeakerDB(a.db, a.model, p_target=getattr(a, "p_target", 0.01), threshold=getattr(a, "threshold", None),
+                     score_rule=getattr(a, "score_rule", "mean"), score_top_k=getattr(a, "score_top_k", 2))
+
+
+def _list_speakers(a: argparse.Namespace) -> int:
+    with _open_db(a, with_model=False) as db:
+        speakers = db.list()
+    if a.json:
+        _print_json([s.to_dict() for s in speakers])
+    else:
+        for s in speakers:
+            print(f"{s.name}\t{s.num_utts} file(s)\tmodel {s.fingerprint[:12]}")
+    return 0
+
+
+def _remove_speakers(a: argparse.Namespace, names: list[str]) -> int:
+    with _open_db(a, with_model=False) as db:
+        for name in names:
+            db.remove(name)
+    if a.json:
+        _print_json({"removed": names})
+    else:
+        for name in names:
+            print(f"removed {name}")
+    return 0
+
+
+def add_enroll(sub: argparse._SubParsersAction) -> None:
+    p = _parser(sub, "enroll", "Enrol a speaker from audio files into a speaker DB (SQLite; every embedding is kept)",
+                "speakerid enroll --model exp/ecapa --db speakers.db --speaker alice a1.wav a2.wav")
+    _db_model_arg(p)
+    p.add_argument("--db", required=True, help="speaker DB file (created on first enrolment)")
+    p.add_argument("--speaker", help="speaker name to enrol (adds to an existing speaker)")
+    p.add_argument("wavs", nargs="*", help="audio files of the speaker")
+    act = p.add_mutually_exclusive_group()
+    act.add_argument("--list", action="store_true", help="list the enrolled speakers (same as speakerid list)")
+    act.add_argument("--remove", metavar="SPEAKER", help="delete a speaker (same as speakerid remove)")
+    _json_arg(p)
+
+    def run(a: argparse.Namespace) -> int:
+        if a.list:
+            return _list_speakers(a)
+        if a.remove:
+            return _remove_speakers(a, [a.remove])
+        if not a.speaker or not a.wavs:
+            raise ValueError("enrolment needs --speaker NAME and at least one audio file (or --list / --remove)")
+        with _open_db(a) as db:
+            info = db.enroll(a.speaker, a.wavs)
+        if a.json:
+            _print_json(info.to_dict())
+        else:
+            print(f"enrolled {info.name}: {info.num_utts} file(s) in total")
+        return 0
+
+    p.set_defaults(func=run, catch_all=True)
+
+
+def add_list(sub: argparse._SubParsersAction) -> None:
+    p = _parser(sub, "list", "List the speakers of a speaker DB (read-only)", "speakerid list --db speakers.db --json")
+    p.add_argument("--db", required=True, help="speaker DB file")
+    _json_arg(p)
+    p.set_defaults(func=_list_speakers, catch_all=True)
+
+
+def add_remove(sub: argparse._SubParsersAction) -> None:
+    p = _parser(sub, "remove", "Delete speakers (and their stored embeddings) from a speaker DB",
+                "speakerid remove --db speakers.db alice bob")
+    p.add_argument("--db", required=True, help="speaker DB file")
+    p.add_argument("speakers", nargs="+", help="speaker names")
+    _json_arg(p)
+    p.set_defaults(func=lambda a: _remove_speakers(a, a.speakers), catch_all=True)
+
+
+def add_verify(sub: argparse._SubParsersAction) -> None:
+    p = _parser(sub, "verify", "Is this the claimed speaker? prints the score and the decision; "
+                "exit status 0 accept, 1 reject, 2 error (with --trials: 0 done, 2 error)",
+                "speakerid verify --model exp/ecapa --db speakers.db --speaker alice test.wav\n"
+                "  speakerid verify --db speakers.db --trials trials.txt --output scores.txt   # 'speaker audio [label]' lines")
+    _db_model_arg(p)
+    p.add_argument("--db", required=True, help="speaker DB file")
+    p.add_argument("--speaker", help="claimed speaker")
+    p.add_argument("wav", nargs="?", help="test audio file")
+    p.add_argument("--trials", help="score many trials: a list of 'speaker audio-file [target|nontarget]' lines")
+    p.add_argument("--output", help="--trials: score file to write ('speaker audio score [label]')")
+    p.add_argument("--decisions", help="--trials: decisions file (default OUTPUT.decisions)")
+    p.add_argument("--no-progress", action="store_true", help="--trials: no progress bar")
+    _decision_args(p)
+    _json_arg(p)
+
+    def run(a: argparse.Namespace) -> int:
+        if a.trials:
+            if a.speaker or a.wav or not a.output:
+                raise ValueError("--trials FILE takes --output SCORES and neither --speaker nor an audio file")
+            with _open_db(a) as db:
+                summary = db.verify_trials(a.trials, a.output, a.decisions, progress=not a.no_progress)
+            if a.json:
+                _print_json(summary)
+            else:
+                print(f"{summary['trials']} trials: {summary['accepted']} accepted, {summary['rejected']} rejected; "
+                      f"scores in {summary['scores']}, decisions in {summary['decisions']}")
+            return 0
+        if not a.speaker or not a.wav:
+            raise ValueError("verify needs --speaker NAME and a test audio file (or --trials FILE --output SCORES)")
+        with _open_db(a) as db:
+            r = db.verify(a.speaker, a.wav)
+        if a.json:
+            _print_json(r.to_dict())
+        else:
+            extra = "".join(f" {k}={v:.3f}" for k, v in (("asnorm", r.asnorm), ("llr", r.llr)) if v is not None)
+            print(f"{'accept' if r.accept else 'reject'} {r.speaker} {r.test} cosine={r.score:.4f}{extra} "
+                  f"threshold={r.threshold:.4f} ({r.threshold_source})")
+        return 0 if r.accept else 1
+
+    p.set_defaults(func=run, catch_all=True)
+
+
+def add_identify(sub: argparse._SubParsersAction) -> None:
+    p = _parser(sub, "identify", "Who is speaking? open-set: the best enrolled speaker if it reaches the threshold, "
+                "else 'unknown'; --top-k candidates with scores",
+                "speakerid identify --model exp/ecapa --db speakers.db --top-k 3 test.wav")
+    _db_model_arg(p)
+    p.add_argument("--db", required=True, help="speaker DB file")
+    p.add_argument("wav", help="test audio file")
+    p.add_argument("--top-k", type=int, default=5, help="how many candidates to list (default 5)")
+    _decision_args(p)
+    _json_arg(p)
+
+    def run(a: argparse.Namespace) -> int:
+        with _open_db(a) as db:
+            r = db.identify(a.wav, top_k=a.top_k)
+        if a.json:
+            _print_json(r.to_dict())
+        else:
+            print(f"{r.decision}\t(threshold {r.threshold:.4f}, {r.threshold_source})")
+            for rank, m in enumerate(r.candidates, 1):
+                extra = "".join(f"\t{k}={v:.3f}" for k, v in (("asnorm", m.asnorm), ("llr", m.llr)) if v is not None)
+                print(f"{rank}\t{m.speaker}\tcosine={m.score:.4f}{extra}")
+        return 0
+
+    p.set_defaults(func=run, catch_all=True)
