@@ -43,6 +43,9 @@ class FeatureConfig:
     dither: float = 0.0
     cmn: bool = True  # per-utterance mean normalisation
     sliding_cmn_frames: int = 0  # >0: sliding-window CMN of that many frames instead
+    # Front-end choices of imported models (speakerid.interop); the defaults are speakerid's own.
+    window_type: str = "povey"  # Kaldi window: "povey", "hamming" (WeSpeaker), "hanning", "rectangular"
+    wave_scale: str = "int16"  # fbank of the wave x 32768 ("int16", Kaldi/WeSpeaker) or as read ("float", [-1, 1])
 
 
 @dataclass

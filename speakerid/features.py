@@ -81,6 +81,32 @@ def povey_window(window: int, device: Optional[torch.device] = None, dtype: torc
     return torch.hann_window(window, periodic=False, device=device, dtype=dtype).pow(0.85)
 
 
+#: Kaldi's ``--window-type`` choices (feature-window.cc), by FeatureConfig.window_type.
+WINDOW_TYPES = ("povey", "hamming", "hanning", "rectangular")
+#: FeatureConfig.wave_scale -> factor applied to a [-1, 1] wave before the fbank.
+WAVE_SCALES = {"int16": 32768.0, "float": 1.0}
+
+
+def window_function(window_type: str, window: int, device: Optional[torch.device] = None) -> Tensor:
+    """Kaldi's analysis window of ``window`` samples (povey, hamming 0.54/0.46, hanning, rectangular)."""
+    if window_type == "povey":
+        return povey_window(window, device=device)
+    if window_type == "hamming":
+        return torch.hamming_window(window, periodic=False, alpha=0.54, beta=0.46, device=device)
+    if window_type == "hanning":
+        return torch.hann_window(window, periodic=False, device=device)
+    if window_type == "rectangular":
+        return torch.ones(window, device=device)
+    raise ValueError(f"features.window_type: unknown window {window_type!r}; choose one of {list(WINDOW_TYPES)}")
+
+
+def wave_scale_factor(wave_scale: str) -> float:
+    """The factor of a FeatureConfig.wave_scale name (the mel matrix carries its square)."""
+    if wave_scale not in WAVE_SCALES:
+        raise ValueError(f"features.wave_scale: unknown scale {wave_scale!r}; choose one of {sorted(WAVE_SCALES)}")
+    return WAVE_SCALES[wave_scale]
+
+
 def mel_matrix(num_mel_bins: int, fft_size: int, sample_rate: int) -> Tensor:
     """Kaldi's triangular mel filters, transposed to ``[fft_size // 2 + 1, num_mel_bins]``.
 
@@ -259,15 +285,26 @@ def _fbank_batched(
 _CONSTANTS: dict[tuple, tuple[Tensor, Tensor]] = {}
 
 
-def _constants(num_mel_bins: int, window: int, fft_size: int, sample_rate: int, device: torch.device) -> tuple[Tensor, Tensor]:
-    """Window and mel matrix, computed once per (geometry, device) and cached."""
-    key = (num_mel_bins, window, fft_size, sample_rate, str(device))
+def _constants(
+    num_mel_bins: int, window: int, fft_size: int, sample_rate: int, device: torch.device,
+    window_type: str = "povey", wave_scale: str = "int16",
+) -> tuple[Tensor, Tensor]:
+    """Window and mel matrix, computed once per (geometry, window, scale, device) and cached."""
+    key = (num_mel_bins, window, fft_size, sample_rate, str(device), window_type, wave_scale)
     if key not in _CONSTANTS:
         _CONSTANTS[key] = (
-            povey_window(window, device=device),
-            scaled_mel_matrix(num_mel_bins, fft_size, sample_rate).to(device),
+            window_function(window_type, window, device=device),
+            _mel_for_scale(num_mel_bins, fft_size, sample_rate, wave_scale).to(device),
         )
     return _CONSTANTS[key]
+
+
+def _mel_for_scale(num_mel_bins: int, fft_size: int, sample_rate: int, wave_scale: str) -> Tensor:
+    """The mel matrix times the square of the wave scale (exact: both factors are powers of two)."""
+    factor = wave_scale_factor(wave_scale)
+    if factor == 32768.0:
+        return scaled_mel_matrix(num_mel_bins, fft_size, sample_rate)
+    return mel_matrix(num_mel_bins, fft_size, sample_rate) * (factor * factor)
 
 
 def fbank(
@@ -281,6 +318,8 @@ def fbank(
     sliding_cmn_frames: int = 0,
     generator: Optional[torch.Generator] = None,
     lengths: Optional[Tensor] = None,
+    window_type: str = "povey",
+    wave_scale: str = "int16",
 ) -> Tensor:
     """Kaldi log-mel fbank of ``wave [..., T]`` (float in [-1, 1]) -> ``[..., frames, num_mel_bins]``.
 
@@ -290,12 +329,13 @@ def fbank(
     (``sliding_cmn_frames > 0``: Kaldi's centred sliding window of that many frames).
     ``lengths [B]``: valid samples per row of a zero-padded batch (CMN ignores padding,
     padded frames are 0). Without CMN this matches ``torchaudio.compliance.kaldi.fbank(wave *
-    32768, num_mel_bins=num_mel_bins, dither=0)`` within float32 rounding.
+    32768, num_mel_bins=num_mel_bins, dither=0)`` within float32 rounding. ``window_type`` and
+    ``wave_scale`` are Kaldi's ``--window-type`` and the wave's scale (``"float"``: no x 32768).
     """
     if not wave.is_floating_point():
         raise TypeError(f"fbank expects a float waveform in [-1, 1], got dtype {wave.dtype}")
     window, shift, fft_size = frame_geometry(sample_rate, frame_length_ms, frame_shift_ms)
-    window_fn, mel_t = _constants(num_mel_bins, window, fft_size, sample_rate, wave.device)
+    window_fn, mel_t = _constants(num_mel_bins, window, fft_size, sample_rate, wave.device, window_type, wave_scale)
     return _fbank_batched(
         wave, window_fn, mel_t, window, shift, fft_size, float(dither), cmn, int(sliding_cmn_frames), lengths, generator,
         CPU_BLOCK_FRAMES,
@@ -318,9 +358,13 @@ class Fbank(nn.Module):
         dither: float = 0.0,
         cmn: bool = True,
         sliding_cmn_frames: int = 0,
+        window_type: str = "povey",
+        wave_scale: str = "int16",
     ) -> None:
         super().__init__()
         window, shift, fft_size = frame_geometry(sample_rate, frame_length_ms, frame_shift_ms)
+        self.window_type = str(window_type)
+        self.wave_scale = str(wave_scale)
         self.sample_rate = int(sample_rate)
         self.num_mel_bins = int(num_mel_bins)
         self.window = window
@@ -330,8 +374,8 @@ class Fbank(nn.Module):
         self.cmn = bool(cmn)
         self.sliding_cmn_frames = int(sliding_cmn_frames)
         self.cpu_block_frames = CPU_BLOCK_FRAMES
-        self.register_buffer("window_fn", povey_window(window), persistent=False)
-        self.register_buffer("mel_t", scaled_mel_matrix(num_mel_bins, fft_size, sample_rate), persistent=False)
+        self.register_buffer("window_fn", window_function(self.window_type, window), persistent=False)
+        self.register_buffer("mel_t", _mel_for_scale(num_mel_bins, fft_size, sample_rate, self.wave_scale), persistent=False)
 
     @classmethod
     def from_config(cls, cfg: FeatureConfig, train: bool = False) -> "Fbank":
@@ -344,6 +388,8 @@ class Fbank(nn.Module):
             dither=cfg.dither if train else 0.0,
             cmn=cfg.cmn,
             sliding_cmn_frames=cfg.sliding_cmn_frames,
+            window_type=cfg.window_type,
+            wave_scale=cfg.wave_scale,
         )
 
     def num_frames(self, num_samples: int) -> int:
@@ -370,7 +416,8 @@ class Fbank(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"sample_rate={self.sample_rate}, num_mel_bins={self.num_mel_bins}, window={self.window}, "
-            f"shift={self.shift}, dither={self.dither}, cmn={self.cmn}, sliding_cmn_frames={self.sliding_cmn_frames}"
+            f"shift={self.shift}, dither={self.dither}, cmn={self.cmn}, sliding_cmn_frames={self.sliding_cmn_frames}, "
+            f"window_type={self.window_type}, wave_scale={self.wave_scale}"
         )
 
 

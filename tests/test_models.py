@@ -27,6 +27,11 @@ TINY = {
     "resnet": {"depth": 50, "base_channels": 4, "embed_dim": 16},
     "resnet18": {"base_channels": 4, "embed_dim": 16},
     "resnet34": {"base_channels": 4, "embed_dim": 16, "pooling": "ASTP"},
+    "resnet50": {"base_channels": 2, "embed_dim": 16},
+    "resnet101": {"base_channels": 2, "embed_dim": 16},
+    "resnet152": {"base_channels": 2, "embed_dim": 16},
+    "resnet221": {"base_channels": 2, "embed_dim": 16},
+    "resnet293": {"base_channels": 2, "embed_dim": 16, "two_emb_layer": True},
 }
 
 
@@ -95,10 +100,13 @@ def test_resnet_custom_blocks_and_two_emb_layer() -> None:
 
 def test_pooling_statistics() -> None:
     x = torch.randn(2, 5, 30)
-    stats = TSTP(5)(x)
+    torch.testing.assert_close(TSTP(5)(x)[:, 5:], x.std(-1, unbiased=True), rtol=1e-4, atol=1e-4)  # as WeSpeaker
+    single = TSTP(5)(x[..., :1])  # one frame: no Bessel correction, finite (torch.var would give NaN)
+    assert torch.isfinite(single).all() and float(single[:, 5:].max()) < 1e-3
+    stats = TSTP(5, unbiased=False)(x)
     torch.testing.assert_close(stats[:, :5], x.mean(-1))
     torch.testing.assert_close(stats[:, 5:], x.std(-1, unbiased=False), rtol=1e-4, atol=1e-4)
-    # ASTP with constant attention (zero second layer) reduces to TSTP.
+    # ASTP with constant attention (zero second layer) reduces to population-std TSTP.
     astp = ASTP(5, bottleneck_dim=4)
     torch.nn.init.zeros_(astp.linear2.weight)
     torch.nn.init.zeros_(astp.linear2.bias)

@@ -16,7 +16,7 @@ from torch import nn
 
 from .ecapa_tdnn import ECAPATDNN, ECAPATDNNC512, ECAPATDNNC1024
 from .pooling import ASTP, TSTP, build_pooling
-from .resnet import ResNet, ResNet18, ResNet34
+from .resnet import ResNet, ResNet18, ResNet34, ResNet50, ResNet101, ResNet152, ResNet221, ResNet293
 
 if TYPE_CHECKING:
     from speakerid.config import TrainConfig
@@ -33,6 +33,11 @@ __all__ = [
     "ResNet",
     "ResNet18",
     "ResNet34",
+    "ResNet50",
+    "ResNet101",
+    "ResNet152",
+    "ResNet221",
+    "ResNet293",
     "TSTP",
     "ASTP",
     "build_pooling",
@@ -45,6 +50,11 @@ MODELS: dict[str, type[nn.Module]] = {
     "resnet": ResNet,
     "resnet18": ResNet18,
     "resnet34": ResNet34,
+    "resnet50": ResNet50,
+    "resnet101": ResNet101,
+    "resnet152": ResNet152,
+    "resnet221": ResNet221,
+    "resnet293": ResNet293,
 }
 
 

@@ -1,0 +1,48 @@
+"""Parity with WeSpeaker's own model code (wespeaker-unofficial): random weights with non-trivial
+BatchNorm statistics, the same waveforms through each toolkit's whole front end, embeddings
+within 1e-4 relative."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from speakerid.audio import load_audio
+from speakerid.features import Fbank
+from speakerid.models import build_model, count_parameters
+
+from _peers import PARITY_RTOL, randomize, rel_diff, wespeaker_embed
+
+try:
+    from speakerid.interop.peer import wespeaker_models
+
+    wespeaker_models("resnet")
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    pytest.skip(f"wespeaker-unofficial not installed ({exc}); .ci/run installs it --no-deps", allow_module_level=True)
+
+DEPTHS = [18, 34, 50, 101, 152, 221, 293]
+
+
+@pytest.fixture(scope="module")
+def clip(shared_speech: Path) -> torch.Tensor:
+    path = sorted(shared_speech.glob("libri_*/*.flac"))[0]
+    wave, _ = load_audio(path, 16000)
+    return wave[: 2 * 16000]  # 2 s: 198 frames, enough to exercise every layer
+
+
+@pytest.mark.parametrize("depth", DEPTHS)
+def test_resnet_matches_wespeaker(depth: int, clip: torch.Tensor) -> None:
+    torch.manual_seed(depth)
+    peer = randomize(getattr(wespeaker_models("resnet"), f"ResNet{depth}")(feat_dim=80, embed_dim=256), depth)
+    ours = build_model(f"resnet{depth}", feat_dim=80, embed_dim=256).eval()
+    assert list(ours.state_dict()) == list(peer.state_dict())
+    assert count_parameters(ours) == count_parameters(peer)
+    ours.load_state_dict(peer.state_dict())
+    frontend = Fbank(window_type="hamming", wave_scale="int16", cmn=True)
+    with torch.no_grad():
+        emb = ours(frontend(clip.unsqueeze(0)))[0]
+    diff = rel_diff(wespeaker_embed(peer, clip), emb)
+    print(f"ResNet{depth}: max relative difference {diff:.2e}")
+    assert diff < PARITY_RTOL
