@@ -363,6 +363,35 @@ def _add_features(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _add_import(sub: argparse._SubParsersAction) -> None:
+    p = _parser(
+        sub,
+        "import",
+        "Import another toolkit's checkpoint as a speakerid experiment dir (config.yaml + model.pt), "
+        "usable by extract / enroll / verify / identify / export.",
+        "speakerid import --from wespeaker --checkpoint voxceleb_resnet34/avg_model.pt "
+        "--config voxceleb_resnet34/config.yaml --out exp/ws_resnet34",
+    )
+    p.add_argument("--from", dest="source", required=True, help="source toolkit: wespeaker")
+    p.add_argument("--checkpoint", required=True, help="the source's weights (WeSpeaker: avg_model.pt)")
+    p.add_argument("--config", required=True, help="the source's config (WeSpeaker: its training config.yaml)")
+    p.add_argument("--out", required=True, help="experiment dir to write (must be new or empty unless --force)")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.add_argument("--window-type", choices=["povey", "hamming", "hanning", "rectangular"],
+                   help="override the source's fbank window (default: what the source's inference uses)")
+    p.add_argument("--wave-scale", choices=["int16", "float"],
+                   help="override the wave scale the fbank sees (default: what the source's inference uses)")
+
+    def run(a: argparse.Namespace) -> int:
+        from speakerid.interop import import_model
+
+        print(import_model(a.source, a.out, checkpoint=a.checkpoint, config=a.config, force=a.force,
+                           window_type=a.window_type, wave_scale=a.wave_scale))
+        return 0
+
+    p.set_defaults(func=run)
+
+
 # [commands end]
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
@@ -377,6 +406,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_eval,
     _add_calibrate,
     _add_features,
+    _add_import,
     # [registry end]
 ]
 

@@ -49,3 +49,38 @@ def wespeaker_embed(model: nn.Module, wave: torch.Tensor, window_type: str = "ha
         out = model(feat)
     out = out[-1] if isinstance(out, tuple) else out
     return out[0]
+
+
+def save_wespeaker(model: nn.Module, name: str, model_args: dict, out_dir, num_speakers: int = 7) -> tuple:
+    """Save ``model`` the way WeSpeaker's training does: ``avg_model.pt`` = the state dict of the
+    speaker model with its ``projection`` (loss head) module added, and the training
+    ``config.yaml`` (model / model_args / dataset_args / projection_args). Returns both paths."""
+    import yaml
+
+    from pathlib import Path
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    state = dict(model.state_dict())
+    embed_dim = int(model_args["embed_dim"])
+    state["projection.weight"] = torch.randn(num_speakers, embed_dim)  # ArcMarginProduct head
+    torch.save(state, out / "avg_model.pt")
+    config = {
+        "model": name,
+        "model_args": model_args,
+        "model_init": None,
+        "dataset_args": {
+            "resample_rate": 16000,
+            "sample_num_per_epoch": 0,
+            "shuffle": True,
+            "speed_perturb": True,
+            "num_frms": 200,
+            "aug_prob": 0.6,
+            "fbank_args": {"num_mel_bins": 80, "frame_shift": 10, "frame_length": 25, "dither": 1.0},
+            "spec_aug": False,
+        },
+        "projection_args": {"project_type": "arc_margin", "scale": 32.0, "easy_margin": False},
+        "num_epochs": 150,
+    }
+    (out / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    return out / "avg_model.pt", out / "config.yaml"

@@ -17,6 +17,7 @@ PUBLISHED = [
     ("ecapa_tdnn_c1024", {"embed_dim": 192}, 14.65e6),
     ("ecapa_tdnn", {"channels": 1024, "embed_dim": 192}, 14.65e6),
     ("resnet34", {"embed_dim": 256}, 6.63e6),
+    ("campplus", {"embed_dim": 512}, 7.2e6),  # CAM++ paper Table 2
 ]
 
 # Small versions of every registered model, for cheap shape / scripting tests.
@@ -32,6 +33,7 @@ TINY = {
     "resnet152": {"base_channels": 2, "embed_dim": 16},
     "resnet221": {"base_channels": 2, "embed_dim": 16},
     "resnet293": {"base_channels": 2, "embed_dim": 16, "two_emb_layer": True},
+    "campplus": {"growth_rate": 4, "bn_size": 2, "init_channels": 16, "embed_dim": 16},
 }
 
 

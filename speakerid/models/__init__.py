@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from torch import nn
 
+from .campplus import CAMPPlus
 from .ecapa_tdnn import ECAPATDNN, ECAPATDNNC512, ECAPATDNNC1024
 from .pooling import ASTP, TSTP, build_pooling
 from .resnet import ResNet, ResNet18, ResNet34, ResNet50, ResNet101, ResNet152, ResNet221, ResNet293
@@ -27,6 +28,7 @@ __all__ = [
     "build_model",
     "build_encoder",
     "count_parameters",
+    "CAMPPlus",
     "ECAPATDNN",
     "ECAPATDNNC512",
     "ECAPATDNNC1024",
@@ -55,6 +57,7 @@ MODELS: dict[str, type[nn.Module]] = {
     "resnet152": ResNet152,
     "resnet221": ResNet221,
     "resnet293": ResNet293,
+    "campplus": CAMPPlus,
 }
 
 
