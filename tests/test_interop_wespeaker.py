@@ -90,6 +90,8 @@ def test_import_then_enroll_verify_identify_export(arch: str, tmp_path: Path, sh
     wave, _ = load_audio(a[5], 16000)
     with torch.no_grad():
         assert rel_diff(extractor(wave.unsqueeze(0)), scripted(wave.unsqueeze(0))) < 1e-5
+    if arch != "resnet34":
+        return  # ONNX export of CAM++ is checked by benchmarks/bench_import.py (40 s here: kept out of the suite)
     pytest.importorskip("onnxruntime")
     assert main(["export", "--model", str(exp), "--out", str(tmp_path / "embedder.onnx")]) == 0
 

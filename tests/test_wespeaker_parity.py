@@ -46,3 +46,45 @@ def test_resnet_matches_wespeaker(depth: int, clip: torch.Tensor) -> None:
     diff = rel_diff(wespeaker_embed(peer, clip), emb)
     print(f"ResNet{depth}: max relative difference {diff:.2e}")
     assert diff < PARITY_RTOL
+
+
+ECAPA = ["ECAPA_TDNN_GLOB_c512", "ECAPA_TDNN_GLOB_c1024", "ECAPA_TDNN_c512"]
+
+
+def _imported(peer: torch.nn.Module, name: str, model_args: dict, tmp_path: Path):
+    """Save ``peer`` as WeSpeaker does, import it, and load the experiment's extractor."""
+    from _peers import save_wespeaker
+
+    from speakerid.extract import load_experiment
+    from speakerid.interop import import_model
+
+    ckpt, config = save_wespeaker(peer, name, model_args, tmp_path / "ws")
+    exp = import_model("wespeaker", tmp_path / "exp", checkpoint=ckpt, config=config)
+    return load_experiment(exp)[0]
+
+
+@pytest.mark.parametrize("name", ECAPA)
+def test_ecapa_matches_wespeaker(name: str, clip: torch.Tensor, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    args = {"feat_dim": 80, "embed_dim": 192, "pooling_func": "ASTP"}
+    peer = randomize(getattr(wespeaker_models("ecapa_tdnn"), name)(**args), 5)
+    extractor = _imported(peer, name, args, tmp_path)
+    assert count_parameters(extractor.encoder) == count_parameters(peer)
+    with torch.no_grad():
+        emb = extractor(clip.unsqueeze(0))[0]
+    diff = rel_diff(wespeaker_embed(peer, clip), emb)
+    print(f"{name}: max relative difference {diff:.2e}")
+    assert diff < PARITY_RTOL
+
+
+def test_campplus_matches_wespeaker(clip: torch.Tensor, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    args = {"feat_dim": 80, "embed_dim": 512, "pooling_func": "TSTP"}
+    peer = randomize(wespeaker_models("campplus").CAMPPlus(**args), 6)
+    extractor = _imported(peer, "CAMPPlus", args, tmp_path)
+    assert list(extractor.encoder.state_dict()) == list(peer.state_dict())
+    with torch.no_grad():
+        emb = extractor(clip.unsqueeze(0))[0]
+    diff = rel_diff(wespeaker_embed(peer, clip, window_type="povey", int16=False), emb)
+    print(f"CAMPPlus: max relative difference {diff:.2e}")
+    assert diff < PARITY_RTOL
