@@ -114,7 +114,8 @@ class CAMLayer(nn.Module):
     def segment_mean(self, x: torch.Tensor) -> torch.Tensor:
         """Each frame's mean over its ``seg_len``-frame segment (the last segment may be shorter)."""
         seg = F.avg_pool1d(x, kernel_size=self.seg_len, stride=self.seg_len, ceil_mode=True)
-        return seg.repeat_interleave(self.seg_len, dim=-1)[..., : x.size(-1)]
+        b, c, n = seg.shape
+        return seg.unsqueeze(-1).expand(b, c, n, self.seg_len).reshape(b, c, n * self.seg_len)[..., : x.size(-1)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.linear_local(x)
