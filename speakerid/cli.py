@@ -370,11 +370,14 @@ def _add_import(sub: argparse._SubParsersAction) -> None:
         "Import another toolkit's checkpoint as a speakerid experiment dir (config.yaml + model.pt), "
         "usable by extract / enroll / verify / identify / export.",
         "speakerid import --from wespeaker --checkpoint voxceleb_resnet34/avg_model.pt "
-        "--config voxceleb_resnet34/config.yaml --out exp/ws_resnet34",
+        "--config voxceleb_resnet34/config.yaml --out exp/ws_resnet34\n"
+        "  speakerid import --from speechbrain --checkpoint spkrec-ecapa-voxceleb/embedding_model.ckpt "
+        "--config spkrec-ecapa-voxceleb/hyperparams.yaml --out exp/sb_ecapa",
     )
-    p.add_argument("--from", dest="source", required=True, help="source toolkit: wespeaker")
-    p.add_argument("--checkpoint", required=True, help="the source's weights (WeSpeaker: avg_model.pt)")
-    p.add_argument("--config", required=True, help="the source's config (WeSpeaker: its training config.yaml)")
+    p.add_argument("--from", dest="source", required=True, choices=["wespeaker", "speechbrain"], help="source toolkit")
+    p.add_argument("--checkpoint", required=True, help="the source's weights (WeSpeaker: avg_model.pt; SpeechBrain: embedding_model.ckpt)")
+    p.add_argument("--config", required=True, help="the source's config (WeSpeaker: its training config.yaml; SpeechBrain: hyperparams.yaml)")
+    p.add_argument("--norm-stats", help="SpeechBrain only: mean_var_norm_emb.ckpt, to subtract its global embedding mean")
     p.add_argument("--out", required=True, help="experiment dir to write (must be new or empty unless --force)")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.add_argument("--window-type", choices=["povey", "hamming", "hanning", "rectangular"],
@@ -385,8 +388,10 @@ def _add_import(sub: argparse._SubParsersAction) -> None:
     def run(a: argparse.Namespace) -> int:
         from speakerid.interop import import_model
 
-        print(import_model(a.source, a.out, checkpoint=a.checkpoint, config=a.config, force=a.force,
-                           window_type=a.window_type, wave_scale=a.wave_scale))
+        options = {"window_type": a.window_type, "wave_scale": a.wave_scale}
+        if a.norm_stats is not None:
+            options["norm_stats"] = a.norm_stats
+        print(import_model(a.source, a.out, checkpoint=a.checkpoint, config=a.config, force=a.force, **options))
         return 0
 
     p.set_defaults(func=run)

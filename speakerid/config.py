@@ -46,6 +46,7 @@ class FeatureConfig:
     # Front-end choices of imported models (speakerid.interop); the defaults are speakerid's own.
     window_type: str = "povey"  # Kaldi window: "povey", "hamming" (WeSpeaker), "hanning", "rectangular"
     wave_scale: str = "int16"  # fbank of the wave x 32768 ("int16", Kaldi/WeSpeaker) or as read ("float", [-1, 1])
+    frontend: str = "kaldi"  # "kaldi" (speakerid.features.Fbank) or "speechbrain" (speakerid.features_speechbrain)
 
 
 @dataclass

@@ -378,8 +378,18 @@ class Fbank(nn.Module):
         self.register_buffer("mel_t", _mel_for_scale(num_mel_bins, fft_size, sample_rate, self.wave_scale), persistent=False)
 
     @classmethod
-    def from_config(cls, cfg: FeatureConfig, train: bool = False) -> "Fbank":
-        """Build from a :class:`speakerid.config.FeatureConfig`; dither only when ``train``."""
+    def from_config(cls, cfg: FeatureConfig, train: bool = False) -> nn.Module:
+        """Build from a :class:`speakerid.config.FeatureConfig`; dither only when ``train``.
+
+        ``cfg.frontend == "speechbrain"`` gives :class:`speakerid.features_speechbrain.SpeechBrainFbank`
+        (imported SpeechBrain models), which has the same call signature and attributes.
+        """
+        if cfg.frontend == "speechbrain":
+            from speakerid.features_speechbrain import SpeechBrainFbank  # noqa: PLC0415
+
+            return SpeechBrainFbank(cfg.sample_rate, cfg.num_mel_bins, cfg.frame_length_ms, cfg.frame_shift_ms, cfg.cmn)
+        if cfg.frontend != "kaldi":
+            raise ValueError(f"features.frontend: unknown front end {cfg.frontend!r}; choose 'kaldi' or 'speechbrain'")
         return cls(
             sample_rate=cfg.sample_rate,
             num_mel_bins=cfg.num_mel_bins,

@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .experiment import ModelImportError
+from .speechbrain import import_speechbrain
 from .wespeaker import import_wespeaker
 
 __all__ = ["IMPORTERS", "ModelImportError", "import_model"]
 
 IMPORTERS: dict[str, Callable[..., Path]] = {
     "wespeaker": import_wespeaker,
+    "speechbrain": import_speechbrain,
 }
 
 

@@ -161,9 +161,11 @@ def convert_wespeaker(
 
 def import_wespeaker(
     checkpoint: str | os.PathLike, config: str | os.PathLike, out: str | os.PathLike, force: bool = False,
-    window_type: str | None = None, wave_scale: str | None = None,
+    window_type: str | None = None, wave_scale: str | None = None, norm_stats: str | os.PathLike | None = None,
 ) -> Path:
     """``avg_model.pt`` + ``config.yaml`` -> speakerid experiment dir ``out`` (see the module doc)."""
+    if norm_stats is not None:
+        raise ModelImportError("--norm-stats applies to --from speechbrain only")
     data = wespeaker_config(config)
     try:
         state = load_checkpoint(checkpoint)  # torch.load(weights_only=True)

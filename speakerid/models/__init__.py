@@ -16,6 +16,7 @@ from torch import nn
 
 from .campplus import CAMPPlus
 from .ecapa_tdnn import ECAPATDNN, ECAPATDNNC512, ECAPATDNNC1024
+from .ecapa_tdnn_speechbrain import ECAPATDNNSpeechBrain
 from .pooling import ASTP, TSTP, build_pooling
 from .resnet import ResNet, ResNet18, ResNet34, ResNet50, ResNet101, ResNet152, ResNet221, ResNet293
 
@@ -32,6 +33,7 @@ __all__ = [
     "ECAPATDNN",
     "ECAPATDNNC512",
     "ECAPATDNNC1024",
+    "ECAPATDNNSpeechBrain",
     "ResNet",
     "ResNet18",
     "ResNet34",
@@ -58,6 +60,7 @@ MODELS: dict[str, type[nn.Module]] = {
     "resnet221": ResNet221,
     "resnet293": ResNet293,
     "campplus": CAMPPlus,
+    "ecapa_tdnn_speechbrain": ECAPATDNNSpeechBrain,
 }
 
 
