@@ -2,8 +2,8 @@
 """Inference speed of speakerid's imported architectures vs the peer's own model code, on CPU.
 
 For each architecture the peer model (WeSpeaker's code from wespeaker-unofficial, loaded without
-its CLI by ``speakerid.interop.peer``) gets random weights, is saved as WeSpeaker saves it and
-imported with ``speakerid.interop.import_model``; both encoders then embed the same fbank batches
+its CLI by ``speakerid.interop.peer``, or SpeechBrain's ECAPA_TDNN) gets random weights, is saved
+as the peer saves it and imported with ``speakerid.interop.import_model``; both encoders then embed the same fbank batches
 (200 frames x 80 bins; batch 1 and 32) with ``eval()`` + ``no_grad`` at 1 and 2 intra-op threads.
 The two are timed in the same process, alternating within every repeat so that load from other
 processes hits both alike; medians of ``--repeats`` are printed with the ratio peer / speakerid
@@ -31,17 +31,41 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # _peers: random BN stats, WeSpeaker's save format
 
-# name: (wespeaker module, constructor, model_args)
+# name: (wespeaker module or "speechbrain", constructor, model_args)
 ARCHS = {
     "resnet34": ("resnet", "ResNet34", {"feat_dim": 80, "embed_dim": 256, "pooling_func": "TSTP", "two_emb_layer": False}),
     "ecapa_tdnn GLOB c512": ("ecapa_tdnn", "ECAPA_TDNN_GLOB_c512", {"feat_dim": 80, "embed_dim": 192, "pooling_func": "ASTP"}),
     "ecapa_tdnn GLOB c1024": ("ecapa_tdnn", "ECAPA_TDNN_GLOB_c1024", {"feat_dim": 80, "embed_dim": 192, "pooling_func": "ASTP"}),
     "campplus": ("campplus", "CAMPPlus", {"feat_dim": 80, "embed_dim": 512, "pooling_func": "TSTP"}),
+    # SpeechBrain's ECAPA_TDNN as in speechbrain/spkrec-ecapa-voxceleb (C=1024, MFA 3072)
+    "speechbrain ecapa c1024": ("speechbrain", "ECAPA_TDNN", {"channels": [1024, 1024, 1024, 1024, 3072]}),
 }
 
 
+def build_and_import(arch: str, tmp: Path):
+    """(peer model in eval mode with random weights, imported speakerid experiment dir)."""
+    from _peers import randomize, save_speechbrain, save_wespeaker
+
+    from speakerid.interop import import_model
+    from speakerid.interop.peer import wespeaker_models
+
+    module, ctor, model_args = ARCHS[arch]
+    torch.manual_seed(0)
+    if module == "speechbrain":
+        from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
+
+        peer = randomize(ECAPA_TDNN(80, lin_neurons=192, channels=model_args["channels"]), 1)
+        ckpt, config = save_speechbrain(peer, model_args["channels"], tmp / "sb")
+        return peer, import_model("speechbrain", tmp / "exp", checkpoint=ckpt, config=config)
+    peer = randomize(getattr(wespeaker_models(module), ctor)(**model_args), 1)
+    ckpt, config = save_wespeaker(peer, ctor, model_args, tmp / "ws")
+    return peer, import_model("wespeaker", tmp / "exp", checkpoint=ckpt, config=config)
+
+
 def _last(out):
-    return out[-1] if isinstance(out, tuple) else out
+    """The embedding: WeSpeaker returns (a, b) tuples, SpeechBrain [B, 1, D]."""
+    out = out[-1] if isinstance(out, tuple) else out
+    return out.squeeze(1) if out.dim() == 3 else out
 
 
 def time_pair(peer, ours, x: torch.Tensor, repeats: int) -> tuple[float, float]:
@@ -69,12 +93,10 @@ def main() -> None:
     ap.add_argument("--no-export", action="store_true", help="skip the TorchScript / ONNX export checks")
     args = ap.parse_args()
 
-    from _peers import randomize, rel_diff, save_wespeaker
+    from _peers import rel_diff
 
     from speakerid.export import export_onnx, export_torchscript
     from speakerid.extract import load_experiment
-    from speakerid.interop import import_model
-    from speakerid.interop.peer import wespeaker_models
 
     print(f"# bench_import: torch {torch.__version__}, {platform.processor() or platform.machine()}, "
           f"allocator glibc malloc, {args.frames} frames x 80 bins, repeats {args.repeats}, medians")
@@ -82,11 +104,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench_import."))
     exports = []
     for arch in args.archs:
-        module, ctor, model_args = ARCHS[arch]
-        torch.manual_seed(0)
-        peer = randomize(getattr(wespeaker_models(module), ctor)(**model_args), 1)
-        ckpt, config = save_wespeaker(peer, ctor, model_args, tmp / ctor / "ws")
-        exp = import_model("wespeaker", tmp / ctor / "exp", checkpoint=ckpt, config=config)
+        peer, exp = build_and_import(arch, tmp / arch.replace(" ", "_"))
         extractor, cfg = load_experiment(exp)
         ours = extractor.encoder.eval()
         g = torch.Generator().manual_seed(0)
@@ -105,7 +123,7 @@ def main() -> None:
             for fmt, fn in (("torchscript", export_torchscript), ("onnx", export_onnx)):
                 t = time.perf_counter()
                 try:
-                    fn(extractor, tmp / ctor / f"embedder.{'ts' if fmt == 'torchscript' else 'onnx'}", cfg)
+                    fn(extractor, exp / f"embedder.{'ts' if fmt == 'torchscript' else 'onnx'}", cfg)
                     status = "ok (reloaded, matches eager within 1e-4)"
                 except Exception as exc:  # noqa: BLE001 -- report and continue with the next one
                     status = f"FAILED: {str(exc).splitlines()[0][:150]}"

@@ -84,3 +84,32 @@ def save_wespeaker(model: nn.Module, name: str, model_args: dict, out_dir, num_s
     }
     (out / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     return out / "avg_model.pt", out / "config.yaml"
+
+
+SPEECHBRAIN_HYPERPARAMS = """\
+n_mels: 80
+compute_features: !new:speechbrain.lobes.features.Fbank
+    n_mels: !ref <n_mels>
+mean_var_norm: !new:speechbrain.processing.features.InputNormalization
+    norm_type: sentence
+    std_norm: False
+embedding_model: !new:speechbrain.lobes.models.ECAPA_TDNN.ECAPA_TDNN
+    input_size: !ref <n_mels>
+    channels: {channels}
+    kernel_sizes: [5, 3, 3, 3, 1]
+    dilations: [1, 2, 3, 4, 1]
+    attention_channels: 128
+    lin_neurons: 192
+"""
+
+
+def save_speechbrain(model: nn.Module, channels: list, out_dir) -> tuple:
+    """Save a SpeechBrain ECAPA_TDNN as its pretrained models ship: ``embedding_model.ckpt`` (the
+    state dict, as its Checkpointer writes it) and the embedding part of ``hyperparams.yaml``."""
+    from pathlib import Path
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), out / "embedding_model.ckpt")
+    (out / "hyperparams.yaml").write_text(SPEECHBRAIN_HYPERPARAMS.format(channels=list(channels)), encoding="utf-8")
+    return out / "embedding_model.ckpt", out / "hyperparams.yaml"

@@ -29,7 +29,11 @@ __all__ = ["ECAPATDNNSpeechBrain"]
 
 
 class _Conv(nn.Module):
-    """Conv1d with reflection "same" padding; ``.conv`` holds the weights (SpeechBrain's names)."""
+    """Conv1d with reflection "same" padding; ``.conv`` holds the weights (SpeechBrain's names).
+
+    Inputs no longer than the padding, where reflection is undefined (SpeechBrain raises), are
+    padded by replication instead, so a very short input still gives an embedding.
+    """
 
     def __init__(self, in_ch: int, out_ch: int, kernel_size: int = 1, dilation: int = 1) -> None:
         super().__init__()
@@ -38,7 +42,7 @@ class _Conv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.pad > 0:
-            x = F.pad(x, (self.pad, self.pad), mode="reflect")
+            x = F.pad(x, (self.pad, self.pad), mode="reflect" if x.size(-1) > self.pad else "replicate")
         return self.conv(x)
 
 
