@@ -34,6 +34,8 @@ TINY = {
     "resnet221": {"base_channels": 2, "embed_dim": 16},
     "resnet293": {"base_channels": 2, "embed_dim": 16, "two_emb_layer": True},
     "campplus": {"growth_rate": 4, "bn_size": 2, "init_channels": 16, "embed_dim": 16},
+    "redimnet": {"config": "B0", "embed_dim": 16},
+    **{f"redimnet_b{i}": {"embed_dim": 16, "base_channels": 2} for i in range(7)},
     "ecapa_tdnn_speechbrain": {"channels": [16, 16, 16, 16, 48], "embed_dim": 16, "se_channels": 8, "attention_channels": 8},
 }
 

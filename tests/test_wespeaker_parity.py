@@ -88,3 +88,36 @@ def test_campplus_matches_wespeaker(clip: torch.Tensor, tmp_path: Path) -> None:
     diff = rel_diff(wespeaker_embed(peer, clip, window_type="povey", int16=False), emb)
     print(f"CAMPPlus: max relative difference {diff:.2e}")
     assert diff < PARITY_RTOL
+
+
+@pytest.mark.parametrize("config", ["B0", "B1", "B2", "B3", "B4", "B5", "B6"])
+def test_redimnet_matches_wespeaker(config: str, clip: torch.Tensor, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    feat_dim = 60 if config == "B0" else 72
+    args = {"feat_dim": feat_dim, "embed_dim": 192, "pooling_func": "ASTP", "two_emb_layer": False}
+    peer = randomize(getattr(wespeaker_models("redimnet"), f"ReDimNet{config}")(**args), 7)
+    with torch.no_grad():  # non-uniform mixing of the stage outputs (zeros, i.e. uniform, at init)
+        for w in list(peer.backbone.inputs_weights)[1:]:
+            w.normal_()
+    from _peers import save_wespeaker
+
+    from speakerid.extract import load_experiment
+    from speakerid.interop import import_model
+
+    ckpt, cfg_path = save_wespeaker(peer, f"ReDimNet{config}", args, tmp_path / "ws")
+    cfg_text = cfg_path.read_text().replace("num_mel_bins: 80", f"num_mel_bins: {feat_dim}")
+    cfg_path.write_text(cfg_text)
+    extractor = load_experiment(import_model("wespeaker", tmp_path / "exp", checkpoint=ckpt, config=cfg_path))[0]
+    assert count_parameters(extractor.encoder) == count_parameters(peer)
+    wave = clip[:16000]  # 1 s keeps B6 quick
+    with torch.no_grad():
+        emb = extractor(wave.unsqueeze(0))[0]
+    import torchaudio.compliance.kaldi as kaldi
+
+    feats = kaldi.fbank((wave * 32768.0).unsqueeze(0), num_mel_bins=feat_dim, frame_length=25, frame_shift=10,
+                        sample_frequency=16000, window_type="hamming")
+    with torch.no_grad():
+        ref = peer((feats - feats.mean(0)).unsqueeze(0))[-1][0]
+    diff = rel_diff(ref, emb)
+    print(f"ReDimNet{config}: max relative difference {diff:.2e}")
+    assert diff < PARITY_RTOL

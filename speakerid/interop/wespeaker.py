@@ -5,7 +5,7 @@ Toolkit", ICASSP 2023) saves a state dict (encoder plus the ``projection.*`` los
 config with ``model`` (a constructor name such as ``ResNet34``), ``model_args`` and
 ``dataset_args.fbank_args``. Each supported constructor maps to a speakerid model whose
 computation is the same (tests/test_wespeaker_parity.py: within 1e-4 relative through both
-front ends); the weights keep their names, except ECAPA-TDNN's, which are renamed.
+front ends); the weights keep their names, except ECAPA-TDNN's and ReDimNet's, which are renamed.
 
 Front end (``wespeaker/cli/speaker.py``): Kaldi fbank of the int16-valued samples
 (``torchaudio.load(normalize=False)``) with a hamming window, then CMN; for CAM++ and ERes2Net the
@@ -94,6 +94,18 @@ def _ecapa_rename(key: str) -> str:
     return key
 
 
+def _redimnet_kwargs(name: str, args: dict[str, Any], source: str) -> dict[str, Any]:
+    _only(args, {"pooling_func": "ASTP", "two_emb_layer": None}, source, name)
+    return {"embed_dim": int(args.get("embed_dim", 192)), "two_emb_layer": bool(args.get("two_emb_layer", False))}
+
+
+def _redimnet_rename(config: str) -> Callable[[str], str]:
+    from speakerid.models.redimnet import REDIMNET_CONFIGS, wespeaker_key
+
+    num_stages = len(REDIMNET_CONFIGS[config][2])
+    return lambda key: wespeaker_key(key, num_stages)
+
+
 ARCHITECTURES: dict[str, Architecture] = {
     **{f"ResNet{d}": Architecture(f"resnet{d}", _resnet_kwargs) for d in (18, 34, 50, 101, 152, 221, 293)},
     **{
@@ -101,6 +113,8 @@ ARCHITECTURES: dict[str, Architecture] = {
         for name in ("ECAPA_TDNN_c512", "ECAPA_TDNN_c1024", "ECAPA_TDNN_GLOB_c512", "ECAPA_TDNN_GLOB_c1024")
     },
     "CAMPPlus": Architecture("campplus", _campplus_kwargs, window_type="povey", wave_scale="float"),
+    **{f"ReDimNet{b}": Architecture(f"redimnet_{b.lower()}", _redimnet_kwargs, _redimnet_rename(b))
+       for b in ("B0", "B1", "B2", "B3", "B4", "B5", "B6")},
 }
 
 

@@ -18,6 +18,7 @@ from .campplus import CAMPPlus
 from .ecapa_tdnn import ECAPATDNN, ECAPATDNNC512, ECAPATDNNC1024
 from .ecapa_tdnn_speechbrain import ECAPATDNNSpeechBrain
 from .pooling import ASTP, TSTP, build_pooling
+from .redimnet import ReDimNet, ReDimNetB0, ReDimNetB1, ReDimNetB2, ReDimNetB3, ReDimNetB4, ReDimNetB5, ReDimNetB6
 from .resnet import ResNet, ResNet18, ResNet34, ResNet50, ResNet101, ResNet152, ResNet221, ResNet293
 
 if TYPE_CHECKING:
@@ -42,6 +43,7 @@ __all__ = [
     "ResNet152",
     "ResNet221",
     "ResNet293",
+    "ReDimNet",
     "TSTP",
     "ASTP",
     "build_pooling",
@@ -61,6 +63,14 @@ MODELS: dict[str, type[nn.Module]] = {
     "resnet293": ResNet293,
     "campplus": CAMPPlus,
     "ecapa_tdnn_speechbrain": ECAPATDNNSpeechBrain,
+    "redimnet": ReDimNet,
+    "redimnet_b0": ReDimNetB0,
+    "redimnet_b1": ReDimNetB1,
+    "redimnet_b2": ReDimNetB2,
+    "redimnet_b3": ReDimNetB3,
+    "redimnet_b4": ReDimNetB4,
+    "redimnet_b5": ReDimNetB5,
+    "redimnet_b6": ReDimNetB6,
 }
 
 
