@@ -37,6 +37,7 @@ ARCHS = {
     "ecapa_tdnn GLOB c512": ("ecapa_tdnn", "ECAPA_TDNN_GLOB_c512", {"feat_dim": 80, "embed_dim": 192, "pooling_func": "ASTP"}),
     "ecapa_tdnn GLOB c1024": ("ecapa_tdnn", "ECAPA_TDNN_GLOB_c1024", {"feat_dim": 80, "embed_dim": 192, "pooling_func": "ASTP"}),
     "campplus": ("campplus", "CAMPPlus", {"feat_dim": 80, "embed_dim": 512, "pooling_func": "TSTP"}),
+    "redimnet B2": ("redimnet", "ReDimNetB2", {"feat_dim": 72, "embed_dim": 192, "pooling_func": "ASTP", "two_emb_layer": False}),
     # SpeechBrain's ECAPA_TDNN as in speechbrain/spkrec-ecapa-voxceleb (C=1024, MFA 3072)
     "speechbrain ecapa c1024": ("speechbrain", "ECAPA_TDNN", {"channels": [1024, 1024, 1024, 1024, 3072]}),
 }
@@ -59,6 +60,7 @@ def build_and_import(arch: str, tmp: Path):
         return peer, import_model("speechbrain", tmp / "exp", checkpoint=ckpt, config=config)
     peer = randomize(getattr(wespeaker_models(module), ctor)(**model_args), 1)
     ckpt, config = save_wespeaker(peer, ctor, model_args, tmp / "ws")
+    config.write_text(config.read_text().replace("num_mel_bins: 80", f"num_mel_bins: {model_args['feat_dim']}"))
     return peer, import_model("wespeaker", tmp / "exp", checkpoint=ckpt, config=config)
 
 
@@ -99,7 +101,7 @@ def main() -> None:
     from speakerid.extract import load_experiment
 
     print(f"# bench_import: torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-          f"allocator glibc malloc, {args.frames} frames x 80 bins, repeats {args.repeats}, medians")
+          f"allocator glibc malloc, {args.frames} frames x 80 bins (72 for ReDimNet), repeats {args.repeats}, medians")
     print(f"# {'architecture':24s} {'batch':>5s} {'thr':>3s} {'peer ms':>9s} {'ours ms':>9s} {'peer/ours':>9s}")
     tmp = Path(tempfile.mkdtemp(prefix="bench_import."))
     exports = []
@@ -108,13 +110,14 @@ def main() -> None:
         extractor, cfg = load_experiment(exp)
         ours = extractor.encoder.eval()
         g = torch.Generator().manual_seed(0)
-        x1 = torch.randn(1, args.frames, 80, generator=g)
+        bins = int(cfg.features.num_mel_bins)
+        x1 = torch.randn(1, args.frames, bins, generator=g)
         with torch.no_grad():
             diff = rel_diff(_last(peer(x1)), ours(x1))
         for threads in args.threads:
             torch.set_num_threads(threads)
             for batch in args.batches:
-                x = torch.randn(batch, args.frames, 80, generator=g)
+                x = torch.randn(batch, args.frames, bins, generator=g)
                 tp, to = time_pair(peer, ours, x, args.repeats)
                 print(f"  {arch:24s} {batch:5d} {threads:3d} {1e3 * tp:9.1f} {1e3 * to:9.1f} {tp / to:9.2f}", flush=True)
         print(f"  {arch:24s} max relative embedding difference {diff:.1e}", flush=True)
