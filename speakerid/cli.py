@@ -364,34 +364,26 @@ def _add_features(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_import(sub: argparse._SubParsersAction) -> None:
-    p = _parser(
-        sub,
-        "import",
-        "Import another toolkit's checkpoint as a speakerid experiment dir (config.yaml + model.pt), "
-        "usable by extract / enroll / verify / identify / export.",
-        "speakerid import --from wespeaker --checkpoint voxceleb_resnet34/avg_model.pt "
-        "--config voxceleb_resnet34/config.yaml --out exp/ws_resnet34\n"
-        "  speakerid import --from speechbrain --checkpoint spkrec-ecapa-voxceleb/embedding_model.ckpt "
-        "--config spkrec-ecapa-voxceleb/hyperparams.yaml --out exp/sb_ecapa",
-    )
+    p = _parser(sub, "import", "Import another toolkit's checkpoint as an experiment dir (config.yaml + model.pt) "
+                "that extract / enroll / verify / identify / export use",
+                "speakerid import --from wespeaker --checkpoint resnet34/avg_model.pt --config resnet34/config.yaml "
+                "--out exp/ws_resnet34\n  speakerid import --from speechbrain --checkpoint sb/embedding_model.ckpt "
+                "--config sb/hyperparams.yaml --out exp/sb_ecapa")
     p.add_argument("--from", dest="source", required=True, choices=["wespeaker", "speechbrain"], help="source toolkit")
-    p.add_argument("--checkpoint", required=True, help="the source's weights (WeSpeaker: avg_model.pt; SpeechBrain: embedding_model.ckpt)")
-    p.add_argument("--config", required=True, help="the source's config (WeSpeaker: its training config.yaml; SpeechBrain: hyperparams.yaml)")
-    p.add_argument("--norm-stats", help="SpeechBrain only: mean_var_norm_emb.ckpt, to subtract its global embedding mean")
-    p.add_argument("--out", required=True, help="experiment dir to write (must be new or empty unless --force)")
+    p.add_argument("--checkpoint", required=True, help="weights: WeSpeaker avg_model.pt, SpeechBrain embedding_model.ckpt")
+    p.add_argument("--config", required=True, help="WeSpeaker's training config.yaml, SpeechBrain's hyperparams.yaml")
+    p.add_argument("--norm-stats", help="SpeechBrain only: mean_var_norm_emb.ckpt (subtract its global embedding mean)")
+    p.add_argument("--out", required=True, help="experiment dir to write (new or empty unless --force)")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.add_argument("--window-type", choices=["povey", "hamming", "hanning", "rectangular"],
-                   help="override the source's fbank window (default: what the source's inference uses)")
-    p.add_argument("--wave-scale", choices=["int16", "float"],
-                   help="override the wave scale the fbank sees (default: what the source's inference uses)")
+                   help="WeSpeaker only: override the fbank window (default: what its inference uses)")
+    p.add_argument("--wave-scale", choices=["int16", "float"], help="WeSpeaker only: override the wave scale")
 
     def run(a: argparse.Namespace) -> int:
         from speakerid.interop import import_model
 
-        options = {"window_type": a.window_type, "wave_scale": a.wave_scale}
-        if a.norm_stats is not None:
-            options["norm_stats"] = a.norm_stats
-        print(import_model(a.source, a.out, checkpoint=a.checkpoint, config=a.config, force=a.force, **options))
+        print(import_model(a.source, a.out, checkpoint=a.checkpoint, config=a.config, force=a.force,
+                           norm_stats=a.norm_stats, window_type=a.window_type, wave_scale=a.wave_scale))
         return 0
 
     p.set_defaults(func=run)

@@ -49,6 +49,7 @@ import torchaudio.compliance.kaldi as kaldi
 from torch import Tensor, nn
 
 from speakerid.config import FeatureConfig
+from speakerid.frontend_choices import WAVE_SCALES, WINDOW_TYPES, mel_for_scale, wave_scale_factor, window_function  # noqa: F401
 
 logger = logging.getLogger(__name__)
 
@@ -79,32 +80,6 @@ def num_frames(num_samples: int, sample_rate: int = 16000, frame_length_ms: floa
 def povey_window(window: int, device: Optional[torch.device] = None, dtype: torch.dtype = torch.float32) -> Tensor:
     """Kaldi's povey window: a symmetric Hann window raised to 0.85 (zero at both ends)."""
     return torch.hann_window(window, periodic=False, device=device, dtype=dtype).pow(0.85)
-
-
-#: Kaldi's ``--window-type`` choices (feature-window.cc), by FeatureConfig.window_type.
-WINDOW_TYPES = ("povey", "hamming", "hanning", "rectangular")
-#: FeatureConfig.wave_scale -> factor applied to a [-1, 1] wave before the fbank.
-WAVE_SCALES = {"int16": 32768.0, "float": 1.0}
-
-
-def window_function(window_type: str, window: int, device: Optional[torch.device] = None) -> Tensor:
-    """Kaldi's analysis window of ``window`` samples (povey, hamming 0.54/0.46, hanning, rectangular)."""
-    if window_type == "povey":
-        return povey_window(window, device=device)
-    if window_type == "hamming":
-        return torch.hamming_window(window, periodic=False, alpha=0.54, beta=0.46, device=device)
-    if window_type == "hanning":
-        return torch.hann_window(window, periodic=False, device=device)
-    if window_type == "rectangular":
-        return torch.ones(window, device=device)
-    raise ValueError(f"features.window_type: unknown window {window_type!r}; choose one of {list(WINDOW_TYPES)}")
-
-
-def wave_scale_factor(wave_scale: str) -> float:
-    """The factor of a FeatureConfig.wave_scale name (the mel matrix carries its square)."""
-    if wave_scale not in WAVE_SCALES:
-        raise ValueError(f"features.wave_scale: unknown scale {wave_scale!r}; choose one of {sorted(WAVE_SCALES)}")
-    return WAVE_SCALES[wave_scale]
 
 
 def mel_matrix(num_mel_bins: int, fft_size: int, sample_rate: int) -> Tensor:
@@ -294,17 +269,9 @@ def _constants(
     if key not in _CONSTANTS:
         _CONSTANTS[key] = (
             window_function(window_type, window, device=device),
-            _mel_for_scale(num_mel_bins, fft_size, sample_rate, wave_scale).to(device),
+            mel_for_scale(num_mel_bins, fft_size, sample_rate, wave_scale).to(device),
         )
     return _CONSTANTS[key]
-
-
-def _mel_for_scale(num_mel_bins: int, fft_size: int, sample_rate: int, wave_scale: str) -> Tensor:
-    """The mel matrix times the square of the wave scale (exact: both factors are powers of two)."""
-    factor = wave_scale_factor(wave_scale)
-    if factor == 32768.0:
-        return scaled_mel_matrix(num_mel_bins, fft_size, sample_rate)
-    return mel_matrix(num_mel_bins, fft_size, sample_rate) * (factor * factor)
 
 
 def fbank(
@@ -375,7 +342,7 @@ class Fbank(nn.Module):
         self.sliding_cmn_frames = int(sliding_cmn_frames)
         self.cpu_block_frames = CPU_BLOCK_FRAMES
         self.register_buffer("window_fn", window_function(self.window_type, window), persistent=False)
-        self.register_buffer("mel_t", _mel_for_scale(num_mel_bins, fft_size, sample_rate, self.wave_scale), persistent=False)
+        self.register_buffer("mel_t", mel_for_scale(num_mel_bins, fft_size, sample_rate, self.wave_scale), persistent=False)
 
     @classmethod
     def from_config(cls, cfg: FeatureConfig, train: bool = False) -> nn.Module:
