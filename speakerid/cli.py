@@ -369,9 +369,9 @@ def _add_import(sub: argparse._SubParsersAction) -> None:
                 "speakerid import --from wespeaker --checkpoint resnet34/avg_model.pt --config resnet34/config.yaml "
                 "--out exp/ws_resnet34\n  speakerid import --from speechbrain --checkpoint sb/embedding_model.ckpt "
                 "--config sb/hyperparams.yaml --out exp/sb_ecapa")
-    p.add_argument("--from", dest="source", required=True, choices=["wespeaker", "speechbrain"], help="source toolkit")
-    p.add_argument("--checkpoint", required=True, help="weights: WeSpeaker avg_model.pt, SpeechBrain embedding_model.ckpt")
-    p.add_argument("--config", required=True, help="WeSpeaker's training config.yaml, SpeechBrain's hyperparams.yaml")
+    p.add_argument("--from", dest="source", required=True, choices=["wespeaker", "speechbrain", "onnx"], help="source toolkit")
+    p.add_argument("--checkpoint", required=True, help="WeSpeaker avg_model.pt, SpeechBrain embedding_model.ckpt, or model.onnx")
+    p.add_argument("--config", help="WeSpeaker's config.yaml, SpeechBrain's hyperparams.yaml (optional for onnx)")
     p.add_argument("--norm-stats", help="SpeechBrain only: mean_var_norm_emb.ckpt (subtract its global embedding mean)")
     p.add_argument("--out", required=True, help="experiment dir to write (new or empty unless --force)")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")

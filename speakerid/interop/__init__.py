@@ -3,7 +3,9 @@
 >>> from speakerid.interop import import_model
 >>> import_model("wespeaker", checkpoint="avg_model.pt", config="config.yaml", out="exp/ws_resnet34")
 
-Each importer writes ``config.yaml`` + ``model.pt`` (+ ``import.json``), which ``extract``,
+Sources: ``wespeaker`` (avg_model.pt + config.yaml), ``speechbrain`` (embedding_model.ckpt +
+hyperparams.yaml), ``onnx`` (an ONNX encoder run by onnxruntime). Each importer writes
+``config.yaml`` + ``model.pt`` (+ ``import.json``), which ``extract``,
 ``enroll``, ``verify``, ``identify`` and ``export`` use as they use a trained experiment.
 """
 
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .experiment import ModelImportError
+from .onnx import import_onnx
 from .speechbrain import import_speechbrain
 from .wespeaker import import_wespeaker
 
@@ -22,6 +25,7 @@ __all__ = ["IMPORTERS", "ModelImportError", "import_model"]
 IMPORTERS: dict[str, Callable[..., Path]] = {
     "wespeaker": import_wespeaker,
     "speechbrain": import_speechbrain,
+    "onnx": import_onnx,
 }
 
 

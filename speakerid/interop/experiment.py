@@ -58,21 +58,26 @@ def check_state_dict(cfg: TrainConfig, state: dict[str, torch.Tensor], source: s
 
 def write_experiment(
     out: str | os.PathLike, cfg: TrainConfig, state: dict[str, torch.Tensor], provenance: dict[str, Any],
-    force: bool = False, source: str = "<checkpoint>",
+    force: bool = False, source: str = "<checkpoint>", files: dict[str, Path] | None = None, check: bool = True,
 ) -> Path:
-    """Check ``state`` against ``cfg``'s encoder, then write ``out/{config.yaml, model.pt, import.json}``.
+    """Check ``state`` against ``cfg``'s encoder, then write ``out/{config.yaml, model.pt, import.json}``
+    (plus ``files``: name in ``out`` -> source path, copied).
 
-    ``out`` must not exist or be empty unless ``force`` (then it is replaced as a whole).
+    ``check=False`` skips building the encoder (its files only exist once ``out`` is in place;
+    the caller checked ``state`` itself). ``out`` must not exist or be empty unless ``force``
+    (then it is replaced as a whole).
     """
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
         raise ModelImportError(f"{out}: exists and is not empty; pass --force to replace it")
-    encoder = check_state_dict(cfg, state, source)
+    weights = check_state_dict(cfg, state, source).state_dict() if check else state
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
+        for name, src in (files or {}).items():
+            shutil.copyfile(src, stage / name)
         save_config(cfg, stage / "config.yaml")
-        torch.save({k: v.detach().clone().contiguous() for k, v in encoder.state_dict().items()}, stage / "model.pt")
+        torch.save({k: v.detach().clone().contiguous() for k, v in weights.items()}, stage / "model.pt")
         (stage / "import.json").write_text(json.dumps(provenance, indent=1, sort_keys=True, default=str) + "\n", encoding="utf-8")
         os.chmod(stage, 0o777 & ~_umask())
         old = None

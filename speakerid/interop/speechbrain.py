@@ -160,6 +160,8 @@ def import_speechbrain(
     for key, value in unused.items():
         if value is not None:
             raise ModelImportError(f"--{key.replace('_', '-')} does not apply to --from speechbrain (its front end is fixed)")
+    if config is None:
+        raise ModelImportError("--from speechbrain needs --config (its hyperparams.yaml)")
     hp = read_hyperparams(config)
     try:
         state = load_checkpoint(checkpoint)  # torch.load(weights_only=True)

@@ -180,6 +180,8 @@ def import_wespeaker(
     """``avg_model.pt`` + ``config.yaml`` -> speakerid experiment dir ``out`` (see the module doc)."""
     if norm_stats is not None:
         raise ModelImportError("--norm-stats applies to --from speechbrain only")
+    if config is None:
+        raise ModelImportError("--from wespeaker needs --config (the config.yaml beside avg_model.pt)")
     data = wespeaker_config(config)
     try:
         state = load_checkpoint(checkpoint)  # torch.load(weights_only=True)

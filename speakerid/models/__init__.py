@@ -17,6 +17,7 @@ from torch import nn
 from .campplus import CAMPPlus
 from .ecapa_tdnn import ECAPATDNN, ECAPATDNNC512, ECAPATDNNC1024
 from .ecapa_tdnn_speechbrain import ECAPATDNNSpeechBrain
+from .onnx_encoder import OnnxEncoder
 from .pooling import ASTP, TSTP, build_pooling
 from .redimnet import ReDimNet, ReDimNetB0, ReDimNetB1, ReDimNetB2, ReDimNetB3, ReDimNetB4, ReDimNetB5, ReDimNetB6
 from .resnet import ResNet, ResNet18, ResNet34, ResNet50, ResNet101, ResNet152, ResNet221, ResNet293
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MODELS",
+    "INFERENCE_ONLY",
     "ModelConfigError",
     "build_model",
     "build_encoder",
@@ -71,7 +73,12 @@ MODELS: dict[str, type[nn.Module]] = {
     "redimnet_b4": ReDimNetB4,
     "redimnet_b5": ReDimNetB5,
     "redimnet_b6": ReDimNetB6,
+    "onnx_encoder": OnnxEncoder,  # inference only (speakerid import --from onnx)
 }
+
+
+#: Registered encoders that only run inference (no training, no TorchScript).
+INFERENCE_ONLY: frozenset[str] = frozenset({"onnx_encoder"})
 
 
 class ModelConfigError(ValueError):
