@@ -121,3 +121,19 @@ def test_redimnet_matches_wespeaker(config: str, clip: torch.Tensor, tmp_path: P
     diff = rel_diff(ref, emb)
     print(f"ReDimNet{config}: max relative difference {diff:.2e}")
     assert diff < PARITY_RTOL
+
+
+def test_population_std_was_the_resnet34_difference(clip: torch.Tensor) -> None:
+    """The cause of the old resnet34 mismatch: with population-variance statistics (the former
+    default) the same weights give an embedding off by far more than the tolerance."""
+    from speakerid.models.pooling import TSTP
+
+    peer = randomize(wespeaker_models("resnet").ResNet34(feat_dim=80, embed_dim=256), 34)
+    ours = build_model("resnet34", feat_dim=80, embed_dim=256).eval()
+    ours.load_state_dict(peer.state_dict())
+    ours.pool = TSTP(ours.pool.in_dim, unbiased=False)
+    with torch.no_grad():
+        emb = ours(Fbank(window_type="hamming")(clip.unsqueeze(0)))[0]
+    diff = rel_diff(wespeaker_embed(peer, clip), emb)
+    print(f"ResNet34 with population-std TSTP: max relative difference {diff:.2e}")
+    assert diff > 10 * PARITY_RTOL
