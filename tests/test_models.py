@@ -133,3 +133,21 @@ def test_build_model_errors(name: str, kwargs: dict, message: str) -> None:
     with pytest.raises(ModelConfigError, match=message):
         build_model(name, **kwargs)
     assert issubclass(ModelConfigError, ValueError)
+
+
+@pytest.mark.parametrize("name,bound", [("ecapa_tdnn", 1e-4), ("resnet34", None)])
+def test_pooling_unbiased_switch(name: str, bound: float | None) -> None:
+    """``pooling_unbiased=False`` restores the population std of models trained before the
+    Bessel-corrected default; for ECAPA-TDNN (context std of the attention only) the two agree
+    within 1e-4 relative, for ResNet (TSTP std in the embedding) they do not."""
+    torch.manual_seed(0)
+    old = build_model(name, feat_dim=80, pooling_unbiased=False).eval()
+    new = build_model(name, feat_dim=80).eval()
+    new.load_state_dict(old.state_dict())
+    x = torch.randn(2, 200, 80)
+    with torch.no_grad():
+        a, b = old(x), new(x)
+    diff = float((a - b).abs().max() / b.abs().max())
+    print(f"{name}: population vs Bessel-corrected pooling std, max relative difference {diff:.1e}")
+    assert not old.pool.unbiased and new.pool.unbiased
+    assert diff < bound if bound is not None else diff > 1e-4

@@ -107,6 +107,8 @@ class ResNet(nn.Module):
         feat_dim, embed_dim: input bins, embedding size (256).
         pooling: "TSTP" (default, as WeSpeaker) or "ASTP".
         two_emb_layer: add ReLU -> BN -> Linear after the first embedding layer (WeSpeaker option).
+        pooling_unbiased: Bessel-corrected std in the pooling (default, as WeSpeaker); False gives
+            the population std of models trained before that default.
     """
 
     def __init__(
@@ -119,6 +121,7 @@ class ResNet(nn.Module):
         block: str = "basic",
         pooling: str = "TSTP",
         two_emb_layer: bool = False,
+        pooling_unbiased: bool = True,
     ) -> None:
         super().__init__()
         if blocks is None:
@@ -146,7 +149,7 @@ class ResNet(nn.Module):
             stages.append(nn.Sequential(*layers))
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         stats_dim = in_planes * _downsampled(feat_dim, 3)
-        self.pool = build_pooling(pooling, stats_dim)
+        self.pool = build_pooling(pooling, stats_dim, unbiased=pooling_unbiased)
         self.seg_1 = nn.Linear(2 * stats_dim, embed_dim)
         if two_emb_layer:
             self.seg_bn_1: nn.Module = nn.BatchNorm1d(embed_dim, affine=False)
