@@ -290,6 +290,32 @@ def _add_features(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _add_import(sub: argparse._SubParsersAction) -> None:
+    p = _parser(sub, "import", "Import another toolkit's checkpoint as an experiment dir (config.yaml + model.pt) "
+                "that extract / enroll / verify / identify / export use",
+                "speakerid import --from wespeaker --checkpoint resnet34/avg_model.pt --config resnet34/config.yaml "
+                "--out exp/ws_resnet34\n  speakerid import --from speechbrain --checkpoint sb/embedding_model.ckpt "
+                "--config sb/hyperparams.yaml --out exp/sb_ecapa")
+    p.add_argument("--from", dest="source", required=True, choices=["wespeaker", "speechbrain", "onnx"], help="source toolkit")
+    p.add_argument("--checkpoint", required=True, help="WeSpeaker avg_model.pt, SpeechBrain embedding_model.ckpt, or model.onnx")
+    p.add_argument("--config", help="WeSpeaker's config.yaml, SpeechBrain's hyperparams.yaml (optional for onnx)")
+    p.add_argument("--norm-stats", help="SpeechBrain only: mean_var_norm_emb.ckpt (subtract its global embedding mean)")
+    p.add_argument("--out", required=True, help="experiment dir to write (new or empty unless --force)")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.add_argument("--window-type", choices=["povey", "hamming", "hanning", "rectangular"],
+                   help="WeSpeaker only: override the fbank window (default: what its inference uses)")
+    p.add_argument("--wave-scale", choices=["int16", "float"], help="WeSpeaker only: override the wave scale")
+
+    def run(a: argparse.Namespace) -> int:
+        from speakerid.interop import import_model
+
+        print(import_model(a.source, a.out, checkpoint=a.checkpoint, config=a.config, force=a.force,
+                           norm_stats=a.norm_stats, window_type=a.window_type, wave_scale=a.wave_scale))
+        return 0
+
+    p.set_defaults(func=run)
+
+
 # [commands end]
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
@@ -306,6 +332,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_eval,
     _add_calibrate,
     _add_features,
+    _add_import,
     # [registry end]
 ]
 

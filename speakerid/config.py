@@ -80,6 +80,10 @@ class FeatureConfig:
     dither: NonNegFloat = 0.0
     cmn: bool = True  # per-utterance mean normalisation
     sliding_cmn_frames: NonNegInt = 0  # >0: sliding-window CMN of that many frames instead
+    # Front-end choices of imported models (speakerid.interop); the defaults are speakerid's own.
+    window_type: Literal["povey", "hamming", "hanning", "rectangular"] = "povey"  # hamming = WeSpeaker
+    wave_scale: Literal["int16", "float"] = "int16"  # fbank of wave x 32768 (Kaldi/WeSpeaker) or as read ([-1, 1])
+    frontend: Literal["kaldi", "speechbrain"] = "kaldi"  # speakerid.features.Fbank or speakerid.features_speechbrain
 
 
 @dataclass

@@ -49,6 +49,7 @@ import torchaudio.compliance.kaldi as kaldi
 from torch import Tensor, nn
 
 from speakerid.config import FeatureConfig
+from speakerid.frontend_choices import WAVE_SCALES, WINDOW_TYPES, mel_for_scale, wave_scale_factor, window_function  # noqa: F401
 
 logger = logging.getLogger(__name__)
 
@@ -259,13 +260,16 @@ def _fbank_batched(
 _CONSTANTS: dict[tuple, tuple[Tensor, Tensor]] = {}
 
 
-def _constants(num_mel_bins: int, window: int, fft_size: int, sample_rate: int, device: torch.device) -> tuple[Tensor, Tensor]:
-    """Window and mel matrix, computed once per (geometry, device) and cached."""
-    key = (num_mel_bins, window, fft_size, sample_rate, str(device))
+def _constants(
+    num_mel_bins: int, window: int, fft_size: int, sample_rate: int, device: torch.device,
+    window_type: str = "povey", wave_scale: str = "int16",
+) -> tuple[Tensor, Tensor]:
+    """Window and mel matrix, computed once per (geometry, window, scale, device) and cached."""
+    key = (num_mel_bins, window, fft_size, sample_rate, str(device), window_type, wave_scale)
     if key not in _CONSTANTS:
         _CONSTANTS[key] = (
-            povey_window(window, device=device),
-            scaled_mel_matrix(num_mel_bins, fft_size, sample_rate).to(device),
+            window_function(window_type, window, device=device),
+            mel_for_scale(num_mel_bins, fft_size, sample_rate, wave_scale).to(device),
         )
     return _CONSTANTS[key]
 
@@ -281,6 +285,8 @@ def fbank(
     sliding_cmn_frames: int = 0,
     generator: Optional[torch.Generator] = None,
     lengths: Optional[Tensor] = None,
+    window_type: str = "povey",
+    wave_scale: str = "int16",
 ) -> Tensor:
     """Kaldi log-mel fbank of ``wave [..., T]`` (float in [-1, 1]) -> ``[..., frames, num_mel_bins]``.
 
@@ -290,12 +296,13 @@ def fbank(
     (``sliding_cmn_frames > 0``: Kaldi's centred sliding window of that many frames).
     ``lengths [B]``: valid samples per row of a zero-padded batch (CMN ignores padding,
     padded frames are 0). Without CMN this matches ``torchaudio.compliance.kaldi.fbank(wave *
-    32768, num_mel_bins=num_mel_bins, dither=0)`` within float32 rounding.
+    32768, num_mel_bins=num_mel_bins, dither=0)`` within float32 rounding. ``window_type`` and
+    ``wave_scale`` are Kaldi's ``--window-type`` and the wave's scale (``"float"``: no x 32768).
     """
     if not wave.is_floating_point():
         raise TypeError(f"fbank expects a float waveform in [-1, 1], got dtype {wave.dtype}")
     window, shift, fft_size = frame_geometry(sample_rate, frame_length_ms, frame_shift_ms)
-    window_fn, mel_t = _constants(num_mel_bins, window, fft_size, sample_rate, wave.device)
+    window_fn, mel_t = _constants(num_mel_bins, window, fft_size, sample_rate, wave.device, window_type, wave_scale)
     return _fbank_batched(
         wave, window_fn, mel_t, window, shift, fft_size, float(dither), cmn, int(sliding_cmn_frames), lengths, generator,
         CPU_BLOCK_FRAMES,
@@ -318,9 +325,13 @@ class Fbank(nn.Module):
         dither: float = 0.0,
         cmn: bool = True,
         sliding_cmn_frames: int = 0,
+        window_type: str = "povey",
+        wave_scale: str = "int16",
     ) -> None:
         super().__init__()
         window, shift, fft_size = frame_geometry(sample_rate, frame_length_ms, frame_shift_ms)
+        self.window_type = str(window_type)
+        self.wave_scale = str(wave_scale)
         self.sample_rate = int(sample_rate)
         self.num_mel_bins = int(num_mel_bins)
         self.window = window
@@ -330,12 +341,22 @@ class Fbank(nn.Module):
         self.cmn = bool(cmn)
         self.sliding_cmn_frames = int(sliding_cmn_frames)
         self.cpu_block_frames = CPU_BLOCK_FRAMES
-        self.register_buffer("window_fn", povey_window(window), persistent=False)
-        self.register_buffer("mel_t", scaled_mel_matrix(num_mel_bins, fft_size, sample_rate), persistent=False)
+        self.register_buffer("window_fn", window_function(self.window_type, window), persistent=False)
+        self.register_buffer("mel_t", mel_for_scale(num_mel_bins, fft_size, sample_rate, self.wave_scale), persistent=False)
 
     @classmethod
-    def from_config(cls, cfg: FeatureConfig, train: bool = False) -> "Fbank":
-        """Build from a :class:`speakerid.config.FeatureConfig`; dither only when ``train``."""
+    def from_config(cls, cfg: FeatureConfig, train: bool = False) -> nn.Module:
+        """Build from a :class:`speakerid.config.FeatureConfig`; dither only when ``train``.
+
+        ``cfg.frontend == "speechbrain"`` gives :class:`speakerid.features_speechbrain.SpeechBrainFbank`
+        (imported SpeechBrain models), which has the same call signature and attributes.
+        """
+        if cfg.frontend == "speechbrain":
+            from speakerid.features_speechbrain import SpeechBrainFbank  # noqa: PLC0415
+
+            return SpeechBrainFbank(cfg.sample_rate, cfg.num_mel_bins, cfg.frame_length_ms, cfg.frame_shift_ms, cfg.cmn)
+        if cfg.frontend != "kaldi":
+            raise ValueError(f"features.frontend: unknown front end {cfg.frontend!r}; choose 'kaldi' or 'speechbrain'")
         return cls(
             sample_rate=cfg.sample_rate,
             num_mel_bins=cfg.num_mel_bins,
@@ -344,6 +365,8 @@ class Fbank(nn.Module):
             dither=cfg.dither if train else 0.0,
             cmn=cfg.cmn,
             sliding_cmn_frames=cfg.sliding_cmn_frames,
+            window_type=cfg.window_type,
+            wave_scale=cfg.wave_scale,
         )
 
     def num_frames(self, num_samples: int) -> int:
@@ -370,7 +393,8 @@ class Fbank(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"sample_rate={self.sample_rate}, num_mel_bins={self.num_mel_bins}, window={self.window}, "
-            f"shift={self.shift}, dither={self.dither}, cmn={self.cmn}, sliding_cmn_frames={self.sliding_cmn_frames}"
+            f"shift={self.shift}, dither={self.dither}, cmn={self.cmn}, sliding_cmn_frames={self.sliding_cmn_frames}, "
+            f"window_type={self.window_type}, wave_scale={self.wave_scale}"
         )
 
 

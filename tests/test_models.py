@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from speakerid.models import MODELS, ModelConfigError, build_model, count_parameters
+from speakerid.models import INFERENCE_ONLY, MODELS, ModelConfigError, build_model, count_parameters
 from speakerid.models.pooling import ASTP, TSTP, build_pooling
 
 torch.set_num_threads(1)
@@ -17,6 +17,7 @@ PUBLISHED = [
     ("ecapa_tdnn_c1024", {"embed_dim": 192}, 14.65e6),
     ("ecapa_tdnn", {"channels": 1024, "embed_dim": 192}, 14.65e6),
     ("resnet34", {"embed_dim": 256}, 6.63e6),
+    ("campplus", {"embed_dim": 512}, 7.2e6),  # CAM++ paper Table 2
 ]
 
 # Small versions of every registered model, for cheap shape / scripting tests.
@@ -27,6 +28,15 @@ TINY = {
     "resnet": {"depth": 50, "base_channels": 4, "embed_dim": 16},
     "resnet18": {"base_channels": 4, "embed_dim": 16},
     "resnet34": {"base_channels": 4, "embed_dim": 16, "pooling": "ASTP"},
+    "resnet50": {"base_channels": 2, "embed_dim": 16},
+    "resnet101": {"base_channels": 2, "embed_dim": 16},
+    "resnet152": {"base_channels": 2, "embed_dim": 16},
+    "resnet221": {"base_channels": 2, "embed_dim": 16},
+    "resnet293": {"base_channels": 2, "embed_dim": 16, "two_emb_layer": True},
+    "campplus": {"growth_rate": 4, "bn_size": 2, "init_channels": 16, "embed_dim": 16},
+    "redimnet": {"config": "B0", "embed_dim": 16},
+    **{f"redimnet_b{i}": {"embed_dim": 16, "base_channels": 2} for i in range(7)},
+    "ecapa_tdnn_speechbrain": {"channels": [16, 16, 16, 16, 48], "embed_dim": 16, "se_channels": 8, "attention_channels": 8},
 }
 
 
@@ -40,7 +50,7 @@ def test_parameter_counts_match_published(name: str, kwargs: dict, published: fl
 
 
 def test_every_registered_model_has_a_tiny_config() -> None:
-    assert set(TINY) == set(MODELS)
+    assert set(TINY) == set(MODELS) - INFERENCE_ONLY  # onnx_encoder: tests/test_interop_onnx.py
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
@@ -95,10 +105,13 @@ def test_resnet_custom_blocks_and_two_emb_layer() -> None:
 
 def test_pooling_statistics() -> None:
     x = torch.randn(2, 5, 30)
-    stats = TSTP(5)(x)
+    torch.testing.assert_close(TSTP(5)(x)[:, 5:], x.std(-1, unbiased=True), rtol=1e-4, atol=1e-4)  # as WeSpeaker
+    single = TSTP(5)(x[..., :1])  # one frame: no Bessel correction, finite (torch.var would give NaN)
+    assert torch.isfinite(single).all() and float(single[:, 5:].max()) < 1e-3
+    stats = TSTP(5, unbiased=False)(x)
     torch.testing.assert_close(stats[:, :5], x.mean(-1))
     torch.testing.assert_close(stats[:, 5:], x.std(-1, unbiased=False), rtol=1e-4, atol=1e-4)
-    # ASTP with constant attention (zero second layer) reduces to TSTP.
+    # ASTP with constant attention (zero second layer) reduces to population-std TSTP.
     astp = ASTP(5, bottleneck_dim=4)
     torch.nn.init.zeros_(astp.linear2.weight)
     torch.nn.init.zeros_(astp.linear2.bias)
@@ -120,3 +133,21 @@ def test_build_model_errors(name: str, kwargs: dict, message: str) -> None:
     with pytest.raises(ModelConfigError, match=message):
         build_model(name, **kwargs)
     assert issubclass(ModelConfigError, ValueError)
+
+
+@pytest.mark.parametrize("name,bound", [("ecapa_tdnn", 1e-4), ("resnet34", None)])
+def test_pooling_unbiased_switch(name: str, bound: float | None) -> None:
+    """``pooling_unbiased=False`` restores the population std of models trained before the
+    Bessel-corrected default; for ECAPA-TDNN (context std of the attention only) the two agree
+    within 1e-4 relative, for ResNet (TSTP std in the embedding) they do not."""
+    torch.manual_seed(0)
+    old = build_model(name, feat_dim=80, pooling_unbiased=False).eval()
+    new = build_model(name, feat_dim=80).eval()
+    new.load_state_dict(old.state_dict())
+    x = torch.randn(2, 200, 80)
+    with torch.no_grad():
+        a, b = old(x), new(x)
+    diff = float((a - b).abs().max() / b.abs().max())
+    print(f"{name}: population vs Bessel-corrected pooling std, max relative difference {diff:.1e}")
+    assert not old.pool.unbiased and new.pool.unbiased
+    assert diff < bound if bound is not None else diff > 1e-4

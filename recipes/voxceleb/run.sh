@@ -9,7 +9,7 @@
 #   7 large-margin fine-tuning (--init-from), then stages 4-6 again on it     8 export
 #
 # Usage: bash recipes/voxceleb/run.sh --vox1 DIR --vox2 DIR --musan DIR --rirs DIR --lists DIR
-#          [--system resnet34_circle|ecapa_c1024_circle|resnet34_aam|ecapa_c1024_aam]
+#          [--system resnet34_circle|ecapa_c1024_circle|campplus_circle|redimnet_b2_circle|resnet34_aam|ecapa_c1024_aam|campplus_aam|redimnet_b2_aam]
 #          [--gpus 8] [--shards] [--set KEY=VALUE ...] [--stage N] [--stop-stage M] [--nj 16]
 # --set overrides a training config value (both training stages), e.g. --set data.num_workers=4
 # --lists holds veri_test2.txt, list_test_all2.txt, list_test_hard2.txt (cleaned trial lists).

@@ -14,25 +14,38 @@ from typing import TYPE_CHECKING
 
 from torch import nn
 
+from .campplus import CAMPPlus
 from .ecapa_tdnn import ECAPATDNN, ECAPATDNNC512, ECAPATDNNC1024
+from .ecapa_tdnn_speechbrain import ECAPATDNNSpeechBrain
+from .onnx_encoder import OnnxEncoder
 from .pooling import ASTP, TSTP, build_pooling
-from .resnet import ResNet, ResNet18, ResNet34
+from .redimnet import ReDimNet, ReDimNetB0, ReDimNetB1, ReDimNetB2, ReDimNetB3, ReDimNetB4, ReDimNetB5, ReDimNetB6
+from .resnet import ResNet, ResNet18, ResNet34, ResNet50, ResNet101, ResNet152, ResNet221, ResNet293
 
 if TYPE_CHECKING:
     from speakerid.config import TrainConfig
 
 __all__ = [
     "MODELS",
+    "INFERENCE_ONLY",
     "ModelConfigError",
     "build_model",
     "build_encoder",
     "count_parameters",
+    "CAMPPlus",
     "ECAPATDNN",
     "ECAPATDNNC512",
     "ECAPATDNNC1024",
+    "ECAPATDNNSpeechBrain",
     "ResNet",
     "ResNet18",
     "ResNet34",
+    "ResNet50",
+    "ResNet101",
+    "ResNet152",
+    "ResNet221",
+    "ResNet293",
+    "ReDimNet",
     "TSTP",
     "ASTP",
     "build_pooling",
@@ -45,7 +58,27 @@ MODELS: dict[str, type[nn.Module]] = {
     "resnet": ResNet,
     "resnet18": ResNet18,
     "resnet34": ResNet34,
+    "resnet50": ResNet50,
+    "resnet101": ResNet101,
+    "resnet152": ResNet152,
+    "resnet221": ResNet221,
+    "resnet293": ResNet293,
+    "campplus": CAMPPlus,
+    "ecapa_tdnn_speechbrain": ECAPATDNNSpeechBrain,
+    "redimnet": ReDimNet,
+    "redimnet_b0": ReDimNetB0,
+    "redimnet_b1": ReDimNetB1,
+    "redimnet_b2": ReDimNetB2,
+    "redimnet_b3": ReDimNetB3,
+    "redimnet_b4": ReDimNetB4,
+    "redimnet_b5": ReDimNetB5,
+    "redimnet_b6": ReDimNetB6,
+    "onnx_encoder": OnnxEncoder,  # inference only (speakerid import --from onnx)
 }
+
+
+#: Registered encoders that only run inference (no training, no TorchScript).
+INFERENCE_ONLY: frozenset[str] = frozenset({"onnx_encoder"})
 
 
 class ModelConfigError(ValueError):

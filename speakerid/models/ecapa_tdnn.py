@@ -119,6 +119,8 @@ class ECAPATDNN(nn.Module):
         attention_dim: bottleneck of the attentive pooling (128).
         pooling: "ASTP" (attentive, paper) or "TSTP" (plain mean+std).
         global_context: ASTP with the utterance mean/std appended (context-dependent, paper).
+        pooling_unbiased: Bessel-corrected context std (default, as WeSpeaker); False gives the
+            population std of models trained before that default.
     """
 
     def __init__(
@@ -132,6 +134,7 @@ class ECAPATDNN(nn.Module):
         attention_dim: int = 128,
         pooling: str = "ASTP",
         global_context: bool = True,
+        pooling_unbiased: bool = True,
     ) -> None:
         super().__init__()
         self.feat_dim = feat_dim
@@ -143,10 +146,11 @@ class ECAPATDNN(nn.Module):
         self.mfa = nn.Conv1d(3 * channels, mfa_channels, kernel_size=1)
         if pooling.upper() == "ASTP":
             self.pool = build_pooling(
-                "ASTP", mfa_channels, bottleneck_dim=attention_dim, global_context=global_context
+                "ASTP", mfa_channels, bottleneck_dim=attention_dim, global_context=global_context,
+                unbiased=pooling_unbiased,
             )
         else:
-            self.pool = build_pooling(pooling, mfa_channels)
+            self.pool = build_pooling(pooling, mfa_channels, unbiased=pooling_unbiased)
         self.bn = nn.BatchNorm1d(2 * mfa_channels)
         self.linear = nn.Linear(2 * mfa_channels, embed_dim)
 

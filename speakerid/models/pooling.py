@@ -1,11 +1,14 @@
 """Temporal pooling layers: frame-level features ``(batch, channels, frames)`` -> ``(batch, out_dim)``.
 
-Pooling works on channel-first tensors because both encoders produce them that way (1-D convs in
-ECAPA-TDNN; ResNet flattens ``(channels, freq)`` into channels before pooling). Statistics use the
-population variance (``unbiased=False``): it is defined for a single frame, so a very short input
-(or a ResNet input of <= 8 frames, down-sampled to one) yields finite embeddings instead of NaN.
-That differs from WeSpeaker's ``torch.var`` default only by the factor ``T/(T-1)`` (0.5% at 200
-frames), which training absorbs.
+Pooling works on channel-first tensors because the encoders produce them that way (1-D convs in
+ECAPA-TDNN / CAM++; ResNet flattens ``(channels, freq)`` into channels before pooling).
+
+Standard deviations use the unbiased (Bessel-corrected) variance ``1/(T-1) sum_t (h_t - mu)^2``,
+as WeSpeaker's ``torch.var`` does, so WeSpeaker checkpoints give the same embeddings here (the
+population variance differs by ``T/(T-1)``, 0.5% at 200 frames, which moved a ResNet34
+embedding by 1e-3 relative). For a single frame (T = 1, e.g. a ResNet input of <= 8 frames) the
+correction is dropped (variance 0, finite embedding) where ``torch.var`` returns NaN.
+``unbiased=False`` selects the population variance everywhere.
 """
 
 from __future__ import annotations
@@ -13,26 +16,37 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["TSTP", "ASTP", "POOLINGS", "build_pooling"]
+__all__ = ["TSTP", "ASTP", "POOLINGS", "build_pooling", "frame_var_mean"]
+
+
+def frame_var_mean(x: torch.Tensor, unbiased: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """(variance, mean) over the last (time) axis, keepdim; Bessel-corrected when ``unbiased``
+    and more than one frame (see the module docstring)."""
+    var, mean = torch.var_mean(x, dim=-1, keepdim=True, unbiased=False)
+    frames = x.size(-1)
+    if unbiased and frames > 1:
+        var = var * (frames / (frames - 1.0))
+    return var, mean
 
 
 class TSTP(nn.Module):
     """Temporal statistics pooling (x-vector; Snyder et al., ICASSP 2018, Sec. 2.2).
 
     Concatenates the mean and standard deviation over time:
-    ``[mu, sigma]`` with ``mu = 1/T sum_t h_t``, ``sigma = sqrt(1/T sum_t h_t^2 - mu^2)``.
-    Output dimension ``2 * in_dim``; no parameters.
+    ``[mu, sigma]`` with ``mu = 1/T sum_t h_t``, ``sigma = sqrt(1/(T-1) sum_t (h_t - mu)^2 + eps)``
+    (``1/T`` with ``unbiased=False``). Output dimension ``2 * in_dim``; no parameters.
     """
 
-    def __init__(self, in_dim: int, eps: float = 1e-7) -> None:
+    def __init__(self, in_dim: int, eps: float = 1e-7, unbiased: bool = True) -> None:
         super().__init__()
         self.in_dim = in_dim
         self.out_dim = 2 * in_dim
         self.eps = eps
+        self.unbiased = unbiased
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        var, mean = torch.var_mean(x, dim=-1, unbiased=False)
-        return torch.cat([mean, torch.sqrt(var + self.eps)], dim=1)
+        var, mean = frame_var_mean(x, self.unbiased)
+        return torch.cat([mean.squeeze(-1), torch.sqrt(var.squeeze(-1) + self.eps)], dim=1)
 
 
 class ASTP(nn.Module):
@@ -46,24 +60,31 @@ class ASTP(nn.Module):
     mean ``mu~_c = sum_t alpha_{t,c} h_{t,c}`` (Eq. 3) and std
     ``sigma~_c = sqrt(sum_t alpha_{t,c} h_{t,c}^2 - mu~_c^2)`` (Eq. 4). ``f`` is tanh (ReLU trains
     worse here, as WeSpeaker notes). W and v are 1x1 convolutions so no transposes are needed.
+    The context std is Bessel-corrected (``unbiased``, as WeSpeaker); the weighted std is not.
     Output dimension ``2 * in_dim``.
     """
 
     def __init__(
-        self, in_dim: int, bottleneck_dim: int = 128, global_context: bool = True, eps: float = 1e-7
+        self,
+        in_dim: int,
+        bottleneck_dim: int = 128,
+        global_context: bool = True,
+        eps: float = 1e-7,
+        unbiased: bool = True,
     ) -> None:
         super().__init__()
         self.in_dim = in_dim
         self.out_dim = 2 * in_dim
         self.global_context = global_context
         self.eps = eps
+        self.unbiased = unbiased
         att_in = 3 * in_dim if global_context else in_dim
         self.linear1 = nn.Conv1d(att_in, bottleneck_dim, kernel_size=1)  # W, b
         self.linear2 = nn.Conv1d(bottleneck_dim, in_dim, kernel_size=1)  # v, k
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.global_context:
-            var, mean = torch.var_mean(x, dim=-1, keepdim=True, unbiased=False)
+            var, mean = frame_var_mean(x, self.unbiased)
             std = torch.sqrt(var + self.eps)
             frames = x.size(-1)
             x_in = torch.cat([x, mean.expand(-1, -1, frames), std.expand(-1, -1, frames)], dim=1)

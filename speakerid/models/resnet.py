@@ -1,4 +1,4 @@
-"""Thin ResNet speaker encoders (ResNet18/34 and any depth).
+"""Thin ResNet speaker encoders (ResNet18/34/50/101/152/221/293 and any depth).
 
 He et al., "Deep Residual Learning for Image Recognition", CVPR 2016 (Eq. 1, ``y = F(x) + x``;
 basic and bottleneck blocks, Table 1), in the "thin" form used for speaker verification
@@ -7,6 +7,9 @@ Wang et al. ICASSP 2023): a 3x3 input conv without max-pooling, ``base_channels`
 256 over the four stages, frequency and time halved at stages 2-4, then temporal statistics
 pooling over ``(channels * freq)`` and one linear layer to the embedding.
 
+The module tree and state-dict names are WeSpeaker's (``wespeaker/models/resnet.py``), so its
+checkpoints load as they are; with TSTP's Bessel-corrected std (:mod:`.pooling`) the embeddings
+agree with WeSpeaker's within float32 rounding (tests/test_wespeaker_parity.py).
 ResNet34 with feat_dim=80, embed_dim=256 has 6.63M parameters, as WeSpeaker's ResNet34.
 """
 
@@ -18,7 +21,10 @@ from torch import nn
 
 from .pooling import build_pooling
 
-__all__ = ["ResNet", "ResNet18", "ResNet34", "BasicBlock", "Bottleneck", "DEPTHS"]
+__all__ = [
+    "ResNet", "ResNet18", "ResNet34", "ResNet50", "ResNet101", "ResNet152", "ResNet221", "ResNet293",
+    "BasicBlock", "Bottleneck", "DEPTHS",
+]
 
 
 class BasicBlock(nn.Module):
@@ -101,6 +107,8 @@ class ResNet(nn.Module):
         feat_dim, embed_dim: input bins, embedding size (256).
         pooling: "TSTP" (default, as WeSpeaker) or "ASTP".
         two_emb_layer: add ReLU -> BN -> Linear after the first embedding layer (WeSpeaker option).
+        pooling_unbiased: Bessel-corrected std in the pooling (default, as WeSpeaker); False gives
+            the population std of models trained before that default.
     """
 
     def __init__(
@@ -113,6 +121,7 @@ class ResNet(nn.Module):
         block: str = "basic",
         pooling: str = "TSTP",
         two_emb_layer: bool = False,
+        pooling_unbiased: bool = True,
     ) -> None:
         super().__init__()
         if blocks is None:
@@ -140,7 +149,7 @@ class ResNet(nn.Module):
             stages.append(nn.Sequential(*layers))
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         stats_dim = in_planes * _downsampled(feat_dim, 3)
-        self.pool = build_pooling(pooling, stats_dim)
+        self.pool = build_pooling(pooling, stats_dim, unbiased=pooling_unbiased)
         self.seg_1 = nn.Linear(2 * stats_dim, embed_dim)
         if two_emb_layer:
             self.seg_bn_1: nn.Module = nn.BatchNorm1d(embed_dim, affine=False)
@@ -160,15 +169,23 @@ class ResNet(nn.Module):
         return emb
 
 
-class ResNet18(ResNet):
-    """Thin ResNet18 (blocks 2-2-2-2, 32 base channels, TSTP, 256-d)."""
+def _fixed_depth(depth: int, params: str) -> type[ResNet]:
+    """A :class:`ResNet` subclass with ``depth`` fixed (WeSpeaker's ``ResNet<depth>`` constructors)."""
+    block, blocks = DEPTHS[depth]
 
     def __init__(self, feat_dim: int = 80, embed_dim: int = 256, **kwargs) -> None:
-        super().__init__(depth=18, feat_dim=feat_dim, embed_dim=embed_dim, **kwargs)
+        ResNet.__init__(self, depth=depth, feat_dim=feat_dim, embed_dim=embed_dim, **kwargs)
+
+    doc = f"Thin ResNet{depth} ({block} blocks {'-'.join(map(str, blocks))}, 32 base channels, TSTP, 256-d; {params})."
+    return type(f"ResNet{depth}", (ResNet,), {"__init__": __init__, "__doc__": doc, "__module__": __name__})
 
 
-class ResNet34(ResNet):
-    """Thin ResNet34 (blocks 3-4-6-3, 32 base channels, TSTP, 256-d; 6.63M parameters)."""
-
-    def __init__(self, feat_dim: int = 80, embed_dim: int = 256, **kwargs) -> None:
-        super().__init__(depth=34, feat_dim=feat_dim, embed_dim=embed_dim, **kwargs)
+# Parameter counts at feat_dim=80, embed_dim=256 (tests/test_wespeaker_parity.py checks them
+# against WeSpeaker's constructors of the same name).
+ResNet18 = _fixed_depth(18, "4.11M parameters")
+ResNet34 = _fixed_depth(34, "6.63M parameters")
+ResNet50 = _fixed_depth(50, "11.13M parameters")
+ResNet101 = _fixed_depth(101, "15.89M parameters")
+ResNet152 = _fixed_depth(152, "19.81M parameters")
+ResNet221 = _fixed_depth(221, "23.79M parameters")
+ResNet293 = _fixed_depth(293, "28.63M parameters")
