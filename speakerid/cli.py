@@ -32,6 +32,17 @@ def _parser(sub: argparse._SubParsersAction, name: str, help: str, example: str)
 # --- commands ---------------------------------------------------------------------------
 # Each block below belongs to one command; keep them independent.
 
+def _add_threads(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="torch threads (default: $SPEAKERID_THREADS, else usable CPUs / worker processes)")
+
+
+def _threads(a: argparse.Namespace, workers: int = 0) -> None:
+    from speakerid.distributed import apply_thread_policy
+
+    apply_thread_policy(a.threads, workers=workers)
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = _parser(
         sub,
@@ -53,9 +64,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         from speakerid.train import train
 
         cfg = load_config(args.config, overrides=args.overrides)
-        train(cfg, args.data, args.exp, resume=args.resume, init_from=args.init_from)
+        train(cfg, args.data, args.exp, resume=args.resume, init_from=args.init_from, threads=args.threads)
         return 0
 
+    _add_threads(p)
     p.set_defaults(func=run)
 
 
@@ -110,17 +122,18 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
     def run(a: argparse.Namespace) -> int:
         import os
 
-        from speakerid.extract import SegmentPolicy, extract_embeddings
+        from speakerid.extract import extract_embeddings
 
         written = extract_embeddings(
             a.model, a.data, a.out, batch_size=a.batch_size, chunk_utts=a.chunk_utts, num_workers=a.num_workers,
-            device=a.device, policy=SegmentPolicy(max_window_seconds=a.max_window), formats=a.format,
-            progress=not a.no_progress,
+            device=a.device, max_window_seconds=a.max_window, formats=a.format,
+            progress=not a.no_progress, threads=a.threads,
         )
         if int(os.environ.get("RANK", "0")) == 0:
             print(" ".join(str(w) for w in written))
         return 0
 
+    _add_threads(p)
     p.set_defaults(func=run)
 
 
@@ -141,6 +154,7 @@ def _add_enroll(sub: argparse._SubParsersAction) -> None:
 
         from speakerid.enroll import SpeakerDB
 
+        _threads(a)
         if a.list or a.remove:
             with SpeakerDB(a.db) as db:
                 if a.remove:
@@ -162,6 +176,7 @@ def _add_enroll(sub: argparse._SubParsersAction) -> None:
               else f"enrolled {info.name}: {info.num_utts} file(s) in total")
         return 0
 
+    _add_threads(p)
     p.set_defaults(func=run)
 
 
@@ -183,6 +198,7 @@ def _add_verify(sub: argparse._SubParsersAction) -> None:
 
         from speakerid.enroll import SpeakerDB
 
+        _threads(a)
         with SpeakerDB(a.db, a.model, p_target=a.p_target, threshold=a.threshold) as db:
             r = db.verify(a.speaker, a.wav)
         if a.json:
@@ -193,6 +209,7 @@ def _add_verify(sub: argparse._SubParsersAction) -> None:
                   f"threshold={r.threshold:.4f} ({r.threshold_source})")
         return 0 if r.accept else 1
 
+    _add_threads(p)
     p.set_defaults(func=run)
 
 
@@ -210,6 +227,7 @@ def _add_identify(sub: argparse._SubParsersAction) -> None:
 
         from speakerid.enroll import SpeakerDB
 
+        _threads(a)
         with SpeakerDB(a.db, a.model) as db:
             matches = db.identify(a.wav, top_k=a.top_k)
         if a.json:
@@ -220,6 +238,7 @@ def _add_identify(sub: argparse._SubParsersAction) -> None:
                 print(f"{rank}\t{m.speaker}\tcosine={m.score:.4f}{llr}")
         return 0
 
+    _add_threads(p)
     p.set_defaults(func=run)
 
 
@@ -353,6 +372,7 @@ def _add_features(sub: argparse._SubParsersAction) -> None:
         from speakerid.features import compute_features_for_data_dir
 
         cfg = load_config(args.config).features if args.config else FeatureConfig()
+        _threads(args, workers=args.nj if args.nj > 1 else 0)
         scp = compute_features_for_data_dir(
             args.data, args.out, cfg, num_workers=args.nj, utts_per_shard=args.utts_per_shard,
             progress=not args.no_progress,
@@ -360,6 +380,7 @@ def _add_features(sub: argparse._SubParsersAction) -> None:
         print(scp)
         return 0
 
+    _add_threads(p)
     p.set_defaults(func=run)
 
 

@@ -6,7 +6,7 @@
 >>> db.verify("alice", "test.wav").accept
 >>> db.identify("test.wav", top_k=3)
 
-Speaker model: the embedding of every enrolment file (:func:`speakerid.extract.embed_files`,
+Speaker model: the embedding of every enrolment file (:func:`speakerid.inference.embed_files`,
 whole utterances, windows averaged when long) is length-normalised, and the speaker's model
 is the mean of those unit vectors. The DB keeps their float64 SUM and COUNT per speaker
 (enrolling again just adds), plus each embedding with its file path (for auditing or
@@ -26,7 +26,7 @@ not exact.
 
 Safety:
 
-- Every speaker row stores the model fingerprint (:func:`speakerid.extract.model_fingerprint`:
+- Every speaker row stores the model fingerprint (:func:`speakerid.inference.model_fingerprint`:
   sha256 of the encoder weights and the front-end settings); using a speaker with another
   model raises :class:`ModelMismatchError` instead of returning a meaningless score.
 - Enrolment computes all embeddings first, then writes in ONE ``BEGIN IMMEDIATE``
@@ -99,7 +99,7 @@ class ModelMismatchError(SpeakerDBError):
 class SpeakerModel:
     """An embedding extractor with what verification needs: fingerprint, calibration, dev threshold."""
 
-    extractor: object  # speakerid.extract.EmbeddingExtractor
+    extractor: object  # speakerid.inference.EmbeddingExtractor
     fingerprint: str
     calibration: object | None = None  # speakerid.scoring.calibrate.Calibration
     dev_threshold: float | None = None
@@ -108,7 +108,7 @@ class SpeakerModel:
     @classmethod
     def from_experiment(cls, exp_dir: str | os.PathLike, device: str = "cpu") -> "SpeakerModel":
         """Load ``exp_dir`` (model.pt + config.yaml) and, when present, calibration.json and dev_eval.json."""
-        from speakerid.extract import load_experiment, model_fingerprint
+        from speakerid.inference import load_experiment, model_fingerprint
 
         exp_dir = Path(exp_dir)
         extractor, _ = load_experiment(exp_dir, device=device)
@@ -131,7 +131,7 @@ class SpeakerModel:
 
     @classmethod
     def from_extractor(cls, extractor, calibration=None, dev_threshold: float | None = None) -> "SpeakerModel":
-        from speakerid.extract import model_fingerprint
+        from speakerid.inference import model_fingerprint
 
         return cls(extractor, model_fingerprint(extractor), calibration, dev_threshold)
 
@@ -139,7 +139,7 @@ class SpeakerModel:
         """Length-normalised embeddings ``[N, D]`` (float32) of whole files."""
         import torch
 
-        from speakerid.extract import embed_files
+        from speakerid.inference import embed_files
 
         with torch.no_grad():
             emb = embed_files(self.extractor, list(wav_paths)).numpy().astype(np.float64)
