@@ -357,7 +357,7 @@ def _add_features(sub: argparse._SubParsersAction) -> None:
         sub,
         "features",
         "Compute raw log-mel fbank (no CMN, no dither) of a data dir into Kaldi ark/scp: "
-        "DIR/feats/raw_fbank.N.ark shards + DIR/feats.scp. Resumable: finished shards are kept.",
+        "DIR/feats/raw_fbank.KEY.N.ark shards + DIR/feats.scp. Resumable: finished shards are kept.",
         "speakerid features --data data/train --config recipes/mini/conf/ecapa_circle.yaml --nj 4",
     )
     p.add_argument("--data", required=True, help="data dir (wav.scp, utt2spk); feats.scp is written into it")
@@ -369,7 +369,7 @@ def _add_features(sub: argparse._SubParsersAction) -> None:
 
     def run(args: argparse.Namespace) -> int:
         from speakerid.config import FeatureConfig, load_config
-        from speakerid.features import compute_features_for_data_dir
+        from speakerid.data.feature_cache import compute_features_for_data_dir
 
         cfg = load_config(args.config).features if args.config else FeatureConfig()
         _threads(args, workers=args.nj if args.nj > 1 else 0)
