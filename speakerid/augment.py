@@ -28,7 +28,7 @@ import torchaudio.transforms as AT
 from torch import Tensor, nn
 
 from speakerid.audio import load_audio
-from speakerid.config import AugmentConfig, MixupConfig, NoiseConfig, ReverbConfig, SpecAugConfig, SpeedConfig
+from speakerid.config import AugmentConfig, NoiseConfig, ReverbConfig, SpecAugConfig, SpeedConfig
 
 logger = logging.getLogger(__name__)
 
@@ -190,28 +190,21 @@ def mixup(x: Tensor, labels: Tensor, alpha: float, generator: torch.Generator) -
     return mixed, labels, labels[perm.to(labels.device)], lam
 
 
-class MixUp:
-    """:func:`mixup` applied to a batch with probability ``prob`` (``MixupConfig``).
+MIXUP_DOMAINS = ("features", "waveform")
 
-    ``__call__(x, labels, generator) -> (x, labels_a, labels_b, lam)``; an unmixed batch comes
-    back unchanged with ``labels_b = labels_a`` and ``lam = 1.0``, so the loss needs no branch.
-    """
 
-    def __init__(self, alpha: float = 0.2, prob: float = 0.5, domain: str = "features") -> None:
-        if domain not in ("features", "waveform"):
-            raise ValueError(f"mixup.domain must be 'features' or 'waveform', got {domain!r}")
-        if alpha <= 0 or not 0.0 <= prob <= 1.0:
-            raise ValueError(f"mixup: alpha must be > 0 and prob in [0, 1], got {alpha=} {prob=}")
-        self.alpha, self.prob, self.domain = alpha, prob, domain
+def check_mixup(cfg: AugmentConfig, two_views: bool = False) -> None:
+    """The one check of the MixUp settings: a known domain, and no MixUp with two views (MoCo)."""
+    if cfg.mixup.domain not in MIXUP_DOMAINS:
+        raise ValueError(f"augment.mixup.domain must be 'features' or 'waveform', got {cfg.mixup.domain!r}")
+    if cfg.mixup.enabled and two_views:
+        raise ValueError("augment.mixup cannot be combined with two views (MoCo): the key view has no mixed label")
 
-    @classmethod
-    def from_config(cls, cfg: MixupConfig) -> "MixUp":
-        return cls(cfg.alpha, cfg.prob, cfg.domain)
 
-    def __call__(self, x: Tensor, labels: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor, float]:
-        if not _bernoulli(generator, self.prob):
-            return x, labels, labels, 1.0
-        return mixup(x, labels, self.alpha, generator)
+def mixes_waveforms(cfg: AugmentConfig, train: bool) -> bool:
+    """True when MixUp mixes waveforms (so the fbank moves to the batch step)."""
+    check_mixup(cfg)
+    return bool(train and cfg.mixup.enabled and cfg.mixup.domain == "waveform")
 
 
 # --- noise / RIR lists and the audio cache ----------------------------------------------

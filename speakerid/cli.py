@@ -309,7 +309,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     def run(args: argparse.Namespace) -> int:
         import json
 
-        from speakerid.scoring.metrics import evaluate_score_file, format_metrics
+        from speakerid.scoring.evaluate import evaluate_score_file
+        from speakerid.scoring.metrics import format_metrics
 
         m = evaluate_score_file(args.scores, args.trials, args.det, args.hist, args.calibrated)
         print(json.dumps(m.to_dict(), indent=2) if args.json else format_metrics(m))

@@ -64,10 +64,35 @@ def frame_geometry(sample_rate: int, frame_length_ms: float, frame_shift_ms: flo
     return window, shift, fft_size
 
 
+def frames_of(num_samples: int, window: int, shift: int) -> int:
+    """THE frame count (snip_edges=True): frames of ``window`` samples every ``shift``; 0 if shorter than a window."""
+    return 0 if num_samples < window else 1 + (num_samples - window) // shift
+
+
 def num_frames(num_samples: int, sample_rate: int = 16000, frame_length_ms: float = 25.0, frame_shift_ms: float = 10.0) -> int:
     """Number of fbank frames of ``num_samples`` samples (snip_edges=True; 0 if shorter than a window)."""
     window, shift, _ = frame_geometry(sample_rate, frame_length_ms, frame_shift_ms)
-    return 0 if num_samples < window else 1 + (num_samples - window) // shift
+    return frames_of(num_samples, window, shift)
+
+
+def fbank_from_config(
+    wave: Tensor, cfg: FeatureConfig, cmn: Optional[bool] = None, dither: float = 0.0, generator: Optional[torch.Generator] = None
+) -> Tensor:
+    """:func:`fbank` with the settings of a :class:`speakerid.config.FeatureConfig`.
+
+    ``dither`` is explicit (0 unless the caller trains); ``cmn`` overrides the config's (the
+    feature cache stores raw features)."""
+    return fbank(
+        wave,
+        sample_rate=cfg.sample_rate,
+        num_mel_bins=cfg.num_mel_bins,
+        frame_length_ms=cfg.frame_length_ms,
+        frame_shift_ms=cfg.frame_shift_ms,
+        dither=dither,
+        cmn=cfg.cmn if cmn is None else cmn,
+        sliding_cmn_frames=cfg.sliding_cmn_frames,
+        generator=generator,
+    )
 
 
 def povey_window(window: int, device: Optional[torch.device] = None, dtype: torch.dtype = torch.float32) -> Tensor:
@@ -341,7 +366,7 @@ class Fbank(nn.Module):
         )
 
     def num_frames(self, num_samples: int) -> int:
-        return 0 if num_samples < self.window else 1 + (num_samples - self.window) // self.shift
+        return frames_of(num_samples, self.window, self.shift)
 
     def forward(
         self, wave: Tensor, lengths: Optional[Tensor] = None, generator: Optional[torch.Generator] = None

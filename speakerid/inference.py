@@ -202,10 +202,12 @@ def segment_plan(num_samples: int, window: int, shift: int, sample_rate: int, po
     When the utterance is shorter than ``min_seconds`` the single "segment" is longer than
     the utterance: the caller tiles the waveform up to it (see :func:`cut_segments`).
     """
+    from speakerid.features import frames_of
+
     q = policy.length_quantum_frames
     min_frames = max(q, q * math.ceil(policy.min_seconds * sample_rate / shift / q))
     max_frames = max(min_frames, q * int(policy.max_window_seconds * sample_rate / shift / q))
-    frames = 0 if num_samples < window else 1 + (num_samples - window) // shift
+    frames = frames_of(num_samples, window, shift)
     if frames < min_frames:
         return window + shift * (min_frames - 1), [0]
     n = math.ceil(frames / max_frames)

@@ -28,7 +28,7 @@ import torch
 
 from speakerid.config import FeatureConfig
 from speakerid.data.jobs import die_with_parent, inputs_digest, unique_temp
-from speakerid.features import fbank, frame_geometry
+from speakerid.features import fbank_from_config, frame_geometry
 
 logger = logging.getLogger(__name__)
 
@@ -67,15 +67,7 @@ def _write_shard(job: tuple[int, list[tuple[str, str]], str, dict, str]) -> tupl
                 wave, _ = load_audio(path, cfg["sample_rate"])
                 if wave.numel() < frame_geometry(cfg["sample_rate"], cfg["frame_length_ms"], cfg["frame_shift_ms"])[0]:
                     raise ValueError(f"{path}: {wave.numel()} samples, shorter than one analysis window (utterance {utt})")
-                feats = fbank(
-                    wave,
-                    sample_rate=cfg["sample_rate"],
-                    num_mel_bins=cfg["num_mel_bins"],
-                    frame_length_ms=cfg["frame_length_ms"],
-                    frame_shift_ms=cfg["frame_shift_ms"],
-                    dither=0.0,
-                    cmn=False,
-                )
+                feats = fbank_from_config(wave, FeatureConfig(**cfg), cmn=False)
                 offset = fa.tell() + len((utt + " ").encode("utf-8"))
                 kaldiio.save_ark(fa, {utt: feats.numpy()})
                 fs.write(f"{utt} {ark.resolve()}:{offset}\n")

@@ -40,7 +40,9 @@ from torch.utils.data import IterableDataset, get_worker_info
 from speakerid.audio import AudioError, load_audio
 from speakerid.config import AugmentConfig, FeatureConfig
 from speakerid.data.datadir import DataDirError, read_data_dir
-from speakerid.data.dataset import STREAM_CHUNK, ChunkPipeline, _check_mixup, _randint, sample_generator
+from speakerid.augment import check_mixup, mixes_waveforms
+from speakerid.data.dataset import ChunkPipeline, _randint
+from speakerid.data.seeding import STREAM_CHUNK, sample_generator
 from speakerid.data.sampler import derive_seed
 from speakerid.fileio import atomic_path, write_text_atomic
 
@@ -239,8 +241,8 @@ class ShardDataset(IterableDataset):
             )
         counts = {s["name"]: int(s["num_utts"]) for s in meta.get("shards", [])}
         self.num_utts = sum(counts.get(p.name, 0) for p in self.paths)
-        _check_mixup(augment_cfg, two_views)
-        waveform_mixup = train and augment_cfg.mixup.enabled and augment_cfg.mixup.domain == "waveform"
+        check_mixup(augment_cfg, two_views)
+        waveform_mixup = mixes_waveforms(augment_cfg, train)
         self.pipeline = ChunkPipeline(
             feature_cfg, augment_cfg, chunk_frames, train=train, return_waveform=waveform_mixup, pad_mode=pad_mode
         )
