@@ -99,7 +99,7 @@ def _add_shards(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-# --- use: extract / enroll / verify / identify / export (owner: use & recipes) ---------------
+# --- extract / enroll / verify / identify / export ---------------------------------------------
 def _model_arg(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--model", "--exp", dest="model", required=required, metavar="EXP",
                    help="trained experiment dir (config.yaml + model.pt)")
@@ -352,7 +352,7 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-# --- features (owner: features) ---------------------------------------------------------------
+# --- features -----------------------------------------------------------------------------------
 def _add_features(sub: argparse._SubParsersAction) -> None:
     p = _parser(
         sub,
@@ -385,7 +385,6 @@ def _add_features(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-# [commands end]
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_train,

@@ -9,8 +9,10 @@
 * Thread policy (:func:`thread_count`, :func:`apply_thread_policy`): by default a process
   uses as many torch threads as the CPUs it may run on (``os.sched_getaffinity``) divided by
   the processes that share them (its worker processes, the torchrun ranks of the node), at
-  least one; ``--threads N`` or ``SPEAKERID_THREADS=N`` override it. Oversubscribed torch
-  threads wait for cores other processes hold; this keeps the total at the core count.
+  least one; ``--threads N`` or ``SPEAKERID_THREADS=N`` override it (``SPEAKERID_THREADS=torch``:
+  torch's defaults). Oversubscribed torch threads wait for cores other processes hold; this
+  keeps the total at the core count, and ``import speakerid`` makes idle OpenMP threads sleep
+  rather than spin (``OMP_WAIT_POLICY=PASSIVE`` unless set).
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ def thread_count(threads: int | None = None, workers: int = 0) -> int:
     """
     if threads is None:
         env = os.environ.get(THREADS_ENV, "").strip()
+        if env == "torch":  # torch's own defaults, untouched
+            return torch.get_num_threads()
         if env:
             try:
                 threads = int(env)
