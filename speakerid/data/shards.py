@@ -24,7 +24,6 @@ each other at the end of an epoch. A seeded buffer shuffles the samples of each 
 from __future__ import annotations
 
 import glob
-import hashlib
 import io
 import json
 import logging
@@ -42,6 +41,7 @@ from speakerid.config import AugmentConfig, FeatureConfig
 from speakerid.data.datadir import DataDirError, read_data_dir
 from speakerid.augment import check_mixup, mixes_waveforms
 from speakerid.data.dataset import ChunkPipeline, _randint
+from speakerid.data.jobs import die_with_parent, inputs_digest
 from speakerid.data.seeding import STREAM_CHUNK, sample_generator
 from speakerid.data.sampler import derive_seed
 from speakerid.fileio import atomic_path, write_text_atomic
@@ -122,7 +122,7 @@ def write_shards(
         "sample_rate": sample_rate,
         "audio_format": audio_format,
         "seed": seed,
-        "utts_sha1": hashlib.sha1("\n".join(f"{u} {data.wav[u]}" for u in utts).encode()).hexdigest(),
+        "inputs_sha256": inputs_digest((u, data.wav[u]) for u in utts),  # paths, sizes, mtimes
     }
     plan_path = out / SHARD_PLAN
     resume = plan_path.exists() and _read_json(plan_path) == plan
@@ -160,7 +160,7 @@ def _run_jobs(out: Path, todo: list, sample_rate: int, audio_format: str, num_wo
             _write_one_shard(str(out / name), items, sample_rate, audio_format)
             bar.update()
     else:
-        with ProcessPoolExecutor(num_workers) as pool:
+        with ProcessPoolExecutor(num_workers, initializer=die_with_parent) as pool:
             futures = [pool.submit(_write_one_shard, str(out / n), it, sample_rate, audio_format) for n, it in todo]
             for fut in futures:
                 fut.result()
