@@ -19,7 +19,7 @@ import torch.nn as nn
 from speakerid.config import TrainConfig
 from speakerid.data.training import TrainError
 from speakerid.distributed import DistInfo
-from speakerid.inference import EmbeddingExtractor, SegmentPolicy, embed_waves
+from speakerid.inference import SegmentPolicy, mean_embeddings, segment_batches
 
 
 class DevSet:
@@ -45,21 +45,26 @@ class DevSet:
         self.utts: list[str] = needed.tolist()
         self.info = info
         self.sample_rate = cfg.features.sample_rate
-        self.frontend = Fbank.from_config(cfg.features, train=False)
         self.policy = SegmentPolicy.from_config(cfg)
         self.mine = self.utts[info.rank :: info.world_size]
-        self.waves = [load_audio(data.wav[u], self.sample_rate)[0] for u in self.mine]
+        waves = [load_audio(data.wav[u], self.sample_rate)[0] for u in self.mine]
+        # The batches of speakerid.inference.embed_waves, their front end computed once:
+        # extractor(x) == encoder(frontend(x)), so the embeddings are those of `extract`.
+        frontend = Fbank.from_config(cfg.features, train=False)
+        with torch.no_grad():
+            self.batches = [
+                (idx, frontend(x)) for idx, x in segment_batches(waves, frontend.window, frontend.shift, self.sample_rate, self.policy)
+            ]
 
     @torch.no_grad()
     def embeddings(self, encoder: nn.Module) -> np.ndarray:
         """Embeddings ``[N, D]`` of all dev utterances (``self.utts`` order); the encoder is put back in its mode."""
         was_training = encoder.training
-        extractor = EmbeddingExtractor(self.frontend, encoder, self.sample_rate, int(getattr(encoder, "embed_dim", 0) or 0))
-        extractor.eval()
+        encoder.eval()
         try:
-            if not extractor.embed_dim:
-                extractor.embed_dim = int(extractor(torch.zeros(1, self.sample_rate)).shape[-1])
-            local = dict(zip(self.mine, embed_waves(extractor.to(self.info.device), self.waves, self.policy)))
+            dim = int(encoder(self.batches[0][1][:1].to(self.info.device)).shape[-1]) if self.batches else 0
+            emb = mean_embeddings(encoder, self.batches, len(self.mine), dim, self.info.device)
+            local = dict(zip(self.mine, emb))
         finally:
             encoder.train(was_training)
         if self.info.distributed:

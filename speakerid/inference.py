@@ -232,6 +232,42 @@ def _frontend_geometry(extractor: EmbeddingExtractor) -> tuple[int, int]:
     return int(extractor.frontend.window), int(extractor.frontend.shift)
 
 
+def segment_batches(
+    waves: Sequence[Tensor], window: int, shift: int, sample_rate: int, policy: SegmentPolicy = SegmentPolicy(), batch_size: int = 16
+) -> list[tuple[Tensor, Tensor]]:
+    """The batches :func:`embed_waves` runs: ``(utterance indices [b], segments [b, seg])``, equal lengths per batch.
+
+    Longest segments first; silence trimmed first when the policy says so.
+    """
+    if policy.trim_silence:
+        from speakerid.vad import trim_silence
+
+        waves = [trim_silence(w.reshape(-1), sample_rate) for w in waves]
+    by_len: dict[int, list[tuple[int, Tensor]]] = {}
+    for i, w in enumerate(waves):
+        for seg in cut_segments(w.reshape(-1), window, shift, sample_rate, policy):
+            by_len.setdefault(seg.numel(), []).append((i, seg))
+    batches = []
+    for length in sorted(by_len, reverse=True):
+        group = by_len[length]
+        for b in range(0, len(group), batch_size):
+            items = group[b : b + batch_size]
+            batches.append((torch.tensor([i for i, _ in items]), torch.stack([seg for _, seg in items])))
+    return batches
+
+
+@torch.no_grad()
+def mean_embeddings(fn, batches: Sequence[tuple[Tensor, Tensor]], num_utts: int, embed_dim: int, device: torch.device) -> Tensor:
+    """``[N, D]`` float32: the mean over each utterance's segments of ``fn(batch)`` (float64 sums)."""
+    sums = torch.zeros(num_utts, embed_dim, dtype=torch.float64)
+    counts = torch.zeros(num_utts, dtype=torch.float64)
+    for idx, x in batches:
+        emb = fn(x.to(device)).float().cpu().to(torch.float64)
+        sums.index_add_(0, idx, emb)
+        counts.index_add_(0, idx, torch.ones(idx.numel(), dtype=torch.float64))
+    return (sums / counts.unsqueeze(1)).float()
+
+
 @torch.no_grad()
 def embed_waves(
     extractor: EmbeddingExtractor,
@@ -244,29 +280,8 @@ def embed_waves(
         return torch.zeros(0, extractor.embed_dim)
     window, shift = _frontend_geometry(extractor)
     device = next(extractor.parameters(), torch.zeros(0)).device
-    if policy.trim_silence:
-        from speakerid.vad import trim_silence
-
-        waves = [trim_silence(w.reshape(-1), extractor.sample_rate) for w in waves]
-    segments: list[tuple[int, Tensor]] = []  # (utterance index, segment [seg])
-    for i, w in enumerate(waves):
-        for s in cut_segments(w.reshape(-1), window, shift, extractor.sample_rate, policy):
-            segments.append((i, s))
-    by_len: dict[int, list[tuple[int, Tensor]]] = {}
-    for i, s in segments:
-        by_len.setdefault(s.numel(), []).append((i, s))
-    sums = torch.zeros(len(waves), extractor.embed_dim, dtype=torch.float64)
-    counts = torch.zeros(len(waves), dtype=torch.float64)
-    for length in sorted(by_len, reverse=True):
-        group = by_len[length]
-        for b in range(0, len(group), batch_size):
-            items = group[b : b + batch_size]
-            x = torch.stack([s for _, s in items]).to(device)
-            emb = extractor(x).float().cpu().to(torch.float64)
-            idx = torch.tensor([i for i, _ in items])
-            sums.index_add_(0, idx, emb)
-            counts.index_add_(0, idx, torch.ones(len(items), dtype=torch.float64))
-    return (sums / counts.unsqueeze(1)).float()
+    batches = segment_batches(waves, window, shift, extractor.sample_rate, policy, batch_size)
+    return mean_embeddings(extractor, batches, len(waves), extractor.embed_dim, device)
 
 
 def embed_waveform(extractor: EmbeddingExtractor, wave: Tensor, policy: SegmentPolicy = SegmentPolicy()) -> Tensor:
