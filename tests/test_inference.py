@@ -98,3 +98,24 @@ def test_trim_silence_drops_silence_and_the_policy_hook_uses_it(exp):
     on = embed_waves(extractor, [wave], SegmentPolicy(trim_silence=True))
     np.testing.assert_allclose(on.numpy(), embed_waves(extractor, [trimmed]).numpy(), atol=1e-6)
     assert not torch.allclose(on, embed_waves(extractor, [wave]))
+
+
+def test_thread_policy(monkeypatch):
+    from speakerid.distributed import available_cpus, thread_count
+
+    monkeypatch.delenv("SPEAKERID_THREADS", raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(8)))
+    assert available_cpus() == 8
+    assert thread_count() == 8 and thread_count(workers=3) == 2 and thread_count(workers=20) == 1
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert thread_count() == 2
+    monkeypatch.setenv("SPEAKERID_THREADS", "3")
+    assert thread_count() == 3 and thread_count(threads=5) == 5  # the flag wins
+    monkeypatch.setenv("SPEAKERID_THREADS", "torch")
+    assert thread_count() == torch.get_num_threads()
+    monkeypatch.setenv("SPEAKERID_THREADS", "zero")
+    with pytest.raises(ValueError, match="SPEAKERID_THREADS: expected a positive integer"):
+        thread_count()
+    with pytest.raises(ValueError, match="--threads"):
+        thread_count(threads=0)
