@@ -249,16 +249,7 @@ class ChunkDataset(Dataset):
         if not 0 <= k.index < len(self.utts):
             raise IndexError(f"utterance index {k.index} out of range (0..{len(self.utts) - 1})")
         utt = self.utts[k.index]
-        base = self.utt_labels[k.index]
-        views = 2 if self.two_views else 1
-        item: dict[str, Any] = {"utt": utt, "key": (k.epoch, k.batch, k.pos)}
-        for v in range(views):
-            g = sample_generator(self.seed, k.epoch, k.pos, STREAM_CHUNK + v)
-            x, speed_index = self._make_chunk(utt, g)
-            suffix = "" if v == 0 else "_k"
-            item[("wave" if self.returns_waveform else "feats") + suffix] = x
-            item["label" + suffix] = base + speed_index * self.num_speakers if self._speed_as_new_speaker else base
-        return item
+        return build_item(self, utt, self.utt_labels[k.index], (k.epoch, k.batch, k.pos), lambda g: self._make_chunk(utt, g))
 
     # -- internals ------------------------------------------------------------------------
     def _make_chunk(self, utt: str, g: torch.Generator) -> tuple[Tensor, int]:
@@ -285,6 +276,23 @@ class ChunkDataset(Dataset):
         if cfg.cmn:  # CMN over the chunk, as the waveform path computes it (idempotent if cached with CMN)
             feats = apply_cmn(feats.unsqueeze(0), None, cfg.sliding_cmn_frames)[0]
         return feats.contiguous()
+
+
+def build_item(ds: Any, utt: str, label: int, key: tuple[int, int, int], make_chunk: Any) -> dict[str, Any]:
+    """The one item rule of :class:`ChunkDataset` and :class:`speakerid.data.shards.ShardDataset`.
+
+    ``key = (epoch, batch, pos)``; view ``v`` (two with ``ds.two_views``) draws from the
+    generator of ``(ds.seed, epoch, pos, STREAM_CHUNK + v)``; ``make_chunk(g) -> (x, speed_index)``.
+    Labels: the speaker's, or a new class per speed when speed perturbation makes new speakers.
+    """
+    epoch, _, pos = key
+    item: dict[str, Any] = {"utt": utt, "key": key}
+    for v in range(2 if ds.two_views else 1):
+        x, speed_index = make_chunk(sample_generator(ds.seed, epoch, pos, STREAM_CHUNK + v))
+        suffix = "" if v == 0 else "_k"
+        item[("wave" if ds.returns_waveform else "feats") + suffix] = x
+        item["label" + suffix] = label + speed_index * ds.num_speakers if ds._speed_as_new_speaker else label
+    return item
 
 
 def _check_cached(data: DataDir, augment_cfg: AugmentConfig, train: bool, waveform_mixup: bool) -> None:

@@ -40,9 +40,9 @@ from speakerid.audio import AudioError, load_audio
 from speakerid.config import AugmentConfig, FeatureConfig
 from speakerid.data.datadir import DataDirError, read_data_dir
 from speakerid.augment import check_mixup, mixes_waveforms
-from speakerid.data.dataset import ChunkPipeline, _randint
+from speakerid.data.dataset import ChunkPipeline, _randint, build_item
 from speakerid.data.jobs import die_with_parent, inputs_digest
-from speakerid.data.seeding import STREAM_CHUNK, sample_generator
+
 from speakerid.data.sampler import derive_seed
 from speakerid.fileio import atomic_path, write_text_atomic
 
@@ -334,18 +334,13 @@ class ShardDataset(IterableDataset):
         except (sf.LibsndfileError, RuntimeError, ValueError) as e:
             raise AudioError(f"{url}: audio of {utt} is unreadable ({e})") from None
         wave = torch.from_numpy(data.mean(axis=1) if data.shape[1] > 1 else data[:, 0].copy())
-        base = self.speaker_to_label[spk]
-        item: dict[str, Any] = {"utt": utt, "key": (self.epoch, -1, pos)}
-        for v in range(2 if self.two_views else 1):
-            g = sample_generator(self.seed, self.epoch, pos, STREAM_CHUNK + v)
-            need = self.pipeline.source_samples
+        need = self.pipeline.source_samples
+
+        def make_chunk(g: torch.Generator) -> tuple[torch.Tensor, int]:
+            region = wave
             if wave.numel() > need:  # the same random region ChunkDataset's read_region takes
                 start = _randint(g, wave.numel() - need + 1)
                 region = wave[start : start + need]
-            else:
-                region = wave
-            x, speed_index = self.pipeline(region, g)
-            suffix = "" if v == 0 else "_k"
-            item[("wave" if self.returns_waveform else "feats") + suffix] = x
-            item["label" + suffix] = base + speed_index * self.num_speakers if self._speed_as_new_speaker else base
-        return item
+            return self.pipeline(region, g)
+
+        return build_item(self, utt, self.speaker_to_label[spk], (self.epoch, -1, pos), make_chunk)
