@@ -2,7 +2,7 @@
 
 Work (each timed inside its own process, imports excluded):
   * extract: ``extract_embeddings`` of 200 utterances of ../shared/data/speech (the first 200
-    wav files in sorted order) with a randomly initialised encoder of the mini config;
+    audio files in sorted path order) with a randomly initialised encoder of the mini config;
   * train: 30 training steps of recipes/mini/conf/ecapa_circle.yaml (6 epochs x 5 PK batches on
     a 40-speaker synthetic corpus, features computed on the fly).
 Conditions: alone, beside 1 and beside 3 competing processes (2 torch threads each, a loop of
@@ -82,9 +82,9 @@ def prepare(work: Path, shared: Path) -> None:
     from speakerid.data.datadir import write_data_dir
     from speakerid.models import build_encoder
 
-    wavs = sorted(shared.rglob("*.wav"))[:200]
+    wavs = sorted(p for p in shared.rglob("*") if p.suffix.lower() in (".wav", ".flac"))[:200]
     if len(wavs) < 200:
-        raise SystemExit(f"{shared}: fewer than 200 wav files")
+        raise SystemExit(f"{shared}: fewer than 200 audio files")
     wav = {f"u{i:03d}": str(p) for i, p in enumerate(wavs)}
     write_data_dir(work / "extract_data", wav, {u: u for u in wav})
     cfg = load_config(CONFIG)
