@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -41,6 +42,9 @@ def _child_env(policy: str) -> dict[str, str]:
 
 # ------------------------------------------------------------------ children
 def child_compete() -> None:
+    from speakerid.data.jobs import die_with_parent  # before torch; SPEAKERID_THREADS=torch here: torch defaults
+
+    die_with_parent()
     import torch
 
     torch.set_num_threads(2)
@@ -125,6 +129,7 @@ def main() -> None:
     ap.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data" / "speech")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results_contention.txt")
     a = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a timeout still stops the competitors (finally)
     if a.child == "compete":
         child_compete()
         return
