@@ -2,6 +2,27 @@
 
 See ``DESIGN.md`` (shared) for the architecture: audio -> features -> encoders + losses ->
 training -> embeddings -> scoring -> enrolment.
+
+``speakerid.load_model(source="starter")`` returns an embedder (``.embed(wave, sr)``,
+``.embed_files(paths)``); it imports torch only when called.
 """
 
+from __future__ import annotations
+
+import os as _os
+import sys as _sys
+
 __version__ = "0.1.0"
+
+# Idle OpenMP threads sleep instead of spinning (read by libgomp when torch loads, so only
+# when speakerid is imported first, as the CLI does). A spinning thread burns the time slice
+# its descheduled sibling needs on a busy machine. SPEAKERID_THREADS=torch keeps torch's defaults.
+if "torch" not in _sys.modules and _os.environ.get("SPEAKERID_THREADS", "").strip() != "torch":
+    _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def load_model(source="starter", device="cpu"):
+    """An embedder for a model source: an experiment dir or a packaged name (see :mod:`speakerid.inference`)."""
+    from speakerid.inference import load_model as _load_model
+
+    return _load_model(source, device=device)

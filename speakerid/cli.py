@@ -52,6 +52,17 @@ def _finite_float(text: str) -> float:
 # --- commands ---------------------------------------------------------------------------
 # Each block below belongs to one command; keep them independent.
 
+def _add_threads(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="torch threads (default: $SPEAKERID_THREADS, else usable CPUs / worker processes)")
+
+
+def _threads(a: argparse.Namespace, workers: int = 0) -> None:
+    from speakerid.distributed import apply_thread_policy
+
+    apply_thread_policy(a.threads, workers=workers)
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = _parser(
         sub,
@@ -73,9 +84,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         from speakerid.train import train
 
         cfg = load_config(args.config, overrides=args.overrides)
-        train(cfg, args.data, args.exp, resume=args.resume, init_from=args.init_from)
+        train(cfg, args.data, args.exp, resume=args.resume, init_from=args.init_from, threads=args.threads)
         return 0
 
+    _add_threads(p)
     p.set_defaults(func=run)
 
 
@@ -107,7 +119,7 @@ def _add_shards(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-# --- use: extract / enroll / verify / identify / export (owner: use & recipes) ---------------
+# --- extract / enroll / verify / identify / export ---------------------------------------------
 def _model_arg(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--model", "--exp", dest="model", required=required, metavar="EXP",
                    help="trained experiment dir (config.yaml + model.pt)")
@@ -130,17 +142,18 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
     def run(a: argparse.Namespace) -> int:
         import os
 
-        from speakerid.extract import SegmentPolicy, extract_embeddings
+        from speakerid.extract import extract_embeddings
 
         written = extract_embeddings(
             a.model, a.data, a.out, batch_size=a.batch_size, chunk_utts=a.chunk_utts, num_workers=a.num_workers,
-            device=a.device, policy=SegmentPolicy(max_window_seconds=a.max_window), formats=a.format,
-            progress=not a.no_progress,
+            device=a.device, max_window_seconds=a.max_window, formats=a.format,
+            progress=not a.no_progress, threads=a.threads,
         )
         if int(os.environ.get("RANK", "0")) == 0:
             print(" ".join(str(w) for w in written))
         return 0
 
+    _add_threads(p)
     p.set_defaults(func=run)
 
 
@@ -215,7 +228,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     def run(args: argparse.Namespace) -> int:
         import json
 
-        from speakerid.scoring.metrics import evaluate_score_file, format_metrics
+        from speakerid.scoring.evaluate import evaluate_score_file
+        from speakerid.scoring.metrics import format_metrics
 
         m = evaluate_score_file(args.scores, args.trials, args.det, args.hist, args.calibrated)
         print(json.dumps(m.to_dict(), indent=2) if args.json else format_metrics(m))
@@ -259,13 +273,13 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-# --- features (owner: features) ---------------------------------------------------------------
+# --- features -----------------------------------------------------------------------------------
 def _add_features(sub: argparse._SubParsersAction) -> None:
     p = _parser(
         sub,
         "features",
         "Compute raw log-mel fbank (no CMN, no dither) of a data dir into Kaldi ark/scp: "
-        "DIR/feats/raw_fbank.N.ark shards + DIR/feats.scp. Resumable: finished shards are kept.",
+        "DIR/feats/raw_fbank.KEY.N.ark shards + DIR/feats.scp. Resumable: finished shards are kept.",
         "speakerid features --data data/train --config recipes/mini/conf/ecapa_circle.yaml --nj 4",
     )
     p.add_argument("--data", required=True, help="data dir (wav.scp, utt2spk); feats.scp is written into it")
@@ -277,9 +291,10 @@ def _add_features(sub: argparse._SubParsersAction) -> None:
 
     def run(args: argparse.Namespace) -> int:
         from speakerid.config import FeatureConfig, load_config
-        from speakerid.features import compute_features_for_data_dir
+        from speakerid.data.feature_cache import compute_features_for_data_dir
 
         cfg = load_config(args.config).features if args.config else FeatureConfig()
+        _threads(args, workers=args.nj if args.nj > 1 else 0)
         scp = compute_features_for_data_dir(
             args.data, args.out, cfg, num_workers=args.nj, utts_per_shard=args.utts_per_shard,
             progress=not args.no_progress,
@@ -287,6 +302,7 @@ def _add_features(sub: argparse._SubParsersAction) -> None:
         print(scp)
         return 0
 
+    _add_threads(p)
     p.set_defaults(func=run)
 
 
@@ -316,7 +332,6 @@ def _add_import(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-# [commands end]
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_train,

@@ -20,6 +20,9 @@ def _parser(sub: argparse._SubParsersAction, name: str, help: str, example: str)
 def _db_model_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", "--exp", dest="model", default="starter", metavar="EXP",
                    help="model: a trained experiment dir, or 'starter' (the packaged model; the default)")
+    from speakerid.cli import _add_threads
+
+    _add_threads(p)
 
 
 def _decision_args(p: argparse.ArgumentParser) -> None:
@@ -54,6 +57,9 @@ def _open_db(a: argparse.Namespace, with_model: bool = True):
 
     if not with_model:
         return SpeakerDB(a.db)
+    from speakerid.cli import _threads
+
+    _threads(a)
     return SpeakerDB(a.db, a.model, p_target=getattr(a, "p_target", 0.01), threshold=getattr(a, "threshold", None),
                      score_rule=getattr(a, "score_rule", "mean"), score_top_k=getattr(a, "score_top_k", 2))
 

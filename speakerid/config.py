@@ -84,6 +84,9 @@ class FeatureConfig:
     window_type: Literal["povey", "hamming", "hanning", "rectangular"] = "povey"  # hamming = WeSpeaker
     wave_scale: Literal["int16", "float"] = "int16"  # fbank of wave x 32768 (Kaldi/WeSpeaker) or as read ([-1, 1])
     frontend: Literal["kaldi", "speechbrain"] = "kaldi"  # speakerid.features.Fbank or speakerid.features_speechbrain
+    # Embedding only: drop silence (speakerid.vad.trim_silence) before the segment policy cuts
+    # an utterance; the starter model is trained and embeds on trimmed audio.
+    trim_silence: bool = False
 
 
 @dataclass

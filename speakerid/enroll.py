@@ -33,7 +33,7 @@ wins and applies to the decision score (the LLR when calibrated). ``identify`` i
 best candidate is the answer only when its decision score reaches the threshold, else
 "unknown".
 
-Safety: every speaker row stores the model fingerprint (:func:`speakerid.extract.model_fingerprint`);
+Safety: every speaker row stores the model fingerprint (:func:`speakerid.inference.model_fingerprint`);
 scoring with another model raises :class:`ModelMismatchError`. Enrolment embeds all audio
 first, then writes in one transaction (all or nothing, also under SIGKILL). Test audio with
 less than :data:`MIN_SPEECH_S` of speech after silence trimming (:func:`speakerid.vad.trim_silence`)
@@ -107,7 +107,7 @@ def bayes_threshold(p_target: float) -> float:
 class SpeakerModel:
     """An embedding extractor with what decisions need: fingerprint, calibration, dev threshold, cohort."""
 
-    extractor: object  # speakerid.extract.EmbeddingExtractor
+    extractor: object  # speakerid.inference.EmbeddingExtractor
     fingerprint: str
     calibration: object | None = None  # speakerid.scoring.calibrate.Calibration
     dev_threshold: float | None = None
@@ -119,7 +119,7 @@ class SpeakerModel:
     def from_experiment(cls, exp_dir: str | os.PathLike, device: str = "cpu") -> "SpeakerModel":
         """Load a model dir (model.pt + config.yaml) and, when present, calibration.json,
         dev_eval.json and cohort.npz; ``"starter"`` is the packaged model."""
-        from speakerid.extract import load_experiment, model_fingerprint
+        from speakerid.inference import load_experiment, model_fingerprint
 
         exp_dir = resolve_model_source(exp_dir)
         extractor, _ = load_experiment(exp_dir, device=device)
@@ -143,7 +143,7 @@ class SpeakerModel:
     @classmethod
     def from_extractor(cls, extractor, calibration=None, dev_threshold: float | None = None,
                        cohort: np.ndarray | None = None) -> "SpeakerModel":
-        from speakerid.extract import model_fingerprint
+        from speakerid.inference import model_fingerprint
 
         return cls(extractor, model_fingerprint(extractor), calibration, dev_threshold,
                    cohort=None if cohort is None else _unit(np.asarray(cohort, dtype=np.float32)))
@@ -154,7 +154,7 @@ class SpeakerModel:
         import torch
 
         from speakerid.audio import load_audio
-        from speakerid.extract import embed_waves
+        from speakerid.inference import embed_waves
         from speakerid.vad import trim_silence
 
         sr = int(self.extractor.sample_rate)

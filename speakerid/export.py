@@ -1,11 +1,11 @@
 """Export a trained experiment as one deployable model: waveform -> fbank -> CMN -> encoder -> embedding.
 
-The exported graph is :class:`speakerid.extract.EmbeddingExtractor`: input ``wave`` float32
+The exported graph is :class:`speakerid.inference.EmbeddingExtractor`: input ``wave`` float32
 ``[batch, samples]`` in [-1, 1] at the experiment's sample rate (16 kHz), output
 ``embedding`` ``[batch, embed_dim]`` (not length-normalised; use cosine similarity). Both
 axes are dynamic. It embeds what it is given as one segment: the whole-utterance policy of
 ``speakerid extract`` (20 s windows averaged, short files tiled to 0.5 s, 0.1 s length
-quantum; :mod:`speakerid.extract`) is the caller's job, and it takes no padding mask, so
+quantum; :mod:`speakerid.inference`) is the caller's job, and it takes no padding mask, so
 batch only equal-length waveforms.
 
 Formats:
@@ -54,7 +54,7 @@ def format_from_path(path: str | os.PathLike) -> str:
 
 def _metadata(extractor, cfg) -> dict:
     from speakerid.config import config_to_dict
-    from speakerid.extract import model_fingerprint
+    from speakerid.inference import model_fingerprint
 
     return {
         "format": "speakerid.EmbeddingExtractor",
@@ -169,7 +169,7 @@ def export_onnx(extractor, path: str | os.PathLike, cfg=None, atol: float = CHEC
 
 def export_model(exp_dir: str | os.PathLike, out: str | os.PathLike, fmt: str | None = None, atol: float = CHECK_ATOL) -> Path:
     """Export the experiment ``exp_dir`` to ``out`` (format from ``fmt`` or the extension); returns ``out``."""
-    from speakerid.extract import load_experiment
+    from speakerid.inference import load_experiment
 
     fmt = fmt or format_from_path(out)
     if fmt not in FORMATS:

@@ -35,13 +35,7 @@ utterance of a zero-padded batch) the means ignore the padding and padded frames
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import math
-import multiprocessing
-import os
-from pathlib import Path
 from typing import Optional
 
 import torch
@@ -71,10 +65,35 @@ def frame_geometry(sample_rate: int, frame_length_ms: float, frame_shift_ms: flo
     return window, shift, fft_size
 
 
+def frames_of(num_samples: int, window: int, shift: int) -> int:
+    """THE frame count (snip_edges=True): frames of ``window`` samples every ``shift``; 0 if shorter than a window."""
+    return 0 if num_samples < window else 1 + (num_samples - window) // shift
+
+
 def num_frames(num_samples: int, sample_rate: int = 16000, frame_length_ms: float = 25.0, frame_shift_ms: float = 10.0) -> int:
     """Number of fbank frames of ``num_samples`` samples (snip_edges=True; 0 if shorter than a window)."""
     window, shift, _ = frame_geometry(sample_rate, frame_length_ms, frame_shift_ms)
-    return 0 if num_samples < window else 1 + (num_samples - window) // shift
+    return frames_of(num_samples, window, shift)
+
+
+def fbank_from_config(
+    wave: Tensor, cfg: FeatureConfig, cmn: Optional[bool] = None, dither: float = 0.0, generator: Optional[torch.Generator] = None
+) -> Tensor:
+    """:func:`fbank` with the settings of a :class:`speakerid.config.FeatureConfig`.
+
+    ``dither`` is explicit (0 unless the caller trains); ``cmn`` overrides the config's (the
+    feature cache stores raw features)."""
+    return fbank(
+        wave,
+        sample_rate=cfg.sample_rate,
+        num_mel_bins=cfg.num_mel_bins,
+        frame_length_ms=cfg.frame_length_ms,
+        frame_shift_ms=cfg.frame_shift_ms,
+        dither=dither,
+        cmn=cfg.cmn if cmn is None else cmn,
+        sliding_cmn_frames=cfg.sliding_cmn_frames,
+        generator=generator,
+    )
 
 
 def povey_window(window: int, device: Optional[torch.device] = None, dtype: torch.dtype = torch.float32) -> Tensor:
@@ -370,7 +389,7 @@ class Fbank(nn.Module):
         )
 
     def num_frames(self, num_samples: int) -> int:
-        return 0 if num_samples < self.window else 1 + (num_samples - self.window) // self.shift
+        return frames_of(num_samples, self.window, self.shift)
 
     def forward(
         self, wave: Tensor, lengths: Optional[Tensor] = None, generator: Optional[torch.Generator] = None
@@ -396,135 +415,3 @@ class Fbank(nn.Module):
             f"shift={self.shift}, dither={self.dither}, cmn={self.cmn}, sliding_cmn_frames={self.sliding_cmn_frames}, "
             f"window_type={self.window_type}, wave_scale={self.wave_scale}"
         )
-
-
-# --- feature cache for a data dir (Kaldi ark/scp via kaldiio) ------------------------------
-#
-# Stored features are the RAW log-mel fbank: dither 0 and NO CMN. Mean normalisation is cheap
-# and is applied when the features are read (ChunkDataset / apply_cmn), so the CMN choice
-# (per utterance, sliding window, per training chunk) can change without recomputing the cache.
-
-SHARD_PREFIX = "raw_fbank"
-SHARD_META = "meta.json"
-
-
-def _shard_jobs(utts: list[str], num_shards: int) -> list[list[str]]:
-    """Contiguous slices of the sorted utterance list (so the merged scp stays sorted)."""
-    size = math.ceil(len(utts) / num_shards)
-    return [utts[i : i + size] for i in range(0, len(utts), size)]
-
-
-def _write_shard(job: tuple[int, list[tuple[str, str]], str, dict]) -> tuple[int, int]:
-    """Worker: features of one shard's utterances into ``<prefix>.<i>.ark/.scp`` (temp names, then renamed).
-
-    The ark is renamed first and the scp last, so an existing scp means a complete shard.
-    """
-    import kaldiio  # noqa: PLC0415  (worker-side import)
-
-    from speakerid.audio import load_audio, require_min_length  # noqa: PLC0415
-
-    index, items, out_dir, cfg = job
-    torch.set_num_threads(1)
-    out = Path(out_dir)
-    ark, scp = out / f"{SHARD_PREFIX}.{index}.ark", out / f"{SHARD_PREFIX}.{index}.scp"
-    tmp_ark, tmp_scp = out / f".{ark.name}.tmp", out / f".{scp.name}.tmp"
-    try:
-        with open(tmp_ark, "wb") as fa, open(tmp_scp, "w", encoding="utf-8") as fs:
-            for utt, path in items:
-                wave = require_min_length(load_audio(path, cfg["sample_rate"])[0], cfg["sample_rate"], path, cfg["frame_length_ms"])
-                feats = fbank(
-                    wave,
-                    sample_rate=cfg["sample_rate"],
-                    num_mel_bins=cfg["num_mel_bins"],
-                    frame_length_ms=cfg["frame_length_ms"],
-                    frame_shift_ms=cfg["frame_shift_ms"],
-                    dither=0.0,
-                    cmn=False,
-                )
-                offset = fa.tell() + len((utt + " ").encode("utf-8"))
-                kaldiio.save_ark(fa, {utt: feats.numpy()})
-                fs.write(f"{utt} {ark.resolve()}:{offset}\n")
-            fa.flush()
-            os.fsync(fa.fileno())
-            fs.flush()
-            os.fsync(fs.fileno())
-        os.replace(tmp_ark, ark)
-        os.replace(tmp_scp, scp)
-    finally:
-        tmp_ark.unlink(missing_ok=True)
-        tmp_scp.unlink(missing_ok=True)
-    return index, len(items)
-
-
-def compute_features_for_data_dir(
-    data_dir: str | os.PathLike,
-    out_dir: str | os.PathLike | None = None,
-    feature_cfg: Optional[FeatureConfig] = None,
-    num_workers: int = 1,
-    utts_per_shard: int = 1000,
-    progress: bool = True,
-) -> Path:
-    """Raw log-mel fbank (no CMN, no dither) of every utterance of a data dir, as Kaldi ark/scp.
-
-    Writes ``out_dir/raw_fbank.<i>.ark`` + ``.scp`` shards (default ``out_dir = data_dir/feats``)
-    and merges them into ``data_dir/feats.scp`` (atomically, sorted by utterance). Shards are
-    contiguous slices of the sorted utterances (at least ``num_workers`` of them, at most
-    ``utts_per_shard`` utterances each), each written by one worker job under temporary names
-    and renamed when complete: a rerun skips finished shards (resume). ``out_dir/meta.json``
-    records the config and sharding; a rerun with another one starts over. Returns the path of
-    ``feats.scp``.
-    """
-    from tqdm import tqdm  # noqa: PLC0415
-
-    from speakerid.data.datadir import read_data_dir  # noqa: PLC0415
-    from speakerid.fileio import write_text_atomic  # noqa: PLC0415
-
-    cfg = feature_cfg if feature_cfg is not None else FeatureConfig()
-    data = read_data_dir(data_dir)
-    utts = data.utts
-    if not utts:
-        raise ValueError(f"{data.path / 'wav.scp'}: no utterances")
-    if num_workers < 1 or utts_per_shard < 1:
-        raise ValueError(f"num_workers and utts_per_shard must be >= 1, got {num_workers}, {utts_per_shard}")
-    out = Path(out_dir) if out_dir is not None else data.path / "feats"
-    out.mkdir(parents=True, exist_ok=True)
-    num_shards = max(min(num_workers, len(utts)), math.ceil(len(utts) / utts_per_shard))
-    shards = _shard_jobs(utts, num_shards)
-    cfg_dict = {k: getattr(cfg, k) for k in ("sample_rate", "num_mel_bins", "frame_length_ms", "frame_shift_ms")}
-    digest = hashlib.sha1("\n".join(f"{u} {data.wav[u]}" for u in utts).encode("utf-8")).hexdigest()
-    meta = {"features": cfg_dict, "cmn": False, "dither": 0.0, "num_shards": len(shards), "wav_scp_sha1": digest}
-    meta_path = out / SHARD_META
-    if meta_path.exists() and json.loads(meta_path.read_text(encoding="utf-8")) != meta:
-        logger.warning("%s: config, data or sharding changed since the last run; recomputing all shards", meta_path)
-        for old in out.glob(f"{SHARD_PREFIX}.*"):
-            old.unlink()
-    write_text_atomic(meta_path, json.dumps(meta, indent=1) + "\n")
-
-    todo = [
-        (i, [(u, data.wav[u]) for u in shard], str(out), cfg_dict)
-        for i, shard in enumerate(shards)
-        if not (out / f"{SHARD_PREFIX}.{i}.scp").exists()
-    ]
-    done_utts = len(utts) - sum(len(job[1]) for job in todo)
-    if done_utts:
-        logger.info("%s: %d of %d shards already done; resuming", out, len(shards) - len(todo), len(shards))
-    with tqdm(total=len(utts), initial=done_utts, unit="utt", desc="fbank", disable=not progress) as bar:
-        if num_workers == 1 or len(todo) <= 1:
-            for job in todo:
-                bar.update(_write_shard(job)[1])
-        else:
-            # fork where available (as DataLoader workers do; each worker sets 1 intra-op thread
-            # first); spawn re-imports __main__, which fails for scripts read from stdin.
-            methods = multiprocessing.get_all_start_methods()
-            ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-            with ctx.Pool(min(num_workers, len(todo))) as pool:
-                for _, count in pool.imap_unordered(_write_shard, todo):
-                    bar.update(count)
-
-    lines: list[str] = []
-    for i in range(len(shards)):
-        lines.extend((out / f"{SHARD_PREFIX}.{i}.scp").read_text(encoding="utf-8").splitlines())
-    feats_scp = data.path / "feats.scp"
-    write_text_atomic(feats_scp, "".join(line + "\n" for line in lines))
-    logger.info("%s: %d utterances, %d shards in %s", feats_scp, len(lines), len(shards), out)
-    return feats_scp

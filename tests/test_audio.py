@@ -214,7 +214,7 @@ def test_every_embedding_path_applies_the_minimum_length(tmp_path):
 
 def test_features_job_applies_the_minimum_length(tmp_path):
     from speakerid.config import FeatureConfig
-    from speakerid.features import compute_features_for_data_dir
+    from speakerid.data.feature_cache import compute_features_for_data_dir
 
     data = tmp_path / "data"
     data.mkdir()

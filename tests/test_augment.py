@@ -12,7 +12,6 @@ import torch
 from speakerid.augment import (
     AddNoise,
     AugmentListError,
-    MixUp,
     Reverb,
     SpecAugment,
     SpeedPerturb,
@@ -112,14 +111,20 @@ def test_mixup_lambda_distribution():
     assert ((lams < 0.1) | (lams > 0.9)).mean() > 0.5
 
 
-def test_mixup_class_prob_and_waveforms():
+def test_mixup_waveforms_and_the_one_domain_check():
+    from speakerid.augment import check_mixup, mixes_waveforms
+    from speakerid.config import AugmentConfig
+
     x, labels = torch.randn(4, 1600, generator=gen(1)), torch.arange(4)
-    out = MixUp(alpha=0.2, prob=0.0, domain="waveform")(x, labels, gen())
-    assert out[0] is x and torch.equal(out[2], labels) and out[3] == 1.0
-    mixed, _, _, lam = MixUp(alpha=0.2, prob=1.0, domain="waveform")(x, labels, gen())
+    mixed, _, _, lam = mixup(x, labels, 0.2, gen())
     assert mixed.shape == x.shape and lam < 1.0
+    cfg = AugmentConfig()
+    cfg.mixup.domain = "waveform"
+    cfg.mixup.prob = 1.0
+    assert mixes_waveforms(cfg, train=True) == cfg.mixup.enabled and not mixes_waveforms(cfg, train=False)
+    cfg.mixup.domain = "labels"
     with pytest.raises(ValueError, match="mixup.domain"):
-        MixUp(domain="labels")
+        check_mixup(cfg)
 
 
 # --- noise -------------------------------------------------------------------------------

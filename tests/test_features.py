@@ -170,7 +170,7 @@ def _data_dir(root, n=6):
 def test_compute_features_for_data_dir_and_resume(tmp_path):
     import kaldiio
 
-    from speakerid.features import compute_features_for_data_dir
+    from speakerid.data.feature_cache import compute_features_for_data_dir
 
     data, wav = _data_dir(tmp_path)
     scp = compute_features_for_data_dir(data, num_workers=2, utts_per_shard=2, progress=False)
@@ -185,8 +185,8 @@ def test_compute_features_for_data_dir_and_resume(tmp_path):
     # resume: drop one finished shard (and leave a stale temp file); only that one is redone
     kept = {p: p.stat().st_mtime_ns for p in shards[1:]}
     shards[0].unlink()
-    (data / "feats" / "raw_fbank.0.scp").unlink()
-    (data / "feats" / ".raw_fbank.0.ark.tmp").write_bytes(b"partial")
+    shards[0].with_suffix(".scp").unlink()
+    (data / "feats" / f".{shards[0].name}.123-abcdef12.tmp").write_bytes(b"partial")
     compute_features_for_data_dir(data, num_workers=1, utts_per_shard=2, progress=False)
     assert all(p.stat().st_mtime_ns == t for p, t in kept.items())
     assert len(kaldiio.load_scp(str(scp))) == len(wav)
@@ -195,7 +195,7 @@ def test_compute_features_for_data_dir_and_resume(tmp_path):
 def test_compute_features_bad_audio_names_the_file(tmp_path):
     from speakerid.audio import AudioError
     from speakerid.cli import main
-    from speakerid.features import compute_features_for_data_dir
+    from speakerid.data.feature_cache import compute_features_for_data_dir
 
     data, wav = _data_dir(tmp_path, n=3)
     assert main(["features", "--data", str(data), "--no-progress"]) == 0

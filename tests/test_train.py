@@ -184,7 +184,7 @@ def test_checkpoint_helpers(tmp_path):
 
 
 # ----------------------------------------------------------------------------- end to end
-def test_train_writes_complete_experiment_dir(data, tmp_path, one_thread):
+def test_train_writes_complete_experiment_dir(data, tmp_path, one_thread, capsys):
     from speakerid.models import build_model
     from speakerid.train import train
 
@@ -214,6 +214,16 @@ def test_train_writes_complete_experiment_dir(data, tmp_path, one_thread):
 
     with pytest.raises(TrainError, match="--resume"):
         train(cfg, data, exp)
+    # The trainer's dev figure is the recipe's: extract -> score -> eval on the same dev trials.
+    from speakerid.cli import main
+
+    assert main(["extract", "--exp", str(exp), "--data", str(data), "--out", str(tmp_path / "emb"), "--no-progress"]) == 0
+    scores = tmp_path / "dev_scores.txt"
+    assert main(["score", "--trials", str(data / "trials"), "--embeddings", str(tmp_path / "emb"), "--output", str(scores)]) == 0
+    capsys.readouterr()
+    assert main(["eval", "--scores", str(scores), "--trials", str(data / "trials"), "--json"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert abs(evaluated["eer"] - result["eer"]) < 1e-4, (evaluated, result)
 
 
 def test_init_from_keeps_encoder_and_rebuilds_head(data, tmp_path, one_thread):

@@ -27,7 +27,7 @@ import logging
 import math
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -36,23 +36,18 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from speakerid.audio import FFMPEG_ONLY_EXTENSIONS, AudioError, load_audio
+from speakerid.augment import check_mixup, mixes_waveforms
 from speakerid.config import AugmentConfig, FeatureConfig
+from speakerid.data.batch import BatchAugment, collate, worker_init_fn  # noqa: F401  (re-exported)
 from speakerid.data.datadir import DataDir, DataDirError, read_data_dir
-from speakerid.data.sampler import SampleKey, derive_seed
-from speakerid.features import apply_cmn, fbank, frame_geometry
+from speakerid.data.sampler import SampleKey
+from speakerid.data.seeding import STREAM_BATCH, STREAM_CHUNK, STREAM_SPECAUG, sample_generator  # noqa: F401  (re-exported)
+from speakerid.features import apply_cmn, fbank_from_config, frame_geometry
 
 logger = logging.getLogger(__name__)
 
 # Independent random streams of one sample / one batch (the last part of the seed tuple).
-STREAM_CHUNK = 0  # view 0 (view v uses STREAM_CHUNK + v)
-STREAM_SPECAUG = 100
-STREAM_BATCH = 200
 PAD_MODES = ("repeat", "zero")
-
-
-def sample_generator(seed: int, epoch: int, pos: int, stream: int = STREAM_CHUNK) -> torch.Generator:
-    """The CPU generator of sample ``pos`` of ``epoch`` (one independent ``stream`` per use)."""
-    return torch.Generator().manual_seed(derive_seed(seed, epoch, pos, stream))
 
 
 def _randint(g: torch.Generator, high: int) -> int:
@@ -137,18 +132,7 @@ class ChunkPipeline:
         wave = wave.contiguous().float()
         if self.return_waveform:
             return wave, speed_index
-        cfg = self.feature_cfg
-        feats = fbank(
-            wave.unsqueeze(0),
-            sample_rate=cfg.sample_rate,
-            num_mel_bins=cfg.num_mel_bins,
-            frame_length_ms=cfg.frame_length_ms,
-            frame_shift_ms=cfg.frame_shift_ms,
-            dither=self.dither,
-            cmn=cfg.cmn,
-            sliding_cmn_frames=cfg.sliding_cmn_frames,
-            generator=g,
-        )[0]
+        feats = fbank_from_config(wave.unsqueeze(0), self.feature_cfg, dither=self.dither, generator=g)[0]
         return feats, speed_index
 
 
@@ -173,14 +157,6 @@ def _build_wave_augment(cfg: AugmentConfig, sample_rate: int) -> tuple[Any, Any]
         no_speed = dataclasses.replace(cfg, speed=dataclasses.replace(cfg.speed, enabled=False))
         wave_aug = WaveAugment.from_config(no_speed, sample_rate)
     return speed, wave_aug
-
-
-def _check_mixup(augment_cfg: AugmentConfig, two_views: bool) -> None:
-    domain = augment_cfg.mixup.domain
-    if domain not in ("features", "waveform"):
-        raise ValueError(f"augment.mixup.domain must be 'features' or 'waveform', got {domain!r}")
-    if augment_cfg.mixup.enabled and two_views:
-        raise ValueError("augment.mixup cannot be combined with two views (MoCo): the key view has no mixed label")
 
 
 def _parse_key(key: Any) -> SampleKey:
@@ -232,8 +208,8 @@ class ChunkDataset(Dataset):
         self.seed = int(seed)
         self.two_views = two_views
         self.use_cached_features = use_cached_features
-        _check_mixup(augment_cfg, two_views)
-        waveform_mixup = train and augment_cfg.mixup.enabled and augment_cfg.mixup.domain == "waveform"
+        check_mixup(augment_cfg, two_views)
+        waveform_mixup = mixes_waveforms(augment_cfg, train)
         if use_cached_features:
             _check_cached(self.data, augment_cfg, train, waveform_mixup)
         self.pipeline = ChunkPipeline(
@@ -273,16 +249,7 @@ class ChunkDataset(Dataset):
         if not 0 <= k.index < len(self.utts):
             raise IndexError(f"utterance index {k.index} out of range (0..{len(self.utts) - 1})")
         utt = self.utts[k.index]
-        base = self.utt_labels[k.index]
-        views = 2 if self.two_views else 1
-        item: dict[str, Any] = {"utt": utt, "key": (k.epoch, k.batch, k.pos)}
-        for v in range(views):
-            g = sample_generator(self.seed, k.epoch, k.pos, STREAM_CHUNK + v)
-            x, speed_index = self._make_chunk(utt, g)
-            suffix = "" if v == 0 else "_k"
-            item[("wave" if self.returns_waveform else "feats") + suffix] = x
-            item["label" + suffix] = base + speed_index * self.num_speakers if self._speed_as_new_speaker else base
-        return item
+        return build_item(self, utt, self.utt_labels[k.index], (k.epoch, k.batch, k.pos), lambda g: self._make_chunk(utt, g))
 
     # -- internals ------------------------------------------------------------------------
     def _make_chunk(self, utt: str, g: torch.Generator) -> tuple[Tensor, int]:
@@ -309,6 +276,23 @@ class ChunkDataset(Dataset):
         if cfg.cmn:  # CMN over the chunk, as the waveform path computes it (idempotent if cached with CMN)
             feats = apply_cmn(feats.unsqueeze(0), None, cfg.sliding_cmn_frames)[0]
         return feats.contiguous()
+
+
+def build_item(ds: Any, utt: str, label: int, key: tuple[int, int, int], make_chunk: Any) -> dict[str, Any]:
+    """The one item rule of :class:`ChunkDataset` and :class:`speakerid.data.shards.ShardDataset`.
+
+    ``key = (epoch, batch, pos)``; view ``v`` (two with ``ds.two_views``) draws from the
+    generator of ``(ds.seed, epoch, pos, STREAM_CHUNK + v)``; ``make_chunk(g) -> (x, speed_index)``.
+    Labels: the speaker's, or a new class per speed when speed perturbation makes new speakers.
+    """
+    epoch, _, pos = key
+    item: dict[str, Any] = {"utt": utt, "key": key}
+    for v in range(2 if ds.two_views else 1):
+        x, speed_index = make_chunk(sample_generator(ds.seed, epoch, pos, STREAM_CHUNK + v))
+        suffix = "" if v == 0 else "_k"
+        item[("wave" if ds.returns_waveform else "feats") + suffix] = x
+        item["label" + suffix] = label + speed_index * ds.num_speakers if ds._speed_as_new_speaker else label
+    return item
 
 
 def _check_cached(data: DataDir, augment_cfg: AugmentConfig, train: bool, waveform_mixup: bool) -> None:
@@ -354,131 +338,3 @@ def read_region(path: str, num_samples: int, sample_rate: int, g: torch.Generato
     if not torch.isfinite(wave).all():
         raise AudioError(f"{path}: NaN or inf samples (a corrupt or badly written float file)")
     return wave
-
-
-def collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Stack dataset items into a batch dict.
-
-    Keys: ``feats [B, frames, bins]`` (or ``wave [B, samples]``), ``labels [B]`` long,
-    ``utts`` list of str, ``keys [B, 3]`` long (epoch, global batch, pos) and, with two
-    views, ``feats_k``/``wave_k`` and ``labels_k``.
-    """
-    if not items:
-        raise ValueError("cannot collate an empty batch")
-    batch: dict[str, Any] = {
-        "utts": [it["utt"] for it in items],
-        "labels": torch.tensor([it["label"] for it in items], dtype=torch.long),
-        "keys": torch.tensor([it["key"] for it in items], dtype=torch.long),
-    }
-    for name in ("feats", "wave", "feats_k", "wave_k"):
-        if name in items[0]:
-            batch[name] = torch.stack([it[name] for it in items])
-    if "label_k" in items[0]:
-        batch["labels_k"] = torch.tensor([it["label_k"] for it in items], dtype=torch.long)
-    return batch
-
-
-class BatchAugment:
-    """The batch step: [fbank of waveforms] -> SpecAugment -> MixUp, deterministic per sample/batch.
-
-    ``__call__(batch) -> batch`` works in place on the batch's device and adds
-    ``labels_a`` (= ``labels``), ``labels_b`` and ``lam`` (float; ``labels_b = labels`` and
-    ``lam = 1.0`` when the batch is not mixed) for losses that take MixUp labels.
-
-    Randomness: SpecAugment of sample ``pos`` uses a generator seeded from
-    ``(seed, epoch, pos)``, so it is identical under any world size; whether to mix and
-    ``lam`` come from ``(seed, epoch, global batch)``, so all DDP ranks mix with the same
-    ``lam``; the MixUp partners are drawn within each rank's batch (a DDP rank cannot see the
-    other ranks' samples), so only MixUp depends on the world size.
-    """
-
-    def __init__(self, augment_cfg: AugmentConfig, feature_cfg: FeatureConfig, seed: int, train: bool = True) -> None:
-        _check_mixup(augment_cfg, False)
-        self.cfg = augment_cfg
-        self.feature_cfg = feature_cfg
-        self.seed = int(seed)
-        self.train = train
-        self.specaug = None
-        if train and augment_cfg.specaug.enabled:
-            from speakerid.augment import SpecAugment
-
-            self.specaug = SpecAugment.from_config(augment_cfg.specaug)
-
-    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        keys = batch["keys"].tolist()
-        mix = self.cfg.mixup
-        mix_now = False
-        g_batch = None
-        if self.train and mix.enabled:
-            g_batch = self._batch_generator(keys)
-            mix_now = bool(torch.rand((), generator=g_batch).item() < mix.prob)
-        labels = batch["labels"]
-        labels_b, lam = labels, 1.0
-        if "wave" in batch:
-            if mix_now and mix.domain == "waveform":
-                batch["wave"], labels, labels_b, lam = self._mixup(batch["wave"], labels, g_batch)
-            batch["feats"] = self._fbank(batch.pop("wave"), keys)
-        if "wave_k" in batch:
-            batch["feats_k"] = self._fbank(batch.pop("wave_k"), keys, view=1)
-        if self.specaug is not None:
-            for name, stream in (("feats", STREAM_SPECAUG), ("feats_k", STREAM_SPECAUG + 1)):
-                if name in batch:
-                    batch[name] = self._specaugment(batch[name], keys, stream)
-        if mix_now and mix.domain == "features":
-            batch["feats"], labels, labels_b, lam = self._mixup(batch["feats"], labels, g_batch)
-        batch["labels"] = labels
-        batch["labels_a"] = labels
-        batch["labels_b"] = labels_b
-        batch["lam"] = float(lam)
-        return batch
-
-    def _batch_generator(self, keys: list[list[int]]) -> torch.Generator:
-        epoch, batch_index, pos = keys[0]
-        # Global batch index when the sampler gave one (same on every rank), else the first position.
-        which = batch_index if batch_index >= 0 else 1_000_000_007 + pos
-        return torch.Generator().manual_seed(derive_seed(self.seed, epoch, which, STREAM_BATCH))
-
-    def _mixup(self, x: Tensor, labels: Tensor, g: torch.Generator) -> tuple[Tensor, Tensor, Tensor, float]:
-        from speakerid.augment import mixup
-
-        mixed, la, lb, lam = mixup(x, labels, self.cfg.mixup.alpha, g)
-        return mixed, la, lb, float(lam)
-
-    def _specaugment(self, feats: Tensor, keys: list[list[int]], stream: int) -> Tensor:
-        # One generator per sample (not per batch): the masks of a sample then do not depend on
-        # which other samples share its batch, i.e. on the DDP world size.
-        out = [
-            self.specaug(feats[i : i + 1], sample_generator(self.seed, e, pos, stream))
-            for i, (e, _, pos) in enumerate(keys)
-        ]
-        return torch.cat(out, dim=0)
-
-    def _fbank(self, wave: Tensor, keys: list[list[int]], view: int = 0) -> Tensor:
-        cfg = self.feature_cfg
-        dither = cfg.dither if self.train else 0.0
-        if dither:
-            # Per-sample dither noise (as fbank adds it: per waveform sample, int16 units), so it too
-            # is independent of the batch composition. Drawn on CPU: generators are device-bound.
-            noise = torch.stack(
-                [torch.randn(wave.size(1), generator=sample_generator(self.seed, e, pos, STREAM_CHUNK + 10 + view))
-                 for e, _, pos in keys]
-            )
-            wave = wave + (dither / 32768.0) * noise.to(device=wave.device, dtype=wave.dtype)
-        return fbank(
-            wave,
-            sample_rate=cfg.sample_rate,
-            num_mel_bins=cfg.num_mel_bins,
-            frame_length_ms=cfg.frame_length_ms,
-            frame_shift_ms=cfg.frame_shift_ms,
-            dither=0.0,
-            cmn=cfg.cmn,
-            sliding_cmn_frames=cfg.sliding_cmn_frames,
-        )
-
-
-def worker_init_fn(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: one torch thread per worker (workers are the parallelism).
-
-    Data do not depend on it: every random choice is seeded per sample.
-    """
-    torch.set_num_threads(1)

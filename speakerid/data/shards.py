@@ -24,7 +24,6 @@ each other at the end of an epoch. A seeded buffer shuffles the samples of each 
 from __future__ import annotations
 
 import glob
-import hashlib
 import io
 import json
 import logging
@@ -40,7 +39,10 @@ from torch.utils.data import IterableDataset, get_worker_info
 from speakerid.audio import AudioError, load_audio
 from speakerid.config import AugmentConfig, FeatureConfig
 from speakerid.data.datadir import DataDirError, read_data_dir
-from speakerid.data.dataset import STREAM_CHUNK, ChunkPipeline, _check_mixup, _randint, sample_generator
+from speakerid.augment import check_mixup, mixes_waveforms
+from speakerid.data.dataset import ChunkPipeline, _randint, build_item
+from speakerid.data.jobs import die_with_parent, inputs_digest
+
 from speakerid.data.sampler import derive_seed
 from speakerid.fileio import atomic_path, write_text_atomic
 
@@ -120,7 +122,7 @@ def write_shards(
         "sample_rate": sample_rate,
         "audio_format": audio_format,
         "seed": seed,
-        "utts_sha1": hashlib.sha1("\n".join(f"{u} {data.wav[u]}" for u in utts).encode()).hexdigest(),
+        "inputs_sha256": inputs_digest((u, data.wav[u]) for u in utts),  # paths, sizes, mtimes
     }
     plan_path = out / SHARD_PLAN
     resume = plan_path.exists() and _read_json(plan_path) == plan
@@ -158,7 +160,7 @@ def _run_jobs(out: Path, todo: list, sample_rate: int, audio_format: str, num_wo
             _write_one_shard(str(out / name), items, sample_rate, audio_format)
             bar.update()
     else:
-        with ProcessPoolExecutor(num_workers) as pool:
+        with ProcessPoolExecutor(num_workers, initializer=die_with_parent) as pool:
             futures = [pool.submit(_write_one_shard, str(out / n), it, sample_rate, audio_format) for n, it in todo]
             for fut in futures:
                 fut.result()
@@ -239,8 +241,8 @@ class ShardDataset(IterableDataset):
             )
         counts = {s["name"]: int(s["num_utts"]) for s in meta.get("shards", [])}
         self.num_utts = sum(counts.get(p.name, 0) for p in self.paths)
-        _check_mixup(augment_cfg, two_views)
-        waveform_mixup = train and augment_cfg.mixup.enabled and augment_cfg.mixup.domain == "waveform"
+        check_mixup(augment_cfg, two_views)
+        waveform_mixup = mixes_waveforms(augment_cfg, train)
         self.pipeline = ChunkPipeline(
             feature_cfg, augment_cfg, chunk_frames, train=train, return_waveform=waveform_mixup, pad_mode=pad_mode
         )
@@ -332,18 +334,13 @@ class ShardDataset(IterableDataset):
         except (sf.LibsndfileError, RuntimeError, ValueError) as e:
             raise AudioError(f"{url}: audio of {utt} is unreadable ({e})") from None
         wave = torch.from_numpy(data.mean(axis=1) if data.shape[1] > 1 else data[:, 0].copy())
-        base = self.speaker_to_label[spk]
-        item: dict[str, Any] = {"utt": utt, "key": (self.epoch, -1, pos)}
-        for v in range(2 if self.two_views else 1):
-            g = sample_generator(self.seed, self.epoch, pos, STREAM_CHUNK + v)
-            need = self.pipeline.source_samples
+        need = self.pipeline.source_samples
+
+        def make_chunk(g: torch.Generator) -> tuple[torch.Tensor, int]:
+            region = wave
             if wave.numel() > need:  # the same random region ChunkDataset's read_region takes
                 start = _randint(g, wave.numel() - need + 1)
                 region = wave[start : start + need]
-            else:
-                region = wave
-            x, speed_index = self.pipeline(region, g)
-            suffix = "" if v == 0 else "_k"
-            item[("wave" if self.returns_waveform else "feats") + suffix] = x
-            item["label" + suffix] = base + speed_index * self.num_speakers if self._speed_as_new_speaker else base
-        return item
+            return self.pipeline(region, g)
+
+        return build_item(self, utt, self.speaker_to_label[spk], (self.epoch, -1, pos), make_chunk)

@@ -16,6 +16,24 @@ from .base import LossConfigError, PairLoss, SpeakerLoss, dominant_labels, full_
 __all__ = ["CrossBatchMemory"]
 
 
+@torch.no_grad()
+def ring_enqueue(ptr: torch.Tensor, *pairs: tuple[torch.Tensor, torch.Tensor]) -> int:
+    """Write rows into ring buffers that share the write pointer ``ptr`` (a 0-d long buffer).
+
+    Each pair is ``(buffer [M, ...], rows [n, ...])``; when ``n > M`` only the newest M rows
+    stay. The oldest entries are overwritten and ``ptr`` advances by n (mod M). Returns the
+    number of rows written. Used by the cross-batch memory and MoCo's queue.
+    """
+    size = pairs[0][0].size(0)
+    rows = [r[-size:] for _, r in pairs]
+    n, start = rows[0].size(0), int(ptr)
+    idx = (torch.arange(start, start + n) % size).to(pairs[0][0].device)
+    for (buf, _), r in zip(pairs, rows):
+        buf[idx] = r.to(buf.device, buf.dtype)
+    ptr.fill_((start + n) % size)
+    return n
+
+
 class CrossBatchMemory(SpeakerLoss):
     """Wraps any :class:`~speakerid.losses.base.PairLoss` with a FIFO memory of past embeddings.
 
@@ -81,14 +99,7 @@ class CrossBatchMemory(SpeakerLoss):
     @torch.no_grad()
     def enqueue(self, embeddings: torch.Tensor, labels: torch.Tensor) -> None:
         """Write a batch into the ring buffer, overwriting the oldest entries."""
-        if embeddings.size(0) > self.memory_size:  # only the newest M can stay
-            embeddings, labels = embeddings[-self.memory_size :], labels[-self.memory_size :]
-        n = embeddings.size(0)
-        ptr = int(self.ptr)
-        idx = (torch.arange(ptr, ptr + n) % self.memory_size).to(self.memory_emb.device)
-        self.memory_emb[idx] = embeddings.detach().to(self.memory_emb.dtype)
-        self.memory_labels[idx] = labels.to(self.memory_labels.device, torch.long)
-        self.ptr.fill_((ptr + n) % self.memory_size)
+        n = ring_enqueue(self.ptr, (self.memory_emb, embeddings.detach()), (self.memory_labels, labels.long()))
         self.filled.fill_(min(int(self.filled) + n, self.memory_size))
 
     def reset(self) -> None:

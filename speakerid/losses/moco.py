@@ -22,21 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from speakerid.distributed import all_gather_rows
+
 from .base import LossConfigError, SpeakerLoss, full_precision
+from .memory import ring_enqueue
 
 __all__ = ["MoCoLoss", "MomentumEncoder"]
-
-
-def _gather_all(x: torch.Tensor) -> torch.Tensor:
-    """Concatenate ``x`` from all DDP ranks (identity without torch.distributed)."""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return x
-    world = torch.distributed.get_world_size()
-    if world == 1:
-        return x
-    parts = [torch.empty_like(x) for _ in range(world)]
-    torch.distributed.all_gather(parts, x.contiguous())
-    return torch.cat(parts)
 
 
 class MoCoLoss(SpeakerLoss):
@@ -96,18 +87,13 @@ class MoCoLoss(SpeakerLoss):
             logits = torch.cat([l_pos, l_neg], dim=1) / self.temperature
             loss = F.cross_entropy(logits, torch.zeros(q32.size(0), dtype=torch.long, device=q32.device))
         if self.training if enqueue is None else enqueue:
-            self.enqueue(_gather_all(k32))
+            self.enqueue(all_gather_rows(k32))
         return loss
 
     @torch.no_grad()
     def enqueue(self, keys: torch.Tensor) -> None:
         """Replace the oldest queue entries with ``keys`` (normalised)."""
-        if keys.size(0) > self.queue_size:
-            keys = keys[-self.queue_size :]
-        n, ptr = keys.size(0), int(self.ptr)
-        idx = (torch.arange(ptr, ptr + n) % self.queue_size).to(self.queue.device)
-        self.queue[idx] = F.normalize(keys.to(self.queue.dtype), dim=1)
-        self.ptr.fill_((ptr + n) % self.queue_size)
+        ring_enqueue(self.ptr, (self.queue, F.normalize(keys.to(self.queue.dtype), dim=1)))
 
     def extra_repr(self) -> str:
         return f"embed_dim={self.embed_dim}, queue_size={self.queue_size}, temperature={self.temperature}"

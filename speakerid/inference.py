@@ -1,0 +1,434 @@
+"""The embedding rule: a model source -> front end -> segment policy -> one vector per utterance.
+
+``load_experiment(exp_dir)`` rebuilds the inference chain of a training run as one
+TorchScript-able module, :class:`EmbeddingExtractor`: waveform ``[B, T]`` -> Kaldi fbank
+(no dither) -> CMN (per-utterance mean, as configured in ``features``) -> encoder ->
+embedding ``[B, D]``. 
+
+How a whole utterance of any length becomes one embedding (:class:`SegmentPolicy`; the same
+rule for ``speakerid extract``, ``enroll``/``verify``/``identify`` and
+:func:`embed_waveform`, so a file gets the same vector whichever path it takes):
+
+1. Utterances shorter than ``min_seconds`` (0.5 s) are tiled (repeated) up to it, so that
+   every encoder sees enough frames for its convolutions and pooling.
+2. Utterances longer than ``max_window_seconds`` (20 s) are cut into ``n = ceil(len / 20 s)``
+   equal windows spread evenly over the utterance (the first starts at 0, the last ends at
+   the end); the utterance embedding is the MEAN of the window embeddings (raw, before
+   length normalisation; the windows are equally long, so equally weighted). 20 s keeps
+   the activations of ECAPA c1024 on a GPU bounded while being longer than all but a few
+   VoxCeleb1 test utterances, which are therefore embedded whole.
+3. Each segment is trimmed to a whole number of ``length_quantum_frames`` (10 frames =
+   0.1 s): at most 99 ms of trailing audio is dropped. This is what makes batching exact:
+   segments of equal length (sorted by duration, the quantised lengths repeat) are stacked
+   into one batch without padding, so a batched embedding equals the one-at-a-time
+   embedding. Padding would change them: CMN and the encoders' statistics pooling would
+   see the padded frames (the encoders take no lengths).
+
+Also here: where a model comes from (:func:`resolve_model_source`: an experiment dir, or a
+packaged name such as ``"starter"`` -> ``speakerid/pretrained/starter/``, a folder with the
+files of an experiment dir), the readers/writers of the experiment dir's files
+(``dev_eval.json``, ``calibration.json``, ``speakers.txt``, ``cohort.npz``) and
+:class:`Embedder`, what :func:`speakerid.load_model` returns. Every path that embeds
+(``extract``, ``enroll``/``verify``/``identify``, ``export``, the trainer's dev evaluation)
+goes through :func:`embed_waves`, so a file gets one embedding whichever path it takes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from speakerid.config import TrainConfig, load_config
+from speakerid.fileio import atomic_path, write_text_atomic
+
+PACKAGED_DIR = Path(__file__).resolve().parent / "pretrained"
+DEV_EVAL_FILE = "dev_eval.json"
+CALIBRATION_FILE = "calibration.json"
+SPEAKERS_FILE = "speakers.txt"
+COHORT_FILE = "cohort.npz"
+
+
+class ExperimentError(ValueError):
+    """An experiment dir is incomplete or does not match its config."""
+
+
+# --------------------------------------------------------------------------- the model chain
+class EmbeddingExtractor(nn.Module):
+    """``waveform [B, T]`` (float in [-1, 1], at ``sample_rate``) -> ``embedding [B, D]``.
+
+    ``frontend`` is a :class:`speakerid.features.Fbank` in evaluation mode (no dither; CMN as
+    the training config says) and ``encoder`` the trained network. Both are TorchScript-able,
+    so ``torch.jit.script(extractor)`` works (used by :mod:`speakerid.export`).
+    """
+
+    def __init__(self, frontend: nn.Module, encoder: nn.Module, sample_rate: int, embed_dim: int) -> None:
+        super().__init__()
+        self.frontend = frontend
+        self.encoder = encoder
+        self.sample_rate = int(sample_rate)
+        self.embed_dim = int(embed_dim)
+
+    def forward(self, wave: Tensor) -> Tensor:
+        return self.encoder(self.frontend(wave))
+
+
+def resolve_model_source(name_or_path: str | os.PathLike) -> Path:
+    """An experiment dir for ``name_or_path``: an existing dir, else a packaged model name.
+
+    ``"starter"`` (or any name without a path separator) resolves to
+    ``speakerid/pretrained/<name>/``, which holds the files of an experiment dir.
+    """
+    path = Path(name_or_path)
+    if path.is_dir():
+        return path
+    name = str(name_or_path)
+    if name and os.sep not in name and "/" not in name and not path.suffix:
+        packaged = PACKAGED_DIR / name
+        if packaged.is_dir():
+            return packaged
+        known = sorted(p.name for p in PACKAGED_DIR.iterdir() if p.is_dir()) if PACKAGED_DIR.is_dir() else []
+        raise ExperimentError(
+            f"{name}: neither an experiment dir nor a packaged model "
+            f"({packaged} does not exist; packaged models here: {', '.join(known) or 'none'})"
+        )
+    raise ExperimentError(f"{path}: experiment dir not found (run the train stage first)")
+
+
+def _require_files(exp_dir: Path) -> None:
+    if not exp_dir.is_dir():
+        raise ExperimentError(f"{exp_dir}: experiment dir not found (run the train stage first)")
+    for name in ("config.yaml", "model.pt"):
+        if not (exp_dir / name).is_file():
+            raise ExperimentError(f"{exp_dir}: no {name} in the experiment dir (run the train stage first)")
+
+
+def build_extractor(cfg: TrainConfig, state_dict: dict[str, Tensor] | None = None, source: str = "<model>") -> EmbeddingExtractor:
+    """The extractor for ``cfg`` (encoder rebuilt as the trainer builds it), with ``state_dict`` loaded."""
+    from speakerid.features import Fbank
+    from speakerid.models import build_encoder
+
+    encoder = build_encoder(cfg)
+    if state_dict is not None:
+        try:
+            encoder.load_state_dict(state_dict, strict=True)
+        except RuntimeError as e:
+            first = str(e).strip().splitlines()
+            detail = " ".join(line.strip() for line in first[:3])
+            raise ExperimentError(f"{source}: weights do not fit model {cfg.model.name!r} of the config ({detail})") from None
+    frontend = Fbank.from_config(cfg.features, train=False)
+    embed_dim = int(getattr(encoder, "embed_dim", 0)) or _probe_embed_dim(frontend, encoder, cfg.features.sample_rate)
+    return EmbeddingExtractor(frontend, encoder, cfg.features.sample_rate, embed_dim).eval()
+
+
+def _probe_embed_dim(frontend: nn.Module, encoder: nn.Module, sample_rate: int) -> int:
+    with torch.no_grad():
+        return int(encoder.eval()(frontend(torch.randn(1, sample_rate) * 0.1)).shape[-1])
+
+
+def load_experiment(exp_dir: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[EmbeddingExtractor, TrainConfig]:
+    """Load ``exp_dir/config.yaml`` and ``exp_dir/model.pt`` (weights_only) -> (extractor in eval mode, config).
+
+    ``exp_dir`` is any model source :func:`resolve_model_source` accepts (a dir or a packaged name).
+    """
+    from speakerid.checkpoint import CheckpointError, load_checkpoint
+
+    exp_dir = resolve_model_source(exp_dir)
+    _require_files(exp_dir)
+    cfg = load_config(exp_dir / "config.yaml")
+    try:
+        state = load_checkpoint(exp_dir / "model.pt")  # torch.load(weights_only=True)
+    except CheckpointError as e:
+        raise ExperimentError(str(e)) from None
+    if "model" in state and isinstance(state["model"], dict):  # a full training checkpoint
+        state = state["model"]
+    extractor = build_extractor(cfg, state, source=str(exp_dir / "model.pt"))
+    return extractor.to(device), cfg
+
+
+def model_fingerprint(extractor: EmbeddingExtractor) -> str:
+    """sha256 over the encoder's state dict (names, dtypes, shapes, bytes) and the front end's settings.
+
+    Two extractors share a fingerprint exactly when they compute the same embeddings, so a
+    speaker DB or a set of saved embeddings can refuse a different model.
+    """
+    h = hashlib.sha256()
+    fe = extractor.frontend
+    front = {
+        k: getattr(fe, k, None)
+        for k in ("sample_rate", "num_mel_bins", "window", "shift", "fft_size", "cmn", "sliding_cmn_frames")
+    }
+    h.update(json.dumps({"frontend": front, "embed_dim": extractor.embed_dim}, sort_keys=True).encode())
+    for name, tensor in sorted(extractor.encoder.state_dict().items()):
+        t = tensor.detach().to("cpu").contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- segmentation
+MIN_TRIMMED_S = 0.3  # below this much speech after trimming, the untrimmed clip is embedded
+
+
+@dataclass(frozen=True)
+class SegmentPolicy:
+    """How an utterance of any length is cut into equal-length segments (see the module doc)."""
+
+    max_window_seconds: float = 20.0
+    min_seconds: float = 0.5
+    length_quantum_frames: int = 10
+    trim_silence: bool = False  # drop leading/trailing/long silences first (speakerid.vad.trim_silence)
+
+    @classmethod
+    def from_config(cls, cfg: TrainConfig) -> "SegmentPolicy":
+        """The default policy, with silence trimming as the experiment's ``features.trim_silence`` says (off by default)."""
+        return cls(trim_silence=bool(getattr(cfg.features, "trim_silence", False)))
+
+    def __post_init__(self) -> None:
+        if self.max_window_seconds < self.min_seconds or self.min_seconds <= 0:
+            raise ValueError(f"bad segment policy: need 0 < min_seconds <= max_window_seconds, got {self}")
+        if self.length_quantum_frames < 1:
+            raise ValueError(f"bad segment policy: length_quantum_frames must be >= 1, got {self.length_quantum_frames}")
+
+
+def segment_plan(num_samples: int, window: int, shift: int, sample_rate: int, policy: SegmentPolicy) -> tuple[int, list[int]]:
+    """(segment length in samples, start offsets) for an utterance of ``num_samples`` samples.
+
+    When the utterance is shorter than ``min_seconds`` the single "segment" is longer than
+    the utterance: the caller tiles the waveform up to it (see :func:`cut_segments`).
+    """
+    from speakerid.features import frames_of
+
+    q = policy.length_quantum_frames
+    min_frames = max(q, q * math.ceil(policy.min_seconds * sample_rate / shift / q))
+    max_frames = max(min_frames, q * int(policy.max_window_seconds * sample_rate / shift / q))
+    frames = frames_of(num_samples, window, shift)
+    if frames < min_frames:
+        return window + shift * (min_frames - 1), [0]
+    n = math.ceil(frames / max_frames)
+    per = max(min_frames, (frames // n) // q * q)
+    seg = window + shift * (per - 1)
+    if n == 1:
+        return seg, [0]
+    span = num_samples - seg
+    return seg, [round(i * span / (n - 1)) for i in range(n)]
+
+
+def cut_segments(wave: Tensor, window: int, shift: int, sample_rate: int, policy: SegmentPolicy) -> Tensor:
+    """``wave [T]`` -> ``[n, seg]`` equal-length segments per :func:`segment_plan` (short waves tiled)."""
+    seg, starts = segment_plan(wave.numel(), window, shift, sample_rate, policy)
+    if wave.numel() < seg:
+        reps = math.ceil(seg / wave.numel())
+        return wave.repeat(reps)[:seg].unsqueeze(0)
+    return torch.stack([wave[s : s + seg] for s in starts])
+
+
+def _frontend_geometry(extractor: EmbeddingExtractor) -> tuple[int, int]:
+    return int(extractor.frontend.window), int(extractor.frontend.shift)
+
+
+def segment_batches(
+    waves: Sequence[Tensor], window: int, shift: int, sample_rate: int, policy: SegmentPolicy = SegmentPolicy(), batch_size: int = 16
+) -> list[tuple[Tensor, Tensor]]:
+    """The batches :func:`embed_waves` runs: ``(utterance indices [b], segments [b, seg])``, equal lengths per batch.
+
+    Longest segments first; silence trimmed first when the policy says so.
+    """
+    if policy.trim_silence:
+        from speakerid.vad import trim_silence
+
+        trimmed = [trim_silence(w.reshape(-1), sample_rate) for w in waves]
+        # almost nothing left (a quiet or very short clip): embed the whole clip rather than a fragment
+        waves = [t if t.numel() >= MIN_TRIMMED_S * sample_rate else w.reshape(-1) for t, w in zip(trimmed, waves)]
+    by_len: dict[int, list[tuple[int, Tensor]]] = {}
+    for i, w in enumerate(waves):
+        for seg in cut_segments(w.reshape(-1), window, shift, sample_rate, policy):
+            by_len.setdefault(seg.numel(), []).append((i, seg))
+    batches = []
+    for length in sorted(by_len, reverse=True):
+        group = by_len[length]
+        for b in range(0, len(group), batch_size):
+            items = group[b : b + batch_size]
+            batches.append((torch.tensor([i for i, _ in items]), torch.stack([seg for _, seg in items])))
+    return batches
+
+
+@torch.no_grad()
+def mean_embeddings(fn, batches: Sequence[tuple[Tensor, Tensor]], num_utts: int, embed_dim: int, device: torch.device) -> Tensor:
+    """``[N, D]`` float32: the mean over each utterance's segments of ``fn(batch)`` (float64 sums)."""
+    sums = torch.zeros(num_utts, embed_dim, dtype=torch.float64)
+    counts = torch.zeros(num_utts, dtype=torch.float64)
+    for idx, x in batches:
+        emb = fn(x.to(device)).float().cpu().to(torch.float64)
+        sums.index_add_(0, idx, emb)
+        counts.index_add_(0, idx, torch.ones(idx.numel(), dtype=torch.float64))
+    return (sums / counts.unsqueeze(1)).float()
+
+
+@torch.no_grad()
+def embed_waves(
+    extractor: EmbeddingExtractor,
+    waves: Sequence[Tensor],
+    policy: SegmentPolicy = SegmentPolicy(),
+    batch_size: int = 16,
+) -> Tensor:
+    """Embeddings ``[N, D]`` (float32, CPU) of N whole waveforms, batched by equal segment length."""
+    if not waves:
+        return torch.zeros(0, extractor.embed_dim)
+    window, shift = _frontend_geometry(extractor)
+    device = next(extractor.parameters(), torch.zeros(0)).device
+    batches = segment_batches(waves, window, shift, extractor.sample_rate, policy, batch_size)
+    return mean_embeddings(extractor, batches, len(waves), extractor.embed_dim, device)
+
+
+def embed_waveform(extractor: EmbeddingExtractor, wave: Tensor, policy: SegmentPolicy = SegmentPolicy()) -> Tensor:
+    """Embedding ``[D]`` of one whole waveform ``[T]`` (windows averaged when long)."""
+    return embed_waves(extractor, [wave], policy)[0]
+
+
+def embed_files(
+    extractor: EmbeddingExtractor,
+    paths: Sequence[str | os.PathLike],
+    policy: SegmentPolicy = SegmentPolicy(),
+    batch_size: int = 16,
+) -> Tensor:
+    """Embeddings ``[N, D]`` of audio files (read with :func:`speakerid.audio.load_audio`)."""
+    from speakerid.audio import load_audio, require_min_length
+
+    waves = [require_min_length(load_audio(p, extractor.sample_rate)[0], extractor.sample_rate, p) for p in paths]
+    return embed_waves(extractor, waves, policy, batch_size)
+
+
+# --------------------------------------------------------------------------- the user-facing embedder
+class Embedder:
+    """A loaded model source: ``embed(wave, sr)`` and ``embed_files(paths)`` under its segment policy."""
+
+    def __init__(self, extractor: EmbeddingExtractor, cfg: TrainConfig | None = None, source: str = "<model>",
+                 policy: SegmentPolicy | None = None, batch_size: int = 16) -> None:
+        self.extractor, self.cfg, self.source = extractor, cfg, source
+        self.policy = policy if policy is not None else (SegmentPolicy.from_config(cfg) if cfg is not None else SegmentPolicy())
+        self.batch_size = batch_size
+
+    @property
+    def sample_rate(self) -> int:
+        return self.extractor.sample_rate
+
+    @property
+    def embed_dim(self) -> int:
+        return self.extractor.embed_dim
+
+    @property
+    def fingerprint(self) -> str:
+        return model_fingerprint(self.extractor)
+
+    def embed(self, wave: np.ndarray | Tensor, sr: int) -> np.ndarray:
+        """Embedding ``[D]`` (float32, not length-normalised) of one mono waveform in [-1, 1] at ``sr`` Hz."""
+        w = torch.as_tensor(np.asarray(wave, dtype=np.float32) if not isinstance(wave, Tensor) else wave).float()
+        if w.dim() != 1:
+            raise ValueError(f"{self.source}: embed() takes one mono waveform [T], got shape {tuple(w.shape)}")
+        if int(sr) != self.sample_rate:
+            import torchaudio.functional as AF
+
+            w = AF.resample(w, int(sr), self.sample_rate)
+        return embed_waves(self.extractor, [w], self.policy, self.batch_size)[0].numpy()
+
+    def embed_files(self, paths: Sequence[str | os.PathLike]) -> np.ndarray:
+        """Embeddings ``[N, D]`` (float32) of audio files."""
+        return embed_files(self.extractor, list(paths), self.policy, self.batch_size).numpy()
+
+
+def load_model(source: str | os.PathLike = "starter", device: str | torch.device = "cpu") -> Embedder:
+    """An :class:`Embedder` for a model source (experiment dir or packaged name, default ``"starter"``)."""
+    exp_dir = resolve_model_source(source)
+    extractor, cfg = load_experiment(exp_dir, device=device)
+    return Embedder(extractor, cfg, str(exp_dir))
+
+
+# --------------------------------------------------------------------------- experiment-dir files
+def write_dev_eval(exp_dir: str | os.PathLike, result: dict) -> Path:
+    path = Path(exp_dir) / DEV_EVAL_FILE
+    write_text_atomic(path, json.dumps(result, indent=2) + "\n")
+    return path
+
+
+def read_dev_eval(exp_dir: str | os.PathLike) -> dict | None:
+    """``dev_eval.json`` as a dict (None when absent); a malformed file is an error naming it."""
+    path = Path(exp_dir) / DEV_EVAL_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ExperimentError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise ExperimentError(f"{path}: expected a JSON object")
+    return data
+
+
+def read_dev_threshold(exp_dir: str | os.PathLike) -> float | None:
+    """The dev-set EER threshold (cosine) of ``dev_eval.json``, or None."""
+    data = read_dev_eval(exp_dir)
+    value = None if data is None else data.get("threshold")
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ExperimentError(f"{Path(exp_dir) / DEV_EVAL_FILE}: threshold: not a number ({value!r})") from None
+
+
+def read_calibration(exp_dir: str | os.PathLike):
+    """``calibration.json`` as a :class:`speakerid.scoring.calibrate.Calibration`, or None when absent."""
+    path = Path(exp_dir) / CALIBRATION_FILE
+    if not path.is_file():
+        return None
+    from speakerid.scoring.calibrate import Calibration
+
+    return Calibration.load(path)
+
+
+def write_speakers(exp_dir: str | os.PathLike, speakers: Sequence[str]) -> Path:
+    path = Path(exp_dir) / SPEAKERS_FILE
+    write_text_atomic(path, "".join(f"{s}\n" for s in speakers))
+    return path
+
+
+def read_speakers(exp_dir: str | os.PathLike) -> list[str]:
+    path = Path(exp_dir) / SPEAKERS_FILE
+    try:
+        return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except OSError as e:
+        raise ExperimentError(f"{path}: cannot read the speaker list ({e.strerror or e})") from None
+
+
+def write_cohort(exp_dir: str | os.PathLike, ids: Sequence[str], embeddings: np.ndarray) -> Path:
+    path = Path(exp_dir) / COHORT_FILE
+    emb = np.asarray(embeddings, dtype=np.float32)
+    if emb.ndim != 2 or emb.shape[0] != len(ids):
+        raise ValueError(f"{path}: need one embedding row per id, got {len(ids)} ids and shape {emb.shape}")
+    with atomic_path(path, suffix=".npz") as tmp:
+        np.savez(tmp, ids=np.asarray(list(ids)), embeddings=emb)
+    return path
+
+
+def read_cohort(exp_dir: str | os.PathLike) -> tuple[np.ndarray, np.ndarray] | None:
+    """(ids, embeddings) of ``cohort.npz``, or None when absent."""
+    path = Path(exp_dir) / COHORT_FILE
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            ids, emb = z["ids"].astype(str), z["embeddings"].astype(np.float32)
+    except (OSError, ValueError, KeyError, EOFError) as e:
+        raise ExperimentError(f"{path}: not a cohort file with 'ids' and 'embeddings' ({e})") from None
+    if emb.ndim != 2 or emb.shape[0] != ids.shape[0]:
+        raise ExperimentError(f"{path}: {ids.shape[0]} ids but embeddings of shape {emb.shape}")
+    return ids, emb
