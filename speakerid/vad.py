@@ -1,53 +1,54 @@
-"""Energy voice-activity detection: drop long silences before embedding.
+"""Energy voice-activity detection: cut leading, trailing and inner silence from a waveform.
 
-Many recordings (e.g. noise-gated studio takes) are half digital silence; embedding it only
-adds frames that carry no speaker information. :func:`trim_silence` keeps every 10 ms frame
-whose energy is within ``floor_db`` of the utterance's loud frames (its 95th-percentile
-energy) and above an absolute floor, pads each kept region by ``pad_s`` and drops the rest.
-A waveform with no frame above the thresholds, or with less than ``min_keep_s`` kept, is
-returned unchanged (so trimming never empties an input).
+A frame (25 ms, 10 ms hop) is speech when its RMS energy is within ``top_db`` (40 dB) of the
+loudest frame and above an absolute floor (-60 dBFS), the rule of librosa's ``effects.split``
+plus a floor for all-quiet recordings. Runs of silence shorter than ``min_gap`` (0.3 s) stay
+(pauses between words), so only real silence is cut; what is kept is the concatenation of
+the speech regions, padded by one hop each side.
 """
+
 from __future__ import annotations
 
-import torch
-from torch import Tensor
+import numpy as np
 
 __all__ = ["trim_silence", "speech_mask"]
 
+FRAME_S = 0.025
+HOP_S = 0.010
+
 
 def speech_mask(
-    wave: Tensor,
-    sample_rate: int,
-    frame_s: float = 0.025,
-    shift_s: float = 0.010,
-    floor_db: float = 40.0,
-    abs_floor_db: float = -60.0,
-    pad_s: float = 0.1,
-) -> Tensor:
-    """Boolean mask ``[T]`` of the samples kept by the energy VAD (see the module doc)."""
-    if wave.dim() != 1:
-        raise ValueError(f"trim_silence expects a mono waveform [T], got shape {tuple(wave.shape)}")
-    n = wave.numel()
-    win, hop = max(1, round(frame_s * sample_rate)), max(1, round(shift_s * sample_rate))
-    if n < win:
-        return torch.ones(n, dtype=torch.bool)
-    frames = wave.float().unfold(0, win, hop)  # [F, win]
-    energy_db = 10.0 * torch.log10(frames.pow(2).mean(dim=1) + 1e-12)
-    ref = torch.quantile(energy_db, 0.95)
-    voiced = (energy_db > ref - floor_db) & (energy_db > abs_floor_db)
-    pad = round(pad_s / shift_s)
-    if pad > 0 and voiced.any():
-        voiced = torch.nn.functional.max_pool1d(voiced.float()[None, None], 2 * pad + 1, 1, pad)[0, 0] > 0
-    starts = torch.nonzero(voiced).flatten() * hop
-    delta = torch.zeros(n + win + 1, dtype=torch.int32)
-    delta.index_add_(0, starts, torch.ones_like(starts, dtype=torch.int32))
-    delta.index_add_(0, starts + win, -torch.ones_like(starts, dtype=torch.int32))
-    return torch.cumsum(delta, 0)[:n] > 0
+    wave: np.ndarray, sample_rate: int, top_db: float = 40.0, floor_db: float = -60.0, min_gap: float = 0.3
+) -> np.ndarray:
+    """Boolean mask ``[T]`` of the samples kept as speech (see the module docstring)."""
+    x = np.asarray(wave, dtype=np.float64).reshape(-1)
+    frame, hop = max(1, int(FRAME_S * sample_rate)), max(1, int(HOP_S * sample_rate))
+    if x.size < frame:
+        return np.full(x.size, bool(x.size) and float(np.sqrt(np.mean(x**2))) > 10 ** (floor_db / 20))
+    n = 1 + (x.size - frame) // hop
+    idx = np.arange(frame)[None, :] + hop * np.arange(n)[:, None]
+    rms_db = 10 * np.log10(np.mean(x[idx] ** 2, axis=1) + 1e-20)
+    voiced = (rms_db > rms_db.max() - top_db) & (rms_db > floor_db)
+    # fill short pauses between voiced frames
+    gap = int(round(min_gap / HOP_S))
+    on = np.flatnonzero(voiced)
+    if on.size > 1:
+        for a, b in zip(on[:-1], on[1:]):
+            if 1 < b - a <= gap:
+                voiced[a:b] = True
+    mask = np.zeros(x.size, dtype=bool)
+    for i in np.flatnonzero(voiced):
+        mask[max(0, i * hop - hop) : i * hop + frame + hop] = True
+    return mask
 
 
-def trim_silence(wave: Tensor, sample_rate: int, min_keep_s: float = 0.3) -> Tensor:
-    """``wave [T]`` without its silent stretches (energy VAD); unchanged if too little is voiced."""
-    mask = speech_mask(wave, sample_rate)
-    if int(mask.sum()) < min_keep_s * sample_rate:
-        return wave
-    return wave[mask]
+def trim_silence(wave, sample_rate: int):
+    """The speech samples of ``wave`` (a 1-D numpy array or torch tensor; same type back)."""
+    is_tensor = hasattr(wave, "detach")
+    x = wave.detach().cpu().numpy() if is_tensor else np.asarray(wave)
+    mask = speech_mask(x, sample_rate)
+    if is_tensor:
+        import torch
+
+        return wave.reshape(-1)[torch.from_numpy(mask).to(wave.device)]
+    return x.reshape(-1)[mask]

@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
         path = audio / (utt.replace("/", "__") + ".flac")
         if not path.exists():
             w, sr = load_audio(data.wav[utt], a.sample_rate)
-            w = trim_silence(w, sr)
+            t = trim_silence(w, sr)
+            w = t if t.numel() >= 0.3 * sr else w  # (almost) no speech found: keep the file as is
             tmp = path.with_suffix(".tmp.flac")
             sf.write(tmp, w.numpy(), sr, subtype="PCM_16")
             tmp.replace(path)
