@@ -9,7 +9,7 @@
 # its speaker-disjoint dev list (non-targets within one corpus), RAVDESS and FSDD included.
 # Encoder: ECAPA-TDNN (channels 64, 128-d), 150-frame chunks, P x K = 16 x 4 batches for every
 # loss (the pair losses need them; the proxy losses get the same batches), Adam 0.005 with
-# cosine decay, SpecAugment, $EPOCHS epochs (4), seed 0. Losses: circle (pair), circle_proxy, aam
+# cosine decay, SpecAugment, $EPOCHS epochs (3), seed 0. Losses: circle (pair), circle_proxy, aam
 # (margin warm-up 0 -> 0.2), triplet (batch hard), contrastive, lifted_structure,
 # circle inside a cross-batch memory (1024), MoCo.
 # Results: benchmarks/results_loss_study.md (table) and benchmarks/results_loss_study.png.
@@ -17,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
 WORK=${WORK:-/tmp/speakerid_loss_study}
-EPOCHS=${EPOCHS:-4}
+EPOCHS=${EPOCHS:-3}
 TRIALS=${TRIALS:-400}
 LOSSES=${LOSSES:-"circle circle_proxy aam triplet contrastive lifted_structure circle_xbm moco"}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}

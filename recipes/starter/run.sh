@@ -94,7 +94,7 @@ if stage 7 "benchmark: starter vs Resemblyzer 0.1.4 on the same dev trials, per 
   $SPEAKERID extract --exp $exp --data $raw/dev --out $exp/emb_dev_notrim --no-progress
   $PYTHON "$repo/benchmarks/bench_starter.py" --data $raw/dev --system starter=$exp/emb_dev \
     --system starter_untrimmed=$exp/emb_dev_notrim \
-    --cohort starter=$exp/cohort.npz --resemblyzer-cache $exp/resemblyzer_dev.npz \
+    --cohort starter=$exp/cohort.npz --resemblyzer-cache "${RESEMBLYZER_CACHE:-$exp/resemblyzer_dev.npz}" \
     --out "$repo/benchmarks/results_starter.md"
 fi
 
