@@ -7,7 +7,7 @@
 #   EER/minDCF -> package (speakerid/pretrained/starter) -> benchmark against Resemblyzer
 #
 # Usage: bash recipes/starter/run.sh [--data DIR] [--config conf/ecapa_aam.yaml]
-#          [--package DIR] [--stage N] [--stop-stage M] [--nj N]
+#          [--package DIR] [--exp exp/starter] [--stage N] [--stop-stage M] [--nj N]
 # --data defaults to ../shared/data/speech (from the repo root); --package to
 # speakerid/pretrained/starter (stage 8 overwrites it). Outputs: recipes/starter/data, exp.
 set -euo pipefail
@@ -21,12 +21,14 @@ parse_common_options "$@"
 src=${SPEAKERID_SHARED_DATA:-$repo/../shared/data}/speech
 config=conf/ecapa_aam.yaml
 package=$repo/speakerid/pretrained/starter
+exp=exp/starter
 set -- ${REST_ARGS[@]+"${REST_ARGS[@]}"}
 while [ $# -gt 0 ]; do
   case "$1" in
     --data) src=$2; shift 2 ;;
     --config) config=$2; shift 2 ;;
     --package) package=$2; shift 2 ;;
+    --exp) exp=$2; shift 2 ;;
     *) echo "unknown option: $1" >&2; usage >&2; exit 2 ;;
   esac
 done
@@ -39,7 +41,6 @@ cd "$here"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 raw=data/speech
 data=data/speech_trim
-exp=exp/starter
 start_time=$SECONDS
 
 if stage 0 "speaker-disjoint split of $src -> $raw/{train,dev}"; then
