@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Forward+backward time of our pair-based Circle Loss vs pytorch-metric-learning's, on CPU.
+"""Forward+backward time of our pair-based Circle and batch-hard triplet losses vs pytorch-metric-learning's, on CPU.
 
 Why we wrote our own (``speakerid.losses.CircleLoss``) instead of wrapping pml: this prints the
 ratio on the batch sizes the trainer uses (P x K batches of 192-d embeddings), plus the cost of
@@ -55,6 +55,27 @@ def main() -> None:
                 times["pml"].append(t_pml)
         o, p = statistics.median(times["ours"]) * 1e3, statistics.median(times["pml"]) * 1e3
         print(f"{f'circle B={batch} P={speakers}':<28}{o:>10.2f}{p:>10.2f}{p / o:>10.2f}", flush=True)
+
+    # Batch-hard triplet (ours: one distance matrix) vs pml's BatchHardMiner + TripletMarginLoss.
+    from pytorch_metric_learning import miners as pml_miners
+
+    ours_t = build_loss("triplet", 192, 0)
+    pml_t, pml_m = pml_losses.TripletMarginLoss(margin=0.2), pml_miners.BatchHardMiner()
+    for batch, speakers in ((128, 32), (256, 64), (512, 128)):
+        gen = torch.Generator().manual_seed(batch)
+        base = torch.randn(batch, 192, generator=gen)
+        labels = torch.arange(batch) % speakers
+        times = {"ours": [], "pml": []}
+        for r in range(args.repeats + 2):
+            x1 = base.clone().requires_grad_(True)
+            x2 = base.clone().requires_grad_(True)
+            t_ours = _time(lambda: ours_t(x1, labels))
+            t_pml = _time(lambda: pml_t(x2, labels, pml_m(x2, labels)))
+            if r >= 2:
+                times["ours"].append(t_ours)
+                times["pml"].append(t_pml)
+        o, p = statistics.median(times["ours"]) * 1e3, statistics.median(times["pml"]) * 1e3
+        print(f"{f'triplet B={batch} P={speakers}':<28}{o:>10.2f}{p:>10.2f}{p / o:>10.2f}", flush=True)
 
     # Cross-batch memory: a batch of 128 against 4096 stored embeddings (ours only; pml's
     # CrossBatchMemory for reference with its own CircleLoss).

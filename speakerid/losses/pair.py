@@ -16,7 +16,7 @@ from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 
 from .base import LossConfigError, PairLoss, full_precision
 
-__all__ = ["ContrastiveLoss", "TripletLoss", "LiftedStructureLoss"]
+__all__ = ["ContrastiveLoss", "TripletLoss", "LiftedStructureLoss", "batch_hard_triplet"]
 
 
 def _drop_self_pairs(indices: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
@@ -76,6 +76,37 @@ class ContrastiveLoss(_PmlPairLoss):
         self.pos_margin = float(pos_margin)
 
 
+def batch_hard_triplet(
+    embeddings: torch.Tensor, labels: torch.Tensor, ref_emb: torch.Tensor, ref_labels: torch.Tensor, margin: float
+) -> torch.Tensor:
+    """Batch-hard triplet loss (Hermans et al. 2017, Eq. 5) in one distance matrix.
+
+    Per anchor ``i`` (a row of the batch): the farthest positive and the closest negative of the
+    reference set (``ref_emb[:B]`` is the batch; ``(i, i)`` is skipped), Euclidean distances of
+    L2-normalised embeddings, ``[d_ap - d_an + margin]_+`` averaged over the non-zero terms (the
+    same values and gradients as pml's ``BatchHardMiner`` + ``TripletMarginLoss``, without pml's
+    index tuples and its second distance pass).
+    """
+    emb = torch.nn.functional.normalize(embeddings, dim=1)
+    ref = torch.nn.functional.normalize(ref_emb, dim=1)
+    dist = torch.cdist(emb, ref)  # [B, R]
+    b = emb.shape[0]
+    same = labels[:, None] == ref_labels[None, :]
+    not_self = torch.ones_like(same)
+    not_self[:, :b].fill_diagonal_(False)
+    pos = same & not_self
+    neg = ~same
+    big = torch.finfo(dist.dtype).max
+    d_ap = torch.where(pos, dist, torch.full_like(dist, -1.0)).max(dim=1).values
+    d_an = torch.where(neg, dist, torch.full_like(dist, big)).min(dim=1).values
+    valid = pos.any(dim=1) & neg.any(dim=1)
+    losses = torch.relu(d_ap[valid] - d_an[valid] + margin)
+    nonzero = losses > 0
+    if not bool(nonzero.any()):
+        return embeddings.sum() * 0.0
+    return losses[nonzero].mean()
+
+
 class TripletLoss(_PmlPairLoss):
     """Triplet loss with online mining ("triplet").
 
@@ -83,7 +114,8 @@ class TripletLoss(_PmlPairLoss):
     on L2-normalised embeddings. Mining:
 
     - "batch_hard": per anchor the farthest positive and closest negative (Hermans, Beyer & Leibe,
-      "In Defense of the Triplet Loss", 2017, Eq. 5) -- pml ``BatchHardMiner``;
+      "In Defense of the Triplet Loss", 2017, Eq. 5) -- :func:`batch_hard_triplet` (pml's
+      ``BatchHardMiner`` + ``TripletMarginLoss`` in one pass; equal to it, see the tests);
     - "semi_hard": all triplets with ``d(a, p) < d(a, n) < d(a, p) + margin`` (FaceNet Eq. 4) --
       pml ``TripletMarginMiner(type_of_triplets="semihard")``;
     - "all": every triplet (pml's loss averages the non-zero ones).
@@ -101,7 +133,7 @@ class TripletLoss(_PmlPairLoss):
         if margin <= 0:
             raise LossConfigError(f"TripletLoss: margin must be > 0, got {margin}")
         if mining == "batch_hard":
-            miner: torch.nn.Module = pml_miners.BatchHardMiner()
+            miner: torch.nn.Module | None = None
         elif mining == "semi_hard":
             miner = pml_miners.TripletMarginMiner(margin=margin, type_of_triplets="semihard")
         else:
@@ -109,6 +141,20 @@ class TripletLoss(_PmlPairLoss):
         super().__init__(pml_losses.TripletMarginLoss(margin=margin), miner)
         self.margin = float(margin)
         self.mining = mining
+
+    def pair_forward(
+        self,
+        embeddings: torch.Tensor,
+        labels: torch.Tensor,
+        ref_emb: torch.Tensor,
+        ref_labels: torch.Tensor,
+    ) -> torch.Tensor:
+        if self.mining != "batch_hard":
+            return super().pair_forward(embeddings, labels, ref_emb, ref_labels)
+        emb = full_precision(embeddings)
+        ref = full_precision(ref_emb).to(emb.dtype)
+        with torch.autocast(device_type=emb.device.type, enabled=False):
+            return batch_hard_triplet(emb, labels, ref, ref_labels, self.margin)
 
 
 class LiftedStructureLoss(_PmlPairLoss):
