@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["PACKAGED_FILES", "packaged_names", "packaged_dir"]
+__all__ = ["PACKAGED_FILES", "packaged_names", "packaged_dir", "examples_dir"]
 
 PACKAGED_FILES = ("config.yaml", "model.pt", "calibration.json", "dev_eval.json", "cohort.npz", "MODEL_CARD.md")
 _ROOT = Path(__file__).resolve().parent
@@ -30,3 +30,8 @@ def packaged_dir(name: str = "starter") -> Path:
     if missing:
         raise FileNotFoundError(f"packaged model {name!r} at {folder} lacks {', '.join(missing)}")
     return folder
+
+
+def examples_dir() -> Path:
+    """The example clips that ship with the package (two held-out speakers; see ``examples/ATTRIBUTION.md``)."""
+    return _ROOT / "examples"
