@@ -17,7 +17,7 @@ from speakerid.cli import main
 from speakerid.config import load_config
 from speakerid.extract import load_experiment
 
-from _peers import PARITY_RTOL, randomize, rel_diff
+from _peers import PARITY_RTOL, SPEECHBRAIN_HYPERPARAMS, randomize, rel_diff
 
 # Checked without importing: speechbrain registers lazy modules in sys.modules whose attribute
 # access raises ImportError, which breaks hypothesis' collection-time scan of sys.modules.
@@ -42,21 +42,7 @@ def _drop_speechbrain_lazy_modules():
 
 # The embedding part of speechbrain/spkrec-ecapa-voxceleb's hyperparams.yaml (its VoxCeleb model),
 # with the channels as a parameter.
-HYPERPARAMS = """\
-pretrained_path: speechbrain/spkrec-ecapa-voxceleb
-n_mels: 80
-compute_features: !new:speechbrain.lobes.features.Fbank
-    n_mels: !ref <n_mels>
-mean_var_norm: !new:speechbrain.processing.features.InputNormalization
-    norm_type: sentence
-    std_norm: False
-embedding_model: !new:speechbrain.lobes.models.ECAPA_TDNN.ECAPA_TDNN
-    input_size: !ref <n_mels>
-    channels: {channels}
-    kernel_sizes: [5, 3, 3, 3, 1]
-    dilations: [1, 2, 3, 4, 1]
-    attention_channels: 128
-    lin_neurons: 192
+HYPERPARAMS = "pretrained_path: speechbrain/spkrec-ecapa-voxceleb\n" + SPEECHBRAIN_HYPERPARAMS + """\
 mean_var_norm_emb: !new:speechbrain.processing.features.InputNormalization
     norm_type: global
     std_norm: False

@@ -106,3 +106,13 @@ def build_pooling(name: str, in_dim: int, **kwargs) -> nn.Module:
     if key not in POOLINGS:
         raise ValueError(f"unknown pooling {name!r}; choose one of {sorted(POOLINGS)}")
     return POOLINGS[key](in_dim, **kwargs)
+
+
+def embedding_head(in_dim: int, embed_dim: int, two_emb_layer: bool) -> tuple[nn.Module, nn.Module, nn.Module]:
+    """WeSpeaker's embedding layers after pooling: ``seg_1`` (linear), then, with ``two_emb_layer``,
+    ``seg_bn_1`` (BatchNorm without affine) and ``seg_2`` (linear); identities otherwise.
+    Returned as three modules so that each model keeps WeSpeaker's state-dict names."""
+    seg_1 = nn.Linear(in_dim, embed_dim)
+    if two_emb_layer:
+        return seg_1, nn.BatchNorm1d(embed_dim, affine=False), nn.Linear(embed_dim, embed_dim)
+    return seg_1, nn.Identity(), nn.Identity()

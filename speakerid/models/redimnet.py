@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .pooling import ASTP
+from .pooling import ASTP, embedding_head
 
 __all__ = ["ReDimNet", "REDIMNET_CONFIGS", "wespeaker_key"] + [f"ReDimNetB{i}" for i in range(7)]
 
@@ -295,13 +295,7 @@ class ReDimNet(nn.Module):
         self.two_emb_layer = two_emb_layer
         self.backbone = ReDimNetBone(feat_dim, c, block_2d, stages, group_divisor)
         self.pool = ASTP(c * feat_dim, bottleneck_dim=128, global_context=True)
-        self.seg_1 = nn.Linear(2 * c * feat_dim, embed_dim)
-        if two_emb_layer:
-            self.seg_bn_1: nn.Module = nn.BatchNorm1d(embed_dim, affine=False)
-            self.seg_2: nn.Module = nn.Linear(embed_dim, embed_dim)
-        else:
-            self.seg_bn_1 = nn.Identity()
-            self.seg_2 = nn.Identity()
+        self.seg_1, self.seg_bn_1, self.seg_2 = embedding_head(2 * c * feat_dim, embed_dim, two_emb_layer)
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         emb = self.seg_1(self.pool(self.backbone(feats.transpose(1, 2).unsqueeze(1))))

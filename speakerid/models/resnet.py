@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .pooling import build_pooling
+from .pooling import build_pooling, embedding_head
 
 __all__ = [
     "ResNet", "ResNet18", "ResNet34", "ResNet50", "ResNet101", "ResNet152", "ResNet221", "ResNet293",
@@ -150,13 +150,7 @@ class ResNet(nn.Module):
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         stats_dim = in_planes * _downsampled(feat_dim, 3)
         self.pool = build_pooling(pooling, stats_dim, unbiased=pooling_unbiased)
-        self.seg_1 = nn.Linear(2 * stats_dim, embed_dim)
-        if two_emb_layer:
-            self.seg_bn_1: nn.Module = nn.BatchNorm1d(embed_dim, affine=False)
-            self.seg_2: nn.Module = nn.Linear(embed_dim, embed_dim)
-        else:
-            self.seg_bn_1 = nn.Identity()
-            self.seg_2 = nn.Identity()
+        self.seg_1, self.seg_bn_1, self.seg_2 = embedding_head(2 * stats_dim, embed_dim, two_emb_layer)
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         x = feats.transpose(1, 2).unsqueeze(1)  # (B, T, F) -> (B, 1, F, T)
