@@ -7,12 +7,14 @@ Work (each timed inside its own process, imports excluded):
     a 40-speaker synthetic corpus, features computed on the fly).
 Conditions: alone, beside 1 and beside 3 competing processes (2 torch threads each, a loop of
 small matmuls/convolutions, torch defaults: the neighbours a shared server has).
+Before timing: the audio files are read once and each kind runs once, untimed (warm caches).
 Policies: ``old`` = torch defaults (``SPEAKERID_THREADS=torch``: no thread setting, OpenMP's
 default spin-waiting); ``new`` = speakerid's thread policy (threads = usable CPUs / worker
-processes, idle OpenMP threads sleep). Ratios = median time beside k / median time alone, same
+processes, idle OpenMP threads sleep); ``one`` = the same with one thread (``SPEAKERID_THREADS=1``,
+what the training recipes set). Ratios = median time beside k / median time alone, same
 policy, same run. Allocator: glibc malloc.
 
-  python benchmarks/bench_contention.py [--repeats 1] [--policies old new] [--out benchmarks/results_contention.txt]
+  python benchmarks/bench_contention.py [--repeats 1] [--policies old new one] [--out benchmarks/results_contention.txt]
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ def _child_env(policy: str) -> dict[str, str]:
     env.pop("SPEAKERID_THREADS", None)
     if policy == "old":
         env["SPEAKERID_THREADS"] = "torch"
+    elif policy == "one":
+        env["SPEAKERID_THREADS"] = "1"
     return env
 
 
@@ -89,6 +93,8 @@ def prepare(work: Path, shared: Path) -> None:
     wavs = sorted(p for p in shared.rglob("*") if p.suffix.lower() in (".wav", ".flac"))[:200]
     if len(wavs) < 200:
         raise SystemExit(f"{shared}: fewer than 200 audio files")
+    for p in wavs:  # page cache warm before the first timed run (a cold first run is not "alone")
+        p.read_bytes()
     wav = {f"u{i:03d}": str(p) for i, p in enumerate(wavs)}
     write_data_dir(work / "extract_data", wav, {u: u for u in wav})
     cfg = load_config(CONFIG)
@@ -123,7 +129,7 @@ def main() -> None:
     ap.add_argument("--child", choices=["compete", "extract", "train"], help=argparse.SUPPRESS)
     ap.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--repeats", type=int, default=1)
-    ap.add_argument("--policies", nargs="+", default=["old", "new"], choices=["old", "new"])
+    ap.add_argument("--policies", nargs="+", default=["old", "new", "one"], choices=["old", "new", "one"])
     ap.add_argument("--kinds", nargs="+", default=["extract", "train"], choices=["extract", "train"])
     ap.add_argument("--competitors", nargs="+", type=int, default=[0, 1, 3])
     ap.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data" / "speech")
@@ -140,13 +146,16 @@ def main() -> None:
         work = Path(tmp)
         prepare(work, a.shared)
         times: dict[str, list[float]] = {}
+        for kind in a.kinds:  # one untimed run of each kind alone: caches and lazy imports warm
+            timed(kind, "new", work, 0)
         for kind in a.kinds:
             for policy in a.policies:
                 for k in a.competitors:
                     key = f"{kind}/{policy}/beside{k}"
                     times[key] = [timed(kind, policy, work, k) for _ in range(a.repeats)]
                     print(f"{key}: {statistics.median(times[key]):.2f} s", flush=True)
-    lines = [f"# python benchmarks/bench_contention.py --repeats {a.repeats}  ({time.strftime('%Y-%m-%d %H:%M')} UTC, "
+    lines = [f"# python benchmarks/bench_contention.py --repeats {a.repeats} --policies {' '.join(a.policies)}  "
+             f"({time.strftime('%Y-%m-%d %H:%M')} UTC, "
              f"{len(os.sched_getaffinity(0))} CPUs, glibc malloc)", "kind     policy  alone_s  beside1_s  ratio1  beside3_s  ratio3"]
     for kind in a.kinds:
         for policy in a.policies:

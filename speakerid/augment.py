@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from speakerid.config import AugmentConfig, SpecAugConfig
+from speakerid.config import AugmentConfig, SpecAugConfig, check_field
 
 logger = logging.getLogger(__name__)
 
@@ -183,13 +183,9 @@ def mixup(x: Tensor, labels: Tensor, alpha: float, generator: torch.Generator) -
     return mixed, labels, labels[perm.to(labels.device)], lam
 
 
-MIXUP_DOMAINS = ("features", "waveform")
-
-
 def check_mixup(cfg: AugmentConfig, two_views: bool = False) -> None:
     """The one check of the MixUp settings: a known domain, and no MixUp with two views (MoCo)."""
-    if cfg.mixup.domain not in MIXUP_DOMAINS:
-        raise ValueError(f"augment.mixup.domain must be 'features' or 'waveform', got {cfg.mixup.domain!r}")
+    check_field(cfg.mixup, "domain", "augment.mixup.domain")  # the config's Literal: for configs built in Python
     if cfg.mixup.enabled and two_views:
         raise ValueError("augment.mixup cannot be combined with two views (MoCo): the key view has no mixed label")
 
@@ -200,7 +196,7 @@ def mixes_waveforms(cfg: AugmentConfig, train: bool) -> bool:
     return bool(train and cfg.mixup.enabled and cfg.mixup.domain == "waveform")
 
 
-_WAVEFORM_OPS = {"AddNoise", "Reverb", "SpeedPerturb", "WaveAugment", "read_noise_list", "read_rir_list"}
+_WAVEFORM_OPS = {"AddNoise", "Reverb", "SpeedPerturb", "TelephoneChannel", "WaveAugment", "read_noise_list", "read_rir_list"}
 
 
 def __getattr__(name: str):

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from speakerid.audio import load_audio
 from speakerid.augment import AugmentListError, _bernoulli, _randint, _uniform
+from speakerid.augment_channel import TelephoneChannel
 from speakerid.config import AugmentConfig, NoiseConfig, ReverbConfig, SpeedConfig
 
 logger = logging.getLogger(__name__)
@@ -289,7 +290,8 @@ class SpeedPerturb:
 
 
 class WaveAugment:
-    """Speed -> reverb -> noise on one waveform; ops disabled in the config are skipped.
+    """Speed -> reverb -> noise -> telephone channel on one waveform; ops disabled in the
+    config are skipped (the channel comes last: it carries the room and the noise).
 
     ``__call__(wave [T], generator) -> (wave, speed_index)`` (``speed_index`` 0 without speed
     perturbation). ``num_speeds`` is 1 unless speed perturbation is on with ``as_new_speaker``.
@@ -301,8 +303,9 @@ class WaveAugment:
         reverb: Optional[Reverb] = None,
         noise: Optional[AddNoise] = None,
         speed_as_new_speaker: bool = False,
+        telephone: Optional[TelephoneChannel] = None,
     ) -> None:
-        self.speed, self.reverb, self.noise = speed, reverb, noise
+        self.speed, self.reverb, self.noise, self.telephone = speed, reverb, noise, telephone
         self.speed_as_new_speaker = speed_as_new_speaker and speed is not None
 
     @classmethod
@@ -312,11 +315,12 @@ class WaveAugment:
             reverb=Reverb.from_config(cfg.reverb, sample_rate) if cfg.reverb.enabled else None,
             noise=AddNoise.from_config(cfg.noise, sample_rate) if cfg.noise.enabled else None,
             speed_as_new_speaker=cfg.speed.enabled and cfg.speed.as_new_speaker,
+            telephone=TelephoneChannel.from_config(cfg.telephone, sample_rate) if cfg.telephone.enabled else None,
         )
 
     @property
     def enabled(self) -> bool:
-        return any(op is not None for op in (self.speed, self.reverb, self.noise))
+        return any(op is not None for op in (self.speed, self.reverb, self.noise, self.telephone))
 
     @property
     def num_speeds(self) -> int:
@@ -331,4 +335,6 @@ class WaveAugment:
             wave = self.reverb(wave, generator)
         if self.noise is not None:
             wave = self.noise(wave, generator)
+        if self.telephone is not None:
+            wave = self.telephone(wave, generator)
         return wave, speed_index

@@ -14,57 +14,14 @@ import sys
 from typing import Callable
 
 from speakerid import __version__
-
-ARGPARSE_FORMATTER = argparse.RawDescriptionHelpFormatter
-
-
-class _Parser(argparse.ArgumentParser):
-    """An argument parser whose usage errors are one line (``--help`` still shows the usage)."""
-
-    def error(self, message: str):  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-def _parser(sub: argparse._SubParsersAction, name: str, help: str, example: str) -> argparse.ArgumentParser:
-    """A sub-command parser whose --help ends with a copy-paste example."""
-    return sub.add_parser(
-        name,
-        help=help,
-        description=help,
-        epilog=f"example:\n  {example}",
-        formatter_class=ARGPARSE_FORMATTER,
-    )
-
-
-def _finite_float(text: str) -> float:
-    """argparse type: a finite number (``nan`` / ``inf`` are refused)."""
-    import math
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
-    return value
+from speakerid.cli_args import Parser, add_threads, apply_threads, nonneg_int, positive_int, subparser
 
 
 # --- commands ---------------------------------------------------------------------------
 # Each block below belongs to one command; keep them independent.
 
-def _add_threads(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="torch threads (default: $SPEAKERID_THREADS, else usable CPUs / worker processes)")
-
-
-def _threads(a: argparse.Namespace, workers: int = 0) -> None:
-    from speakerid.distributed import apply_thread_policy
-
-    apply_thread_policy(a.threads, workers=workers)
-
-
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    p = _parser(
+    p = subparser(
         sub,
         "train",
         "Train a speaker encoder (one process, or every rank of torchrun for DDP).",
@@ -87,12 +44,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         train(cfg, args.data, args.exp, resume=args.resume, init_from=args.init_from, threads=args.threads)
         return 0
 
-    _add_threads(p)
+    add_threads(p)
     p.set_defaults(func=run)
 
 
 def _add_shards(sub: argparse._SubParsersAction) -> None:
-    p = _parser(
+    p = subparser(
         sub,
         "shards",
         "Write a data dir as webdataset tar shards (utt id, speaker, FLAC audio) for streaming training.",
@@ -100,11 +57,11 @@ def _add_shards(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--data", required=True, help="data dir (wav.scp, utt2spk)")
     p.add_argument("--out", required=True, help="shard dir: shard-NNNNNN.tar, shards.list, shards.json")
-    p.add_argument("--utts-per-shard", type=int, default=1000, help="utterances per tar shard (default 1000)")
-    p.add_argument("--sample-rate", type=int, default=16000, help="audio is resampled to this rate (default 16000)")
+    p.add_argument("--utts-per-shard", type=positive_int, default=1000, help="utterances per tar shard (default 1000)")
+    p.add_argument("--sample-rate", type=positive_int, default=16000, help="audio is resampled to this rate (default 16000)")
     p.add_argument("--format", choices=["flac", "wav"], default="flac", help="audio encoding in the shards (default flac)")
     p.add_argument("--seed", type=int, default=0, help="seed of the utterance order across shards (default 0)")
-    p.add_argument("--num-workers", type=int, default=1, help="processes writing shards in parallel (default 1)")
+    p.add_argument("--num-workers", type=positive_int, default=1, help="processes writing shards in parallel (default 1)")
 
     def run(args: argparse.Namespace) -> int:
         from speakerid.data.shards import write_shards
@@ -126,15 +83,15 @@ def _model_arg(p: argparse.ArgumentParser, required: bool = True) -> None:
 
 
 def _add_extract(sub: argparse._SubParsersAction) -> None:
-    p = _parser(sub, "extract", "Embed every utterance of a data dir (whole utterances; resumable; torchrun for many processes)",
+    p = subparser(sub, "extract", "Embed every utterance of a data dir (whole utterances; resumable; torchrun for many processes)",
                 "speakerid extract --exp exp/ecapa --data data/test --out exp/ecapa/emb_test")
     _model_arg(p)
     p.add_argument("--data", required=True, help="data dir (wav.scp, utt2spk; utt2dur speeds up the sort)")
     p.add_argument("--out", required=True, help="output dir: embeddings.npz and embedding.scp/.ark")
     p.add_argument("--format", nargs="+", default=["npz", "scp"], choices=["npz", "scp"], help="formats to write (default both)")
-    p.add_argument("--batch-size", type=int, default=16, help="segments per forward pass (default 16)")
-    p.add_argument("--chunk-utts", type=int, default=256, help="utterances per saved chunk: the resume granularity (default 256)")
-    p.add_argument("--num-workers", type=int, default=0, help="audio-reading worker processes (default 0)")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="segments per forward pass (default 16)")
+    p.add_argument("--chunk-utts", type=positive_int, default=256, help="utterances per saved chunk: the resume granularity (default 256)")
+    p.add_argument("--num-workers", type=nonneg_int, default=0, help="audio-reading worker processes (default 0)")
     p.add_argument("--device", default="auto", help="auto (cuda:LOCAL_RANK if available), cpu, cuda:0, ...")
     p.add_argument("--max-window", type=float, default=20.0, help="longer utterances: mean of equal windows of at most this many s (default 20)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -153,7 +110,7 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
             print(" ".join(str(w) for w in written))
         return 0
 
-    _add_threads(p)
+    add_threads(p)
     p.set_defaults(func=run)
 
 
@@ -162,7 +119,7 @@ from speakerid.cli_db import add_list as _add_list, add_remove as _add_remove, a
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
-    p = _parser(sub, "export", "Export waveform -> fbank -> CMN -> encoder -> embedding as TorchScript or ONNX (checked against the eager model)",
+    p = subparser(sub, "export", "Export waveform -> fbank -> CMN -> encoder -> embedding as TorchScript or ONNX (checked against the eager model)",
                 "speakerid export --model exp/ecapa --out exp/ecapa/embedder.ts")
     _model_arg(p)
     p.add_argument("--out", required=True, help="output file (*.onnx -> ONNX, else TorchScript)")
@@ -179,7 +136,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_score(sub: argparse._SubParsersAction) -> None:
-    p = _parser(
+    p = subparser(
         sub,
         "score",
         "Cosine-score a trial list from embeddings (optional mean subtraction and S-/AS-norm); "
@@ -192,7 +149,7 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--enroll-embeddings", help="separate embeddings for the enroll ids (default: --embeddings)")
     p.add_argument("--cohort", help="cohort embeddings for --norm snorm/asnorm (e.g. training utterances)")
     p.add_argument("--norm", choices=["none", "snorm", "asnorm"], default="none", help="score normalisation (default none)")
-    p.add_argument("--top-k", type=int, default=300, help="AS-norm: highest cohort scores used per side (default 300)")
+    p.add_argument("--top-k", type=positive_int, default=300, help="AS-norm: highest cohort scores used per side (default 300)")
     p.add_argument("--subtract-mean", metavar="EMB", help="subtract the mean of these embeddings before length normalisation")
     p.add_argument("--output", required=True, help="score file to write (atomically)")
 
@@ -210,7 +167,7 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
-    p = _parser(
+    p = subparser(
         sub,
         "eval",
         "EER, minDCF@0.01 and minDCF@0.05 of a score file (plus actDCF and Cllr with --calibrated); "
@@ -239,7 +196,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_calibrate(sub: argparse._SubParsersAction) -> None:
-    p = _parser(
+    p = subparser(
         sub,
         "calibrate",
         "Fit a linear score -> LLR calibration (logistic regression) on labelled dev scores, or apply one.",
@@ -275,7 +232,7 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
 
 # --- features -----------------------------------------------------------------------------------
 def _add_features(sub: argparse._SubParsersAction) -> None:
-    p = _parser(
+    p = subparser(
         sub,
         "features",
         "Compute raw log-mel fbank (no CMN, no dither) of a data dir into Kaldi ark/scp: "
@@ -284,9 +241,9 @@ def _add_features(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--data", required=True, help="data dir (wav.scp, utt2spk); feats.scp is written into it")
     p.add_argument("--config", help="YAML config whose 'features' section is used (default: FeatureConfig defaults)")
-    p.add_argument("--nj", type=int, default=1, help="parallel worker processes, one shard per job (default 1)")
+    p.add_argument("--nj", type=positive_int, default=1, help="parallel worker processes, one shard per job (default 1)")
     p.add_argument("--out", help="folder for the ark/scp shards (default DIR/feats)")
-    p.add_argument("--utts-per-shard", type=int, default=1000, help="max utterances per shard (default 1000)")
+    p.add_argument("--utts-per-shard", type=positive_int, default=1000, help="max utterances per shard (default 1000)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     def run(args: argparse.Namespace) -> int:
@@ -294,7 +251,7 @@ def _add_features(sub: argparse._SubParsersAction) -> None:
         from speakerid.data.feature_cache import compute_features_for_data_dir
 
         cfg = load_config(args.config).features if args.config else FeatureConfig()
-        _threads(args, workers=args.nj if args.nj > 1 else 0)
+        apply_threads(args, workers=args.nj if args.nj > 1 else 0)
         scp = compute_features_for_data_dir(
             args.data, args.out, cfg, num_workers=args.nj, utts_per_shard=args.utts_per_shard,
             progress=not args.no_progress,
@@ -302,12 +259,12 @@ def _add_features(sub: argparse._SubParsersAction) -> None:
         print(scp)
         return 0
 
-    _add_threads(p)
+    add_threads(p)
     p.set_defaults(func=run)
 
 
 def _add_import(sub: argparse._SubParsersAction) -> None:
-    p = _parser(sub, "import", "Import another toolkit's checkpoint as an experiment dir (config.yaml + model.pt) "
+    p = subparser(sub, "import", "Import another toolkit's checkpoint as an experiment dir (config.yaml + model.pt) "
                 "that extract / enroll / verify / identify / export use",
                 "speakerid import --from wespeaker --checkpoint resnet34/avg_model.pt --config resnet34/config.yaml "
                 "--out exp/ws_resnet34\n  speakerid import --from speechbrain --checkpoint sb/embedding_model.ckpt "
@@ -353,14 +310,14 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = Parser(
         prog="speakerid",
         description="Speaker verification toolkit: features, training, embeddings, scoring, enrolment.",
     )
     parser.add_argument("--version", action="version", version=f"speakerid {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
-    sub = parser.add_subparsers(dest="command", metavar="<command>", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="<command>", parser_class=Parser)
     for add in COMMANDS:
         add(sub)
     return parser

@@ -9,27 +9,19 @@ from __future__ import annotations
 
 import argparse
 
-
-def _parser(sub: argparse._SubParsersAction, name: str, help: str, example: str) -> argparse.ArgumentParser:
-    """speakerid.cli's sub-command parser (imported when called: cli imports this module)."""
-    from speakerid.cli import _parser as make
-
-    return make(sub, name, help, example)
+from speakerid.cli_args import add_threads, apply_threads, finite_float, positive_int, subparser
 
 
 def _db_model_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", "--exp", dest="model", default="starter", metavar="EXP",
                    help="model: a trained experiment dir, or 'starter' (the packaged model; the default)")
-    from speakerid.cli import _add_threads
-
-    _add_threads(p)
+    add_threads(p)
 
 
 def _decision_args(p: argparse.ArgumentParser) -> None:
-    from speakerid.cli import _finite_float
     from speakerid.enroll import DEFAULT_P_TARGET, DEFAULT_SCORE_RULE, DEFAULT_SCORE_TOP_K, SCORE_RULES
 
-    p.add_argument("--threshold", type=_finite_float, default=None,
+    p.add_argument("--threshold", type=finite_float, default=None,
                    help="accept when the decision score >= this (the LLR when the model is calibrated, else the "
                         "AS-norm score with a cohort, else the cosine); default: Bayes threshold of the model's "
                         "calibration.json, else its dev_eval.json")
@@ -38,7 +30,7 @@ def _decision_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--score", dest="score_rule", choices=SCORE_RULES, default=DEFAULT_SCORE_RULE,
                    help="score against the mean of the speaker's enrolment embeddings, the best one, or the mean of "
                         f"the best --score-top-k (default {DEFAULT_SCORE_RULE}: best on benchmarks/bench_enroll_scoring.py)")
-    p.add_argument("--score-top-k", type=int, default=DEFAULT_SCORE_TOP_K,
+    p.add_argument("--score-top-k", type=positive_int, default=DEFAULT_SCORE_TOP_K,
                    help=f"k of --score topk (default {DEFAULT_SCORE_TOP_K})")
 
 
@@ -57,9 +49,7 @@ def _open_db(a: argparse.Namespace, with_model: bool = True):
 
     if not with_model:
         return SpeakerDB(a.db)
-    from speakerid.cli import _threads
-
-    _threads(a)
+    apply_threads(a)
     return SpeakerDB(a.db, a.model, p_target=getattr(a, "p_target", 0.01), threshold=getattr(a, "threshold", None),
                      score_rule=getattr(a, "score_rule", "mean"), score_top_k=getattr(a, "score_top_k", 2))
 
@@ -88,7 +78,7 @@ def _remove_speakers(a: argparse.Namespace, names: list[str]) -> int:
 
 
 def add_enroll(sub: argparse._SubParsersAction) -> None:
-    p = _parser(sub, "enroll", "Enrol a speaker from audio files into a speaker DB (SQLite; every embedding is kept)",
+    p = subparser(sub, "enroll", "Enrol a speaker from audio files into a speaker DB (SQLite; every embedding is kept)",
                 "speakerid enroll --model exp/ecapa --db speakers.db --speaker alice a1.wav a2.wav")
     _db_model_arg(p)
     p.add_argument("--db", required=True, help="speaker DB file (created on first enrolment)")
@@ -118,14 +108,14 @@ def add_enroll(sub: argparse._SubParsersAction) -> None:
 
 
 def add_list(sub: argparse._SubParsersAction) -> None:
-    p = _parser(sub, "list", "List the speakers of a speaker DB (read-only)", "speakerid list --db speakers.db --json")
+    p = subparser(sub, "list", "List the speakers of a speaker DB (read-only)", "speakerid list --db speakers.db --json")
     p.add_argument("--db", required=True, help="speaker DB file")
     _json_arg(p)
     p.set_defaults(func=_list_speakers, catch_all=True)
 
 
 def add_remove(sub: argparse._SubParsersAction) -> None:
-    p = _parser(sub, "remove", "Delete speakers (and their stored embeddings) from a speaker DB",
+    p = subparser(sub, "remove", "Delete speakers (and their stored embeddings) from a speaker DB",
                 "speakerid remove --db speakers.db alice bob")
     p.add_argument("--db", required=True, help="speaker DB file")
     p.add_argument("speakers", nargs="+", help="speaker names")
@@ -134,7 +124,7 @@ def add_remove(sub: argparse._SubParsersAction) -> None:
 
 
 def add_verify(sub: argparse._SubParsersAction) -> None:
-    p = _parser(sub, "verify", "Is this the claimed speaker? prints the score and the decision; "
+    p = subparser(sub, "verify", "Is this the claimed speaker? prints the score and the decision; "
                 "exit status 0 accept, 1 reject, 2 error (with --trials: 0 done, 2 error)",
                 "speakerid verify --model exp/ecapa --db speakers.db --speaker alice test.wav\n"
                 "  speakerid verify --db speakers.db --trials trials.txt --output scores.txt   # 'speaker audio [label]' lines")
@@ -177,13 +167,13 @@ def add_verify(sub: argparse._SubParsersAction) -> None:
 
 
 def add_identify(sub: argparse._SubParsersAction) -> None:
-    p = _parser(sub, "identify", "Who is speaking? open-set: the best enrolled speaker if it reaches the threshold, "
+    p = subparser(sub, "identify", "Who is speaking? open-set: the best enrolled speaker if it reaches the threshold, "
                 "else 'unknown'; --top-k candidates with scores",
                 "speakerid identify --model exp/ecapa --db speakers.db --top-k 3 test.wav")
     _db_model_arg(p)
     p.add_argument("--db", required=True, help="speaker DB file")
     p.add_argument("wav", help="test audio file")
-    p.add_argument("--top-k", type=int, default=5, help="how many candidates to list (default 5)")
+    p.add_argument("--top-k", type=positive_int, default=5, help="how many candidates to list (default 5)")
     _decision_args(p)
     _json_arg(p)
 

@@ -136,12 +136,24 @@ class SpeedConfig:
 
 
 @dataclass
+class TelephoneConfig:
+    """Telephone channel simulation (speakerid.augment_channel.TelephoneChannel)."""
+
+    enabled: bool = False
+    prob: Prob = 0.3  # probability that a chunk goes through the channel
+    band_rate: PosInt = 8000  # the narrow-band sample rate the audio passes through
+    highpass_hz: NonNegFloat = 300.0  # low edge of the telephone band; 0 = off
+    mulaw_prob: Prob = 0.5  # of those, the share also companded by 8-bit G.711 mu-law
+
+
+@dataclass
 class AugmentConfig:
     specaug: SpecAugConfig = field(default_factory=SpecAugConfig)
     mixup: MixupConfig = field(default_factory=MixupConfig)
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     reverb: ReverbConfig = field(default_factory=ReverbConfig)
     speed: SpeedConfig = field(default_factory=SpeedConfig)
+    telephone: TelephoneConfig = field(default_factory=TelephoneConfig)
 
 
 @dataclass
@@ -212,6 +224,13 @@ class TrainConfig:
     log_every: PosInt = 10
     dev_trials: str = ""  # trial list of a dev data dir; per-epoch EER when given
     dev_data: str = ""
+
+
+def check_field(obj: Any, name: str, where: str) -> Any:
+    """Check one field of a config dataclass built in Python (not read from YAML) against its
+    annotation: the same rule, and the same message, as at load."""
+    hints = typing.get_type_hints(type(obj), include_extras=True)
+    return _check_type(getattr(obj, name), hints[name], where)
 
 
 def _check_type(value: Any, tp: Any, where: str) -> Any:

@@ -43,7 +43,6 @@ is scored, with a warning naming the file.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -75,24 +74,10 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_P_TARGET = 0.01
 MIN_SPEECH_S = 0.5
-PACKAGED_MODELS = {"starter": Path(__file__).resolve().parent / "pretrained" / "starter"}
 
 
 class ModelMismatchError(SpeakerDBError):
     """The DB's speakers were enrolled with a different model than the one given."""
-
-
-def resolve_model_source(source: str | os.PathLike) -> Path:
-    """``"starter"`` -> the packaged model dir (an error when it is not installed); else a path."""
-    if str(source) in PACKAGED_MODELS:
-        path = PACKAGED_MODELS[str(source)]
-        if not (path / "model.pt").is_file():
-            raise SpeakerDBError(
-                f"{path}: the packaged {source!r} model is not installed in this speakerid; give --model EXP "
-                "(a trained experiment dir)"
-            )
-        return path
-    return Path(source)
 
 
 def bayes_threshold(p_target: float) -> float:
@@ -114,39 +99,36 @@ class SpeakerModel:
     source: str = "<model>"
     cohort: np.ndarray | None = None  # [C, D] unit length, float32
     calibration_path: str = "calibration.json"
+    policy: object = None  # speakerid.inference.SegmentPolicy; None = the default policy
 
     @classmethod
     def from_experiment(cls, exp_dir: str | os.PathLike, device: str = "cpu") -> "SpeakerModel":
         """Load a model dir (model.pt + config.yaml) and, when present, calibration.json,
-        dev_eval.json and cohort.npz; ``"starter"`` is the packaged model."""
-        from speakerid.inference import load_experiment, model_fingerprint
+        dev_eval.json and cohort.npz (the readers of :mod:`speakerid.inference`); ``"starter"``
+        is the packaged model."""
+        from speakerid.inference import (CALIBRATION_FILE, COHORT_FILE, SegmentPolicy, load_experiment,
+                                         model_fingerprint, read_calibration, read_cohort, read_dev_threshold,
+                                         resolve_model_source)
 
         exp_dir = resolve_model_source(exp_dir)
-        extractor, _ = load_experiment(exp_dir, device=device)
-        model = cls(extractor, model_fingerprint(extractor), source=str(exp_dir),
-                    calibration_path=str(exp_dir / "calibration.json"))
-        if (exp_dir / "calibration.json").is_file():
-            from speakerid.scoring.calibrate import Calibration
-
-            model.calibration = Calibration.load(exp_dir / "calibration.json")
-        dev_path = exp_dir / "dev_eval.json"
-        if dev_path.is_file():
-            try:
-                value = json.loads(dev_path.read_text(encoding="utf-8")).get("threshold")
-            except (OSError, ValueError, AttributeError) as e:
-                raise SpeakerDBError(f"{dev_path}: not a JSON object with a 'threshold' ({e})") from None
-            model.dev_threshold = None if value is None else float(value)
-        if (exp_dir / "cohort.npz").is_file():
-            model.cohort = load_cohort(exp_dir / "cohort.npz", int(extractor.embed_dim))
+        extractor, cfg = load_experiment(exp_dir, device=device)
+        policy = SegmentPolicy.from_config(cfg)  # the embedding rule of `extract`, calibration and cohort
+        model = cls(extractor, model_fingerprint(extractor, policy), source=str(exp_dir),
+                    calibration_path=str(exp_dir / CALIBRATION_FILE), policy=policy)
+        model.calibration = read_calibration(exp_dir)
+        model.dev_threshold = read_dev_threshold(exp_dir)
+        cohort = read_cohort(exp_dir)
+        if cohort is not None:
+            model.cohort = check_cohort(exp_dir / COHORT_FILE, cohort[1], int(extractor.embed_dim))
         return model
 
     @classmethod
     def from_extractor(cls, extractor, calibration=None, dev_threshold: float | None = None,
-                       cohort: np.ndarray | None = None) -> "SpeakerModel":
+                       cohort: np.ndarray | None = None, policy=None) -> "SpeakerModel":
         from speakerid.inference import model_fingerprint
 
-        return cls(extractor, model_fingerprint(extractor), calibration, dev_threshold,
-                   cohort=None if cohort is None else _unit(np.asarray(cohort, dtype=np.float32)))
+        return cls(extractor, model_fingerprint(extractor, policy), calibration, dev_threshold,
+                   cohort=None if cohort is None else _unit(np.asarray(cohort, dtype=np.float32)), policy=policy)
 
     def embed(self, wav_paths: Sequence[str | os.PathLike]) -> np.ndarray:
         """Length-normalised embeddings ``[N, D]`` (float32) of whole files; a file with less
@@ -154,7 +136,7 @@ class SpeakerModel:
         import torch
 
         from speakerid.audio import load_audio
-        from speakerid.inference import embed_waves
+        from speakerid.inference import SegmentPolicy, embed_waves
         from speakerid.vad import trim_silence
 
         sr = int(self.extractor.sample_rate)
@@ -165,15 +147,12 @@ class SpeakerModel:
                 logger.warning("%s: only %.2f s of speech after silence trimming (< %.1f s): its score is unreliable",
                                path, speech, MIN_SPEECH_S)
         with torch.no_grad():
-            emb = embed_waves(self.extractor, waves).numpy().astype(np.float64)
+            emb = embed_waves(self.extractor, waves, self.policy or SegmentPolicy()).numpy().astype(np.float64)
         return _unit(emb).astype(np.float32)
 
 
-def load_cohort(path: Path, embed_dim: int) -> np.ndarray:
-    """The unit-length AS-norm cohort ``[C, D]`` of ``cohort.npz``; errors name the file."""
-    from speakerid.scoring.embeddings import load_embeddings
-
-    _, emb = load_embeddings(path)
+def check_cohort(path: Path, emb: np.ndarray, embed_dim: int) -> np.ndarray:
+    """The AS-norm cohort ``[C, D]`` of ``path`` made unit length; errors name the file."""
     if emb.shape[1] != embed_dim:
         raise SpeakerDBError(f"{path}: cohort embeddings of dimension {emb.shape[1]}, the model's are {embed_dim}")
     if emb.shape[0] < 2:

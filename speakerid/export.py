@@ -54,7 +54,7 @@ def format_from_path(path: str | os.PathLike) -> str:
 
 def _metadata(extractor, cfg) -> dict:
     from speakerid.config import config_to_dict
-    from speakerid.inference import model_fingerprint
+    from speakerid.inference import SegmentPolicy, model_fingerprint
 
     return {
         "format": "speakerid.EmbeddingExtractor",
@@ -62,7 +62,7 @@ def _metadata(extractor, cfg) -> dict:
         "output": "embedding float32 [batch, embed_dim]",
         "sample_rate": int(extractor.sample_rate),
         "embed_dim": int(extractor.embed_dim),
-        "fingerprint": model_fingerprint(extractor),
+        "fingerprint": model_fingerprint(extractor, SegmentPolicy.from_config(cfg) if cfg is not None else None),
         "config": config_to_dict(cfg) if cfg is not None else None,
     }
 

@@ -35,6 +35,7 @@ goes through :func:`embed_waves`, so a file gets one embedding whichever path it
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -48,7 +49,7 @@ import torch
 from torch import Tensor, nn
 
 from speakerid.config import TrainConfig, load_config
-from speakerid.fileio import atomic_path, write_text_atomic
+from speakerid.fileio import write_text_atomic
 
 PACKAGED_DIR = Path(__file__).resolve().parent / "pretrained"
 DEV_EVAL_FILE = "dev_eval.json"
@@ -154,19 +155,25 @@ def load_experiment(exp_dir: str | os.PathLike, device: str | torch.device = "cp
     return extractor.to(device), cfg
 
 
-def model_fingerprint(extractor: EmbeddingExtractor) -> str:
-    """sha256 over the encoder's state dict (names, dtypes, shapes, bytes) and the front end's settings.
+def model_fingerprint(extractor: EmbeddingExtractor, policy: "SegmentPolicy | None" = None) -> str:
+    """sha256 over the encoder's state dict (names, dtypes, shapes, bytes), the front end's
+    settings and, when given, the segment policy (silence trimming changes the embeddings).
 
-    Two extractors share a fingerprint exactly when they compute the same embeddings, so a
-    speaker DB or a set of saved embeddings can refuse a different model.
+    Two (extractor, policy) pairs share a fingerprint exactly when they compute the same
+    embeddings, so a speaker DB or a set of saved embeddings can refuse a different model.
     """
     h = hashlib.sha256()
     fe = extractor.frontend
     front = {
         k: getattr(fe, k, None)
-        for k in ("sample_rate", "num_mel_bins", "window", "shift", "fft_size", "cmn", "sliding_cmn_frames")
+        for k in ("sample_rate", "num_mel_bins", "window", "shift", "fft_size", "cmn", "sliding_cmn_frames",
+                  "window_type", "wave_scale")
     }
-    h.update(json.dumps({"frontend": front, "embed_dim": extractor.embed_dim}, sort_keys=True).encode())
+    front["class"] = type(fe).__name__
+    meta = {"frontend": front, "embed_dim": extractor.embed_dim}
+    if policy is not None:
+        meta["policy"] = dataclasses.asdict(policy)
+    h.update(json.dumps(meta, sort_keys=True).encode())
     for name, tensor in sorted(extractor.encoder.state_dict().items()):
         t = tensor.detach().to("cpu").contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
@@ -327,7 +334,7 @@ class Embedder:
 
     @property
     def fingerprint(self) -> str:
-        return model_fingerprint(self.extractor)
+        return model_fingerprint(self.extractor, self.policy)
 
     def embed(self, wave: np.ndarray | Tensor, sr: int) -> np.ndarray:
         """Embedding ``[D]`` (float32, not length-normalised) of one mono waveform in [-1, 1] at ``sr`` Hz."""
@@ -410,25 +417,23 @@ def read_speakers(exp_dir: str | os.PathLike) -> list[str]:
 
 
 def write_cohort(exp_dir: str | os.PathLike, ids: Sequence[str], embeddings: np.ndarray) -> Path:
+    """``cohort.npz`` (the format of :func:`speakerid.scoring.embeddings.save_embeddings`)."""
+    from speakerid.scoring.embeddings import save_embeddings
+
     path = Path(exp_dir) / COHORT_FILE
-    emb = np.asarray(embeddings, dtype=np.float32)
-    if emb.ndim != 2 or emb.shape[0] != len(ids):
-        raise ValueError(f"{path}: need one embedding row per id, got {len(ids)} ids and shape {emb.shape}")
-    with atomic_path(path, suffix=".npz") as tmp:
-        np.savez(tmp, ids=np.asarray(list(ids)), embeddings=emb)
+    save_embeddings(path, ids, embeddings)
     return path
 
 
 def read_cohort(exp_dir: str | os.PathLike) -> tuple[np.ndarray, np.ndarray] | None:
-    """(ids, embeddings) of ``cohort.npz``, or None when absent."""
+    """(ids, embeddings) of ``cohort.npz``, or None when absent; a bad file is an error naming it."""
+    from speakerid.scoring.embeddings import EmbeddingsError, load_embeddings
+
     path = Path(exp_dir) / COHORT_FILE
     if not path.is_file():
         return None
     try:
-        with np.load(path, allow_pickle=False) as z:
-            ids, emb = z["ids"].astype(str), z["embeddings"].astype(np.float32)
-    except (OSError, ValueError, KeyError, EOFError) as e:
-        raise ExperimentError(f"{path}: not a cohort file with 'ids' and 'embeddings' ({e})") from None
-    if emb.ndim != 2 or emb.shape[0] != ids.shape[0]:
-        raise ExperimentError(f"{path}: {ids.shape[0]} ids but embeddings of shape {emb.shape}")
-    return ids, emb
+        ids, emb = load_embeddings(path)
+    except EmbeddingsError as e:
+        raise ExperimentError(str(e)) from None
+    return np.asarray(ids), emb

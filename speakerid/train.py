@@ -97,10 +97,6 @@ class Trainer:
         init_from: str | os.PathLike | None = None,
     ) -> None:
         self.cfg, self.data_dir, self.exp_dir, self.info = cfg, data_dir, exp_dir, info
-        if cfg.amp not in ("none", "bf16", "fp16"):
-            raise TrainError(f"amp: expected 'none', 'bf16' or 'fp16', got {cfg.amp!r}")
-        if cfg.epochs < 1:
-            raise TrainError(f"epochs: must be >= 1, got {cfg.epochs}")
         if list_checkpoints(exp_dir) and not resume:
             raise TrainError(f"{exp_dir}: already holds checkpoints; pass --resume to continue it, or use a new --exp")
         if bool(cfg.dev_data) != bool(cfg.dev_trials):

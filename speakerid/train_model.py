@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 import torch.nn as nn
 
-from speakerid.config import TrainConfig
+from speakerid.config import OptimConfig, TrainConfig
 from speakerid.data.training import TrainError
 from speakerid.distributed import DistInfo, gather_no_grad, gather_with_grad
 
@@ -62,13 +62,13 @@ def build_head(cfg: TrainConfig, embed_dim: int, num_classes: int) -> nn.Module:
     )
 
 
+OPTIMIZERS: dict[str, Callable[[list[nn.Parameter], OptimConfig], torch.optim.Optimizer]] = {
+    "sgd": lambda params, o: torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0,
+                                             weight_decay=o.weight_decay),
+    "adam": lambda params, o: torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay),
+    "adamw": lambda params, o: torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay),
+}  # the keys are OptimConfig.name's allowed values (checked when the config is read)
+
+
 def build_optimizer(cfg: TrainConfig, params: Iterator[nn.Parameter]) -> torch.optim.Optimizer:
-    o = cfg.optim
-    params = [p for p in params if p.requires_grad]
-    if o.name == "sgd":
-        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0, weight_decay=o.weight_decay)
-    if o.name == "adam":
-        return torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
-    if o.name == "adamw":
-        return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
-    raise TrainError(f"optim.name: expected 'sgd', 'adam' or 'adamw', got {o.name!r}")
+    return OPTIMIZERS[cfg.optim.name]([p for p in params if p.requires_grad], cfg.optim)

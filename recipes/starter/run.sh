@@ -6,9 +6,9 @@
 #   AS-norm cohort of training-speaker means -> AS-norm'd cosine scoring -> calibration ->
 #   EER/minDCF -> package (speakerid/pretrained/starter) -> benchmark against Resemblyzer
 #
-# Usage: bash recipes/starter/run.sh [--data DIR] [--config conf/ecapa_aam.yaml]
+# Usage: bash recipes/starter/run.sh [--data DIR] [--noise DIR] [--rir DIR] [--config CONF]
 #          [--package DIR] [--exp exp/starter] [--stage N] [--stop-stage M] [--nj N]
-# --data defaults to ../shared/data/speech (from the repo root); --package to
+# --data, --noise, --rir default to ../shared/data/{speech,noise,rir} (from the repo root); --package to
 # speakerid/pretrained/starter (stage 8 overwrites it). Outputs: recipes/starter/data, exp.
 set -euo pipefail
 
@@ -18,7 +18,10 @@ usage() { sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 source "$repo/recipes/utils/lib.sh"
 parse_common_options "$@"
 
-src=${SPEAKERID_SHARED_DATA:-$repo/../shared/data}/speech
+shared=${SPEAKERID_SHARED_DATA:-$repo/../shared/data}
+src=$shared/speech
+noise_src=$shared/noise
+rir_src=$shared/rir
 config=conf/ecapa_aam.yaml
 package=$repo/speakerid/pretrained/starter
 exp=exp/starter
@@ -26,14 +29,18 @@ set -- ${REST_ARGS[@]+"${REST_ARGS[@]}"}
 while [ $# -gt 0 ]; do
   case "$1" in
     --data) src=$2; shift 2 ;;
+    --noise) noise_src=$2; shift 2 ;;
+    --rir) rir_src=$2; shift 2 ;;
     --config) config=$2; shift 2 ;;
     --package) package=$2; shift 2 ;;
     --exp) exp=$2; shift 2 ;;
     *) echo "unknown option: $1" >&2; usage >&2; exit 2 ;;
   esac
 done
-[ -d "$src" ] || { echo "ERROR: --data $src: not a directory" >&2; exit 2; }
-src=$(cd "$src" && pwd)
+for d in "$src" "$noise_src" "$rir_src"; do
+  [ -d "$d" ] || { echo "ERROR: $d: not a directory (--data / --noise / --rir)" >&2; exit 2; }
+done
+src=$(cd "$src" && pwd); noise_src=$(cd "$noise_src" && pwd); rir_src=$(cd "$rir_src" && pwd)
 case "$package" in /*) ;; *) package=$(pwd)/$package ;; esac
 case "$config" in /*) ;; *) [ -e "$config" ] && config=$(cd "$(dirname "$config")" && pwd)/$(basename "$config") ;; esac
 cd "$here"
@@ -43,11 +50,13 @@ raw=data/speech
 data=data/speech_trim
 start_time=$SECONDS
 
-if stage 0 "speaker-disjoint split of $src -> $raw/{train,dev}"; then
+if stage 0 "speaker-disjoint split of $src -> $raw/{train,dev}; noise and RIR lists"; then
   if [ -s $raw/dev/trials ]; then log "$raw already there (delete it to redo the split)"; else
     $PYTHON local/make_split.py "$src" $raw --seed 0 --dev-fraction 0.15 --min-dev-speakers 6 \
       --trials-per-corpus 3000 --force
   fi
+  $PYTHON "$repo/data_prep/musan.py" "$noise_src" data/noise.list --category noise --force
+  $PYTHON "$repo/data_prep/rirs.py" "$rir_src" data/rir.list --force
 fi
 
 if stage 1 "silence trimming (speakerid.vad.trim_silence) -> $data"; then

@@ -151,7 +151,7 @@ def _build_wave_augment(cfg: AugmentConfig, sample_rate: int) -> tuple[Any, Any]
         if 1.0 not in cfg.speed.speeds:
             raise ValueError(f"augment.speed.speeds must contain 1.0, got {cfg.speed.speeds}")
         speed = SpeedPerturb.from_config(cfg.speed, sample_rate)
-    if cfg.noise.enabled or cfg.reverb.enabled:
+    if cfg.noise.enabled or cfg.reverb.enabled or cfg.telephone.enabled:
         from speakerid.augment import WaveAugment
 
         no_speed = dataclasses.replace(cfg, speed=dataclasses.replace(cfg.speed, enabled=False))
@@ -301,7 +301,7 @@ def _check_cached(data: DataDir, augment_cfg: AugmentConfig, train: bool, wavefo
     missing = [u for u in data.utts if u not in data.feats]
     if missing:
         raise DataDirError(f"{data.path / 'feats.scp'}: {len(missing)} utterance(s) have no features, e.g. {missing[:3]}")
-    wave_ops = [n for n in ("speed", "reverb", "noise") if getattr(augment_cfg, n).enabled]
+    wave_ops = [n for n in ("speed", "reverb", "noise", "telephone") if getattr(augment_cfg, n).enabled]
     if train and (wave_ops or waveform_mixup):
         ops = ", ".join(wave_ops + (["mixup.domain=waveform"] if waveform_mixup else []))
         raise ValueError(f"augment {ops} act on waveforms and cannot be used with cached features (data.use_cached_features)")
