@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The starter model that ships in speakerid/pretrained/starter, trained on CPU (~20 min on 2 cores).
+# The starter model that ships in speakerid/pretrained/starter, trained on CPU (~20 min on 2 cores, one torch thread).
 #
 #   shared/data/speech -> speaker-disjoint split (only CC0 / CC BY / MIT corpora train; RAVDESS,
-#   FSDD dev only) -> silence trimming -> fbank -> ECAPA-TDNN + AAM -> dev embeddings ->
+#   FSDD dev only) -> silence trimming -> fbank -> ECAPA-TDNN + pair Circle Loss -> dev embeddings ->
 #   AS-norm cohort of training-speaker means -> AS-norm'd cosine scoring -> calibration ->
 #   EER/minDCF -> package (speakerid/pretrained/starter) -> benchmark against Resemblyzer
 #
@@ -22,7 +22,7 @@ shared=${SPEAKERID_SHARED_DATA:-$repo/../shared/data}
 src=$shared/speech
 noise_src=$shared/noise
 rir_src=$shared/rir
-config=conf/ecapa_aam.yaml
+config=conf/ecapa_circle.yaml
 package=$repo/speakerid/pretrained/starter
 exp=exp/starter
 set -- ${REST_ARGS[@]+"${REST_ARGS[@]}"}
@@ -93,7 +93,7 @@ if stage 6 "AS-norm'd cosine scores of the dev trials, calibration, EER/minDCF";
   require $exp/emb_dev/embeddings.npz $exp/cohort.npz -- "run stages 4-5 first"
   $SPEAKERID score --trials $data/dev/trials --embeddings $exp/emb_dev --cohort $exp/cohort.npz \
     --norm asnorm --top-k 300 --output $exp/scores_dev.txt
-  $SPEAKERID calibrate --scores $exp/scores_dev.txt --output $exp/calibration.json
+  $SPEAKERID calibrate --scores $exp/scores_dev.txt --score-kind asnorm --output $exp/calibration.json
   $SPEAKERID eval --scores $exp/scores_dev.txt --json > $exp/dev_eval.json
   $SPEAKERID eval --scores $exp/scores_dev.txt --det $exp/det_dev.png | tee $exp/results_dev.txt
 fi

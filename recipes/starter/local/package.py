@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 import yaml
 
+REPO = Path(__file__).resolve().parents[3]
 MAX_WEIGHTS_MB = 15.0
 FILES = ("config.yaml", "model.pt", "calibration.json", "dev_eval.json", "cohort.npz")
 
@@ -54,6 +55,23 @@ def choices(bench_json: dict) -> list[str]:
     return out
 
 
+def training_time(exp: Path) -> str:
+    """``14.8 min`` from train.log's last line ("training done in ..."), or ''."""
+    log = exp / "train.log"
+    lines = log.read_text(encoding="utf-8").splitlines() if log.is_file() else []
+    done = [ln.split("training done in ", 1)[1].split(":")[0] for ln in lines if "training done in " in ln]
+    return done[-1] if done else ""
+
+
+def configs_table(path: Path) -> list[str]:
+    """The candidate configs' figures (benchmarks/results_starter_configs.md), when it is there."""
+    if not path.is_file():
+        return []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return ["Candidates (`benchmarks/results_starter_configs.md`; the commands are in its header):", "",
+            *[ln for ln in lines if ln.startswith("|")], ""]
+
+
 def describe(cfg_text: str) -> str:
     """``ecapa_tdnn, channels 192, loss aam, 20 epochs`` from config.yaml."""
     c = yaml.safe_load(cfg_text) or {}
@@ -86,7 +104,9 @@ def limitations(bench_json: dict, cfg_text: str) -> list[str]:
         out.append("- Trained with telephone-band / 8 kHz / G.711 simulation (`augment.telephone`), but no codec")
         out.append("  beyond G.711 (no MP3 / Opus / AMR) was simulated.")
     else:
-        out.append("- No telephone / codec augmentation was used in training.")
+        out.append("- No waveform augmentation (noise, reverb, speed, telephone / G.711 channel) in the shipped model:")
+        out.append("  the candidates with it (`*_waveaug.yaml` above) lost 7-11 points of pooled EER at this budget;")
+        out.append("  phone-call and compressed audio are outside what the dev split measures well (FSDD is 8 kHz).")
     out.append("- Calibration and AS-norm cohort are fit on the dev split that the figures come from.")
     return out
 
@@ -100,7 +120,8 @@ def model_card(exp: Path, split: str, bench: str, wall_s: int | None, bench_json
         "",
         f"A speaker encoder ({describe(cfg)}) that ships inside the `speakerid` package, trained on CPU by",
         "`bash recipes/starter/run.sh` (deterministic: seed 0, one torch thread"
-        + (f"; {wall_s} s wall on the 2-core build machine" if wall_s else "") + ").",
+        + (f"; {training_time(exp)} of training" if training_time(exp) else "")
+        + " on the 2-core build machine).",
         "",
         "## Training data (and its licences)",
         "",
@@ -151,6 +172,7 @@ def model_card(exp: Path, split: str, bench: str, wall_s: int | None, bench_json
         "",
         "## Choices (measured)",
         "",
+        *configs_table(REPO / "benchmarks" / "results_starter_configs.md"),
         *choices(bench_json),
         "",
         "The loss study (`bash benchmarks/loss_study.sh`: one small encoder, one budget, eight losses;",
