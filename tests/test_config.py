@@ -100,3 +100,15 @@ def test_cli_threshold_nan_refused(tmp_path: Path, capsys: pytest.CaptureFixture
     assert main(["verify", "--model", str(tmp_path), "--db", str(tmp_path / "db"), "--speaker", "a", "x.wav",
                  "--threshold", "nan"]) == 2
     assert "--threshold: must be a finite number, got 'nan'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["features", "--data", "d", "--config", "c.yaml", "--nj", "0"], "argument --nj: must be >= 1, got 0"),
+    (["identify", "--db", "x.db", "--top-k", "0", "a.wav"], "argument --top-k: must be >= 1, got 0"),
+    (["extract", "--exp", "e", "--data", "d", "--out", "o", "--num-workers", "-1"], "argument --num-workers: must be >= 0"),
+    (["extract", "--exp", "e", "--data", "d", "--out", "o", "--threads", "two"], "argument --threads: not an integer: 'two'"),
+])
+def test_cli_sizes_are_range_checked(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1

@@ -266,3 +266,28 @@ def test_model_defaults_to_the_packaged_starter(tmp_path, capsys):
     assert resolve_model_source(tmp_path) == tmp_path
     assert resolve_model_source("starter") == PACKAGED_DIR / "starter"
     assert (PACKAGED_DIR / "starter" / "model.pt").is_file()
+
+
+def test_enrolment_embeds_under_the_experiments_segment_policy(tmp_path):
+    """A model trained on trimmed audio (features.trim_silence) is embedded trimmed by the DB too,
+    as `extract` embeds it (one embedding rule); the policy is part of the fingerprint."""
+    from speakerid.config import load_config, save_config
+    from speakerid.inference import SegmentPolicy, embed_files, load_experiment
+
+    exp = make_tiny_experiment(tmp_path / "exp")
+    wav = voice(tmp_path / "v.wav", 140.0, seconds=1.5)
+    x, sr = sf.read(wav, dtype="float32")
+    padded = tmp_path / "padded.wav"  # 2 s of digital silence before and after the voice
+    sf.write(padded, np.concatenate([np.zeros(2 * sr, np.float32), x, np.zeros(2 * sr, np.float32)]), sr)
+    plain = SpeakerModel.from_experiment(exp)
+    cfg = load_config(exp / "config.yaml")
+    cfg.features.trim_silence = True
+    save_config(cfg, exp / "config.yaml")
+    trimmed = SpeakerModel.from_experiment(exp)
+    assert trimmed.policy.trim_silence and not plain.policy.trim_silence
+    assert trimmed.fingerprint != plain.fingerprint
+    extractor, _ = load_experiment(exp)
+    ref = embed_files(extractor, [padded], SegmentPolicy(trim_silence=True)).numpy()[0]
+    ref /= np.linalg.norm(ref)
+    np.testing.assert_allclose(trimmed.embed([padded])[0], ref, atol=1e-5)
+    assert np.abs(plain.embed([padded])[0] - ref).max() > 1e-3

@@ -11,6 +11,7 @@ import torch
 from _use_helpers import make_tiny_experiment
 from speakerid.export import ExportError, export_model, load_exported_metadata
 from speakerid.extract import load_experiment, model_fingerprint
+from speakerid.inference import SegmentPolicy
 
 SR = 16000
 
@@ -28,7 +29,7 @@ def _probe() -> torch.Tensor:
 
 def test_torchscript_equals_eager(exp, tmp_path):
     out = export_model(exp, tmp_path / "embedder.ts")
-    eager, _ = load_experiment(exp)
+    eager, cfg = load_experiment(exp)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         scripted = torch.jit.load(str(out))
@@ -40,7 +41,7 @@ def test_torchscript_equals_eager(exp, tmp_path):
     torch.testing.assert_close(got, ref, atol=1e-4, rtol=0)
     meta = load_exported_metadata(out)
     assert meta["sample_rate"] == SR and meta["embed_dim"] == 16
-    assert meta["fingerprint"] == model_fingerprint(eager)
+    assert meta["fingerprint"] == model_fingerprint(eager, SegmentPolicy.from_config(cfg))  # as the DB and extract see it
 
 
 def test_export_errors(exp, tmp_path):
@@ -63,14 +64,14 @@ def test_onnx_equals_eager(exp, tmp_path):
     pytest.importorskip("onnxscript", reason="the torch.export-based ONNX exporter needs onnxscript")
     ort = pytest.importorskip("onnxruntime", reason="checking the ONNX model needs onnxruntime")
     out = export_model(exp, tmp_path / "embedder.onnx")
-    eager, _ = load_experiment(exp)
+    eager, cfg = load_experiment(exp)
     x = _probe()
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     got = session.run(None, {"wave": x.numpy()})[0]
     with torch.no_grad():
         ref = eager(x).numpy()
     np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0)
-    assert load_exported_metadata(out)["fingerprint"] == model_fingerprint(eager)
+    assert load_exported_metadata(out)["fingerprint"] == model_fingerprint(eager, SegmentPolicy.from_config(cfg))
 
 
 def test_check_is_relative_for_huge_embeddings():
