@@ -21,36 +21,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from speakerid.augment_draws import _bernoulli, _rand, _randint, _uniform  # noqa: F401  (used below and by tests)
 from speakerid.config import AugmentConfig, SpecAugConfig, check_field
 
 logger = logging.getLogger(__name__)
-
-
-class AugmentListError(ValueError):
-    """A noise or RIR list file is missing, empty or has a bad line."""
-
-
-# --- random helpers ---------------------------------------------------------------------
-
-
-def _uniform(generator: torch.Generator, low: float, high: float) -> float:
-    """One draw of U[low, high) from ``generator``."""
-    u = torch.rand((), generator=generator, device=generator.device).item()
-    return low + (high - low) * u
-
-
-def _randint(generator: torch.Generator, low: int, high: int) -> int:
-    """One draw of U{low, ..., high - 1} from ``generator``."""
-    return int(torch.randint(low, high, (), generator=generator, device=generator.device).item())
-
-
-def _bernoulli(generator: torch.Generator, prob: float) -> bool:
-    return prob >= 1.0 or (prob > 0.0 and _uniform(generator, 0.0, 1.0) < prob)
-
-
-def _rand(shape: Sequence[int], generator: torch.Generator, device: torch.device) -> Tensor:
-    """U[0, 1) of ``shape`` drawn on the generator's device, then moved to ``device``."""
-    return torch.rand(tuple(shape), generator=generator, device=generator.device).to(device)
 
 
 # --- SpecAugment ------------------------------------------------------------------------
@@ -196,7 +170,7 @@ def mixes_waveforms(cfg: AugmentConfig, train: bool) -> bool:
     return bool(train and cfg.mixup.enabled and cfg.mixup.domain == "waveform")
 
 
-_WAVEFORM_OPS = {"AddNoise", "Reverb", "SpeedPerturb", "TelephoneChannel", "WaveAugment", "read_noise_list", "read_rir_list"}
+_WAVEFORM_OPS = {"AugmentListError", "AddNoise", "Reverb", "SpeedPerturb", "TelephoneChannel", "WaveAugment", "read_noise_list", "read_rir_list"}
 
 
 def __getattr__(name: str):

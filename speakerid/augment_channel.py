@@ -23,7 +23,7 @@ import torchaudio.functional as AF
 import torchaudio.transforms as AT
 from torch import Tensor
 
-from speakerid.augment import _bernoulli
+from speakerid.augment_draws import _bernoulli
 from speakerid.config import TelephoneConfig
 
 

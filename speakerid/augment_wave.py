@@ -19,7 +19,7 @@ import torchaudio.transforms as AT
 from torch import Tensor
 
 from speakerid.audio import load_audio
-from speakerid.augment import AugmentListError, _bernoulli, _randint, _uniform
+from speakerid.augment_draws import _bernoulli, _randint, _uniform
 from speakerid.augment_channel import TelephoneChannel
 from speakerid.config import AugmentConfig, NoiseConfig, ReverbConfig, SpeedConfig
 
@@ -27,6 +27,11 @@ logger = logging.getLogger(__name__)
 
 
 # --- noise / RIR lists and the audio cache ----------------------------------------------
+
+
+class AugmentListError(ValueError):
+    """A noise or RIR list file is missing, empty or has a bad line."""
+
 
 
 class _AudioCache:

@@ -19,7 +19,7 @@ import torch.nn as nn
 from speakerid.config import TrainConfig
 from speakerid.data.training import TrainError
 from speakerid.distributed import DistInfo
-from speakerid.inference import SegmentPolicy, mean_embeddings, segment_batches
+from speakerid.inference import SegmentPolicy, build_frontend, mean_embeddings, segment_batches
 
 
 class DevSet:
@@ -28,7 +28,6 @@ class DevSet:
     def __init__(self, cfg: TrainConfig, info: DistInfo) -> None:
         from speakerid.audio import load_audio, require_min_length
         from speakerid.data.datadir import read_data_dir
-        from speakerid.features import Fbank
         from speakerid.scoring.embeddings import missing_ids
         from speakerid.scoring.trials import read_trial_list
 
@@ -50,7 +49,7 @@ class DevSet:
         waves = [require_min_length(load_audio(data.wav[u], self.sample_rate)[0], self.sample_rate, data.wav[u]) for u in self.mine]
         # The batches of speakerid.inference.embed_waves, their front end computed once:
         # extractor(x) == encoder(frontend(x)), so the embeddings are those of `extract`.
-        frontend = Fbank.from_config(cfg.features, train=False)
+        frontend = build_frontend(cfg.features)
         with torch.no_grad():
             self.batches = [
                 (idx, frontend(x)) for idx, x in segment_batches(waves, frontend.window, frontend.shift, self.sample_rate, self.policy)

@@ -44,7 +44,7 @@ def verify_trial_list(db, trials: str | os.PathLike, output: str | os.PathLike,
     return a summary (counts of trials / accepts, output paths)."""
     from tqdm import tqdm
 
-    from speakerid.enroll import score_pairs
+    from speakerid.enroll_scoring import score_pairs
     from speakerid.fileio import atomic_write
     from speakerid.scoring.trials import read_trial_list, write_scores
 

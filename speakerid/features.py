@@ -43,7 +43,7 @@ import torchaudio.compliance.kaldi as kaldi
 from torch import Tensor, nn
 
 from speakerid.config import FeatureConfig
-from speakerid.frontend_choices import WAVE_SCALES, WINDOW_TYPES, mel_for_scale, wave_scale_factor, window_function  # noqa: F401
+from speakerid.frontend_choices import WAVE_SCALES, WINDOW_TYPES, wave_scale_factor, window_function  # noqa: F401
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +118,14 @@ def scaled_mel_matrix(num_mel_bins: int, fft_size: int, sample_rate: int) -> Ten
     point, and DC removal, preemphasis, window, FFT and |.|^2 are all (homogeneously) linear or
     quadratic, so this equals scaling the wave first, bit for bit, without a pass over it."""
     return mel_matrix(num_mel_bins, fft_size, sample_rate) * float(2**30)
+
+
+def mel_for_scale(num_mel_bins: int, fft_size: int, sample_rate: int, wave_scale: str) -> Tensor:
+    """The mel matrix times the square of the wave scale (exact: both factors are powers of two)."""
+    factor = wave_scale_factor(wave_scale)
+    if factor == 32768.0:
+        return scaled_mel_matrix(num_mel_bins, fft_size, sample_rate)
+    return mel_matrix(num_mel_bins, fft_size, sample_rate) * (factor * factor)
 
 
 def frame_lengths(lengths: Tensor, window: int, shift: int) -> Tensor:
@@ -367,15 +375,11 @@ class Fbank(nn.Module):
     def from_config(cls, cfg: FeatureConfig, train: bool = False) -> nn.Module:
         """Build from a :class:`speakerid.config.FeatureConfig`; dither only when ``train``.
 
-        ``cfg.frontend == "speechbrain"`` gives :class:`speakerid.features_speechbrain.SpeechBrainFbank`
-        (imported SpeechBrain models), which has the same call signature and attributes.
+        The Kaldi front end only; :func:`speakerid.inference.build_frontend` picks the class that
+        ``cfg.frontend`` names (``speechbrain``: :mod:`speakerid.features_speechbrain`).
         """
-        if cfg.frontend == "speechbrain":
-            from speakerid.features_speechbrain import SpeechBrainFbank  # noqa: PLC0415
-
-            return SpeechBrainFbank(cfg.sample_rate, cfg.num_mel_bins, cfg.frame_length_ms, cfg.frame_shift_ms, cfg.cmn)
         if cfg.frontend != "kaldi":
-            raise ValueError(f"features.frontend: unknown front end {cfg.frontend!r}; choose 'kaldi' or 'speechbrain'")
+            raise ValueError(f"features.frontend: {cfg.frontend!r} is not the Kaldi front end; use speakerid.inference.build_frontend")
         return cls(
             sample_rate=cfg.sample_rate,
             num_mel_bins=cfg.num_mel_bins,

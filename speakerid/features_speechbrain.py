@@ -1,7 +1,7 @@
 """SpeechBrain's filterbank front end (``speechbrain.lobes.features.Fbank`` with its defaults, then
 ``InputNormalization(norm_type="sentence", std_norm=False)``), for imported SpeechBrain models.
 
-Selected by ``features.frontend: speechbrain`` (see :meth:`speakerid.features.Fbank.from_config`).
+Selected by ``features.frontend: speechbrain`` (see :func:`speakerid.inference.build_frontend`).
 Per SpeechBrain: ``torch.stft`` of the [-1, 1] wave (centred frames, zero padding, periodic
 Hamming window of 25 ms, 10 ms hop, ``n_fft`` 400), power spectrum, triangular HTK-mel filters
 from 0 Hz to Nyquist (``Filterbank._triangular_filters``), ``10 log10(max(x, 1e-10))``, each
@@ -17,7 +17,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from speakerid.features import apply_cmn  # features imports this module lazily (Fbank.from_config)
+from speakerid.features import apply_cmn
 
 __all__ = ["SpeechBrainFbank", "speechbrain_mel_matrix"]
 

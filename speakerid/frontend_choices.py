@@ -13,7 +13,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-__all__ = ["WINDOW_TYPES", "WAVE_SCALES", "window_function", "wave_scale_factor", "mel_for_scale"]
+__all__ = ["WINDOW_TYPES", "WAVE_SCALES", "window_function", "wave_scale_factor"]
 
 #: Kaldi's ``--window-type`` choices (feature-window.cc), by FeatureConfig.window_type.
 WINDOW_TYPES = ("povey", "hamming", "hanning", "rectangular")
@@ -39,13 +39,3 @@ def wave_scale_factor(wave_scale: str) -> float:
     if wave_scale not in WAVE_SCALES:
         raise ValueError(f"features.wave_scale: unknown scale {wave_scale!r}; choose one of {sorted(WAVE_SCALES)}")
     return WAVE_SCALES[wave_scale]
-
-
-def mel_for_scale(num_mel_bins: int, fft_size: int, sample_rate: int, wave_scale: str) -> Tensor:
-    """The mel matrix times the square of the wave scale (exact: both factors are powers of two)."""
-    from speakerid.features import mel_matrix, scaled_mel_matrix  # noqa: PLC0415  (features imports this module)
-
-    factor = wave_scale_factor(wave_scale)
-    if factor == 32768.0:
-        return scaled_mel_matrix(num_mel_bins, fft_size, sample_rate)
-    return mel_matrix(num_mel_bins, fft_size, sample_rate) * (factor * factor)

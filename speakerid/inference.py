@@ -48,7 +48,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from speakerid.config import TrainConfig, load_config
+from speakerid.config import FeatureConfig, TrainConfig, load_config
 from speakerid.fileio import write_text_atomic
 
 PACKAGED_DIR = Path(__file__).resolve().parent / "pretrained"
@@ -112,9 +112,18 @@ def _require_files(exp_dir: Path) -> None:
             raise ExperimentError(f"{exp_dir}: no {name} in the experiment dir (run the train stage first)")
 
 
+def build_frontend(cfg: FeatureConfig) -> nn.Module:
+    """The evaluation front end that ``cfg.frontend`` names (speakerid's Kaldi fbank, or SpeechBrain's)."""
+    from speakerid.features import Fbank
+    from speakerid.features_speechbrain import SpeechBrainFbank
+
+    if cfg.frontend == "speechbrain":  # imported SpeechBrain models: same call signature and attributes
+        return SpeechBrainFbank(cfg.sample_rate, cfg.num_mel_bins, cfg.frame_length_ms, cfg.frame_shift_ms, cfg.cmn)
+    return Fbank.from_config(cfg, train=False)
+
+
 def build_extractor(cfg: TrainConfig, state_dict: dict[str, Tensor] | None = None, source: str = "<model>") -> EmbeddingExtractor:
     """The extractor for ``cfg`` (encoder rebuilt as the trainer builds it), with ``state_dict`` loaded."""
-    from speakerid.features import Fbank
     from speakerid.models import build_encoder
 
     encoder = build_encoder(cfg)
@@ -125,7 +134,7 @@ def build_extractor(cfg: TrainConfig, state_dict: dict[str, Tensor] | None = Non
             first = str(e).strip().splitlines()
             detail = " ".join(line.strip() for line in first[:3])
             raise ExperimentError(f"{source}: weights do not fit model {cfg.model.name!r} of the config ({detail})") from None
-    frontend = Fbank.from_config(cfg.features, train=False)
+    frontend = build_frontend(cfg.features)
     embed_dim = int(getattr(encoder, "embed_dim", 0)) or _probe_embed_dim(frontend, encoder, cfg.features.sample_rate)
     return EmbeddingExtractor(frontend, encoder, cfg.features.sample_rate, embed_dim).eval()
 
