@@ -15,13 +15,12 @@ megabytes (all of MUSAN is ~25 GB as float32, too much for every DataLoader work
 from __future__ import annotations
 
 import logging
-from typing import Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from speakerid.augment_draws import _bernoulli, _rand, _randint, _uniform  # noqa: F401  (used below and by tests)
+from speakerid.augment_draws import _rand
 from speakerid.config import AugmentConfig, SpecAugConfig, check_field
 
 logger = logging.getLogger(__name__)
@@ -155,6 +154,10 @@ def mixup(x: Tensor, labels: Tensor, alpha: float, generator: torch.Generator) -
     perm = torch.randperm(x.size(0), generator=generator, device=generator.device).to(x.device)
     mixed = lam * x + (1.0 - lam) * x[perm]
     return mixed, labels, labels[perm.to(labels.device)], lam
+
+
+#: The AugmentConfig sections whose ops act on waveforms (so not on cached features), in chain order.
+WAVEFORM_SECTIONS = ("speed", "reverb", "noise", "telephone")
 
 
 def check_mixup(cfg: AugmentConfig, two_views: bool = False) -> None:

@@ -10,6 +10,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+
 def _uniform(generator: torch.Generator, low: float, high: float) -> float:
     """One draw of U[low, high) from ``generator``."""
     u = torch.rand((), generator=generator, device=generator.device).item()

@@ -33,7 +33,6 @@ class AugmentListError(ValueError):
     """A noise or RIR list file is missing, empty or has a bad line."""
 
 
-
 class _AudioCache:
     """LRU cache of decoded noise/RIR files (float32 at one rate), bounded in megabytes."""
 

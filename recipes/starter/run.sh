@@ -111,6 +111,6 @@ fi
 if stage 8 "package -> $package"; then
   require $exp/model.pt $exp/config.yaml $exp/calibration.json $exp/dev_eval.json $exp/cohort.npz -- "run stages 3-6 first"
   $PYTHON local/package.py $exp "$package" --split $raw/split_summary.txt \
-    --bench "$repo/benchmarks/results_starter.md" --wall-s $((SECONDS - start_time))
+    --bench "$repo/benchmarks/results_starter.md"
 fi
 log "done in $((SECONDS - start_time)) s"

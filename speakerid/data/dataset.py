@@ -36,7 +36,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from speakerid.audio import FFMPEG_ONLY_EXTENSIONS, AudioError, load_audio
-from speakerid.augment import check_mixup, mixes_waveforms
+from speakerid.augment import WAVEFORM_SECTIONS, check_mixup, mixes_waveforms
 from speakerid.config import AugmentConfig, FeatureConfig
 from speakerid.data.batch import BatchAugment, collate, worker_init_fn  # noqa: F401  (re-exported)
 from speakerid.data.datadir import DataDir, DataDirError, read_data_dir
@@ -151,7 +151,7 @@ def _build_wave_augment(cfg: AugmentConfig, sample_rate: int) -> tuple[Any, Any]
         if 1.0 not in cfg.speed.speeds:
             raise ValueError(f"augment.speed.speeds must contain 1.0, got {cfg.speed.speeds}")
         speed = SpeedPerturb.from_config(cfg.speed, sample_rate)
-    if cfg.noise.enabled or cfg.reverb.enabled or cfg.telephone.enabled:
+    if any(getattr(cfg, name).enabled for name in WAVEFORM_SECTIONS if name != "speed"):
         from speakerid.augment import WaveAugment
 
         no_speed = dataclasses.replace(cfg, speed=dataclasses.replace(cfg.speed, enabled=False))
@@ -301,7 +301,7 @@ def _check_cached(data: DataDir, augment_cfg: AugmentConfig, train: bool, wavefo
     missing = [u for u in data.utts if u not in data.feats]
     if missing:
         raise DataDirError(f"{data.path / 'feats.scp'}: {len(missing)} utterance(s) have no features, e.g. {missing[:3]}")
-    wave_ops = [n for n in ("speed", "reverb", "noise", "telephone") if getattr(augment_cfg, n).enabled]
+    wave_ops = [n for n in WAVEFORM_SECTIONS if getattr(augment_cfg, n).enabled]
     if train and (wave_ops or waveform_mixup):
         ops = ", ".join(wave_ops + (["mixup.domain=waveform"] if waveform_mixup else []))
         raise ValueError(f"augment {ops} act on waveforms and cannot be used with cached features (data.use_cached_features)")

@@ -111,16 +111,17 @@ def limitations(bench_json: dict, cfg_text: str) -> list[str]:
     return out
 
 
-def model_card(exp: Path, split: str, bench: str, wall_s: int | None, bench_json: dict, loss_study: str) -> str:
+def model_card(exp: Path, split: str, bench: str, bench_json: dict, loss_study: str) -> str:
     cfg = (exp / "config.yaml").read_text()
     dev = json.loads((exp / "dev_eval.json").read_text())
     cal = json.loads((exp / "calibration.json").read_text())
+    trained = training_time(exp)
     lines = [
         "# speakerid starter model",
         "",
         f"A speaker encoder ({describe(cfg)}) that ships inside the `speakerid` package, trained on CPU by",
         "`bash recipes/starter/run.sh` (deterministic: seed 0, one torch thread"
-        + (f"; {training_time(exp)} of training" if training_time(exp) else "")
+        + (f"; {trained} of training" if trained else "")
         + " on the 2-core build machine).",
         "",
         "## Training data (and its licences)",
@@ -200,7 +201,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("out", type=Path)
     p.add_argument("--split", type=Path, required=True, help="split_summary.txt of make_split.py")
     p.add_argument("--bench", type=Path, required=True, help="results of benchmarks/bench_starter.py")
-    p.add_argument("--wall-s", type=int, default=None)
     a = p.parse_args(argv)
     for f in FILES:
         if not (a.exp / f).is_file():
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     bench_json = json.loads(a.bench.with_suffix(".json").read_text()) if a.bench.with_suffix(".json").is_file() else {}
     study = a.bench.parent / "results_loss_study.md"
     loss_study = study.read_text() if study.is_file() else "\n\n(not run)"
-    (stage / "MODEL_CARD.md").write_text(model_card(a.exp, a.split.read_text(), bench, a.wall_s, bench_json, loss_study))
+    (stage / "MODEL_CARD.md").write_text(model_card(a.exp, a.split.read_text(), bench, bench_json, loss_study))
     old = a.out.with_name(a.out.name + ".old")
     if a.out.exists():
         a.out.rename(old)
