@@ -7,7 +7,7 @@ message is ``"<path>: <problem>"`` on one line, so the CLI can print it as it is
 
 - missing file -> :class:`AudioFileNotFoundError` (also a ``FileNotFoundError``)
 - unreadable / corrupt / empty file, a format libsndfile does not know
-- zero samples, all samples zero (digital silence), NaN or inf samples
+- zero samples, all samples zero (digital silence) or all equal (a constant DC signal), NaN or inf samples
 - a WAV cut short inside its data chunk (fewer frames than its header promises)
 
 One minimum length: audio shorter than one analysis window (25 ms, or the front end's frame
@@ -208,6 +208,9 @@ def _validate(path: Path, data: np.ndarray) -> None:
         raise AudioError(f"{path}: {bad} NaN or inf sample(s) (a corrupt or badly written float file)", "nan")
     if not np.any(data):
         raise AudioError(f"{path}: all {data.shape[0]} samples are zero (digital silence)", "silent")
+    if data.shape[0] > 1 and not np.any(data[1:] != data[0]):
+        raise AudioError(f"{path}: all {data.shape[0]} samples equal {float(data.flat[0]):.4g} (a constant DC "
+                         "signal: no sound)", "silent")
 
 
 def load_audio(path: str | os.PathLike, sample_rate: int = 16000) -> tuple[torch.Tensor, int]:

@@ -12,17 +12,20 @@ buffers such as BatchNorm's ``num_batches_tracked`` are taken from the newest).
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import random
 import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from speakerid.fileio import atomic_path
+from speakerid.fileio import write_bytes_atomic
+from speakerid.limits import shorten
 
 logger = logging.getLogger(__name__)
 
@@ -48,17 +51,71 @@ def list_checkpoints(exp_dir: str | os.PathLike) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def torch_bytes(obj: Any) -> memoryview:
+    """``torch.save(obj)`` into memory: the file is then written by Python, whose write errors
+    (a full disk) are ordinary ``OSError``s naming the file, where torch's own file writer
+    raises ``c10::Error`` or aborts the process."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getbuffer()
+
+
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
     """``torch.save`` through a temporary file + rename."""
-    with atomic_path(path, suffix=".pt") as tmp:
-        torch.save(state, tmp)
+    write_bytes_atomic(path, torch_bytes(state))
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint or state dict safely (``weights_only=True``); errors name the file."""
+def file_budget(expected_bytes: int) -> int:
+    """Most bytes a weights file for a model of ``expected_bytes`` may declare: room for a
+    training checkpoint (optimizer moments) and a large loss head, not for a gigabyte more."""
+    return 4 * int(expected_bytes) + (512 << 20)
+
+
+def state_bytes(module: torch.nn.Module) -> int:
+    """Bytes of ``module``'s state dict (its parameters and buffers)."""
+    return sum(t.numel() * t.element_size() for t in module.state_dict().values())
+
+
+def declared_bytes(path: Path) -> int:
+    """Bytes a torch file will inflate to: the sum of its zip records' declared sizes (the
+    file size for the legacy, uncompressed format); read from the zip directory, nothing inflated."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return sum(info.file_size for info in z.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return path.stat().st_size
+
+
+def check_weights(state: dict[Any, Any], source: str) -> None:
+    """A state dict of named tensors with finite floating values; else CheckpointError naming
+    ``source`` and the first bad entry (NaN/inf weights give NaN embeddings that compare equal to nothing)."""
+    for key, value in state.items():
+        if not isinstance(key, str):
+            raise CheckpointError(f"{source}: state dict key {shorten(repr(key))} is not a string")
+        if not isinstance(value, torch.Tensor):
+            raise CheckpointError(f"{source}: {shorten(key)} is a {type(value).__name__}, not a tensor")
+        if torch.is_floating_point(value) or torch.is_complex(value):
+            bad = int(value.numel() - torch.isfinite(value).sum())
+            if bad:
+                raise CheckpointError(f"{source}: {shorten(key)} has {bad} of {value.numel()} values NaN or infinite")
+
+
+def load_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu", max_bytes: int | None = None
+) -> dict[str, Any]:
+    """Load a checkpoint or state dict safely (``weights_only=True``); errors name the file.
+
+    ``max_bytes``: refuse, before reading any tensor, a file whose records declare more bytes
+    (a small compressed file can declare gigabytes).
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: file not found")
+    if max_bytes is not None and (declared := declared_bytes(path)) > max_bytes:
+        raise CheckpointError(
+            f"{path}: declares {declared / 2**20:.0f} MiB of data, more than the {max_bytes / 2**20:.0f} MiB "
+            "a weights file for this model may hold; not read"
+        )
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises several types for corrupt / foreign files
@@ -128,6 +185,7 @@ def load_encoder_weights(source: str | os.PathLike) -> dict[str, torch.Tensor]:
     bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
     if bad:
         raise CheckpointError(f"{source}: not an encoder state dict (non-tensor entries such as {bad[:3]})")
+    check_weights(obj, str(source))
     return obj
 
 

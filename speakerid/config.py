@@ -26,6 +26,7 @@ from typing import Annotated, Any, Literal
 import yaml
 
 from speakerid.fileio import write_text_atomic
+from speakerid.yaml_safe import load_yaml
 
 
 class ConfigError(ValueError):
@@ -345,7 +346,7 @@ def apply_overrides(data: dict, overrides: list[str], source: str) -> dict:
                 )
             node = child
         try:
-            node[parts[-1]] = yaml.safe_load(value)
+            node[parts[-1]] = load_yaml(value)
         except yaml.YAMLError as e:
             raise ConfigError(f"--set {item!r}: the value is not valid YAML ({str(e).splitlines()[0]})") from None
     return data
@@ -357,7 +358,7 @@ def load_config(path: str | os.PathLike, cls: type = TrainConfig, overrides: lis
     if not path.exists():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = load_yaml(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
     except UnicodeDecodeError as e:

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from speakerid.enroll_db import SpeakerDBError
+from speakerid.limits import shorten
 
 logger = logging.getLogger(__name__)
 
@@ -65,17 +66,21 @@ def verify_trial_list(db, trials: str | os.PathLike, output: str | os.PathLike,
             missing.append(t)
         files[t] = p
     if missing:
-        raise SpeakerDBError(f"{trials}: {len(missing)} audio file(s) not found, e.g. {missing[0]!r} "
+        raise SpeakerDBError(f"{trials}: {len(missing)} audio file(s) not found, e.g. {shorten(missing[0])!r} "
                              f"(paths are relative to the current directory or to {trials.resolve().parent})")
-    emb = np.zeros((len(tests), int(model.extractor.embed_dim)), dtype=np.float32)
-    bar = tqdm(total=len(tests), desc="embedding test files", unit="file", disable=not progress)
-    for start in range(0, len(tests), EMBED_CHUNK):
-        chunk = tests[start : start + EMBED_CHUNK]
-        emb[start : start + len(chunk)] = model.embed([files[t] for t in chunk])
+    # one embedding per distinct FILE: the spellings ./a.flac, a.flac, x/../a.flac are one file
+    real = sorted({files[t].resolve() for t in tests})
+    row_of_file = {p: i for i, p in enumerate(real)}
+    row_of_test = np.array([row_of_file[files[t].resolve()] for t in tests], dtype=np.int64)
+    emb = np.zeros((len(real), int(model.extractor.embed_dim)), dtype=np.float32)
+    bar = tqdm(total=len(real), desc="embedding test files", unit="file", disable=not progress)
+    for start in range(0, len(real), EMBED_CHUNK):
+        chunk = real[start : start + EMBED_CHUNK]
+        emb[start : start + len(chunk)] = model.embed(chunk)
         bar.update(len(chunk))
     bar.close()
     spk_idx = np.searchsorted(np.asarray(speakers), tl.enroll)
-    test_idx = np.searchsorted(np.asarray(tests), tl.test)
+    test_idx = row_of_test[np.searchsorted(np.asarray(tests), tl.test)]
     s = score_pairs([r.refs for r in refs], emb, spk_idx, test_idx, db.score_rule, db.score_top_k, model.cohort)
     dec, _ = rule.apply(s)
     accept = dec >= rule.threshold

@@ -25,6 +25,7 @@ of different lengths and batch sizes; its embeddings must equal the eager model'
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -89,6 +90,9 @@ def _compare(name: str, run, extractor, atol: float) -> float:
         with torch.no_grad():
             ref = extractor(x).numpy()
         out = np.asarray(run(x))
+        if not (np.isfinite(ref).all() and np.isfinite(out).all()):
+            raise ExportError(f"{name}: the {'eager' if not np.isfinite(ref).all() else 'exported'} model gives NaN or "
+                              "infinite embeddings; nothing to export")
         if out.shape != ref.shape:
             raise ExportError(f"{name}: exported model gives shape {out.shape}, eager {ref.shape}")
         scale = max(1.0, float(np.abs(ref).max()))
@@ -109,8 +113,10 @@ def export_torchscript(extractor, path: str | os.PathLike, cfg=None, atol: float
         except Exception as e:  # noqa: BLE001 -- TorchScript raises many types; report one line
             raise ExportError(f"TorchScript cannot compile the model: {str(e).strip().splitlines()[0]}") from None
         extra = {"speakerid.json": json.dumps(_metadata(extractor, cfg))}
+        buf = io.BytesIO()  # serialised in memory: a full disk is then a Python OSError naming --out, not a C++ abort
+        torch.jit.save(scripted, buf, _extra_files=extra)
         with atomic_path(path, suffix=".pt") as tmp:
-            scripted.save(str(tmp), _extra_files=extra)
+            tmp.write_bytes(buf.getbuffer())
             loaded = torch.jit.load(str(tmp), map_location="cpu")
             diff = _compare(str(path), lambda x: loaded(x).detach().numpy(), extractor, atol)
     logger.info("%s: TorchScript model written (max abs diff to eager %.1e)", path, diff)
@@ -146,7 +152,7 @@ def export_onnx(extractor, path: str | os.PathLike, cfg=None, atol: float = CHEC
                 verbose=False,
             )
             program.save(str(tmp), external_data=False)
-        except ExportError:
+        except (ExportError, OSError):
             raise
         except Exception as e:  # noqa: BLE001 -- the exporter raises many types; report one line
             raise ExportError(f"ONNX export failed: {type(e).__name__}: {str(e).strip().splitlines()[0]}") from None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import IO, Iterator
@@ -17,9 +18,29 @@ from typing import IO, Iterator
 
 def _naming_target(e: OSError, path: Path, tmp: Path | None = None, what: str | None = None) -> OSError:
     """The same error, naming the user's ``path`` rather than the hidden temporary file."""
-    if tmp is not None and str(tmp) not in (str(e.filename), str(e.filename2)):
-        return e  # not about the temporary file: keep it as it is
+    if tmp is not None and e.filename is not None and str(tmp) not in (str(e.filename), str(e.filename2)):
+        return e  # about another file: keep it as it is (no file named, e.g. a full disk: name the target)
     return type(e)(e.errno, what or e.strerror or str(e), str(path))
+
+
+def check_replaceable(path: Path) -> None:
+    """Refuse a ``path`` that exists and is not a regular file (a folder, a device such as
+    ``/dev/null``, a FIFO, a socket): renaming a new file over it would replace the node itself."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise _naming_target(e, path, what=f"cannot check it ({e.strerror})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise IsADirectoryError(errno.EISDIR, "is a directory, expected a file name", str(path))
+    if not stat.S_ISREG(st.st_mode):
+        kind = _KINDS.get(stat.S_IFMT(st.st_mode), "not a regular file")
+        raise OSError(errno.EEXIST, f"exists and is {kind}, not a regular file; refusing to replace it", str(path))
+
+
+_KINDS = {stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device", stat.S_IFIFO: "a FIFO (named pipe)",
+          stat.S_IFSOCK: "a socket"}
 
 
 @contextlib.contextmanager
@@ -35,8 +56,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise _naming_target(e, path, what=f"cannot create its folder {path.parent} ({e.strerror})") from None
-    if path.is_dir():
-        raise IsADirectoryError(errno.EISDIR, "is a directory, expected a file name", str(path))
+    check_replaceable(path)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
     except OSError as e:
@@ -70,6 +90,12 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
             yield f
             f.flush()
             os.fsync(f.fileno())
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes | memoryview) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_write(path, "wb") as f:
+        f.write(data)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

@@ -122,11 +122,12 @@ def build_frontend(cfg: FeatureConfig) -> nn.Module:
     return Fbank.from_config(cfg, train=False)
 
 
-def build_extractor(cfg: TrainConfig, state_dict: dict[str, Tensor] | None = None, source: str = "<model>") -> EmbeddingExtractor:
-    """The extractor for ``cfg`` (encoder rebuilt as the trainer builds it), with ``state_dict`` loaded."""
+def build_extractor(cfg: TrainConfig, state_dict: dict[str, Tensor] | None = None, source: str = "<model>",
+                    encoder: nn.Module | None = None) -> EmbeddingExtractor:
+    """The extractor for ``cfg`` (encoder rebuilt as the trainer builds it, unless given), with ``state_dict`` loaded."""
     from speakerid.models import build_encoder
 
-    encoder = build_encoder(cfg)
+    encoder = build_encoder(cfg) if encoder is None else encoder
     if state_dict is not None:
         try:
             encoder.load_state_dict(state_dict, strict=True)
@@ -149,18 +150,23 @@ def load_experiment(exp_dir: str | os.PathLike, device: str | torch.device = "cp
 
     ``exp_dir`` is any model source :func:`resolve_model_source` accepts (a dir or a packaged name).
     """
-    from speakerid.checkpoint import CheckpointError, load_checkpoint
+    from speakerid.checkpoint import CheckpointError, check_weights, file_budget, load_checkpoint, state_bytes
+    from speakerid.models import build_encoder
 
     exp_dir = resolve_model_source(exp_dir)
     _require_files(exp_dir)
     cfg = load_config(exp_dir / "config.yaml")
+    weights = exp_dir / "model.pt"
     try:
-        state = load_checkpoint(exp_dir / "model.pt")  # torch.load(weights_only=True)
+        # sizes declared in the file are checked against the config's encoder before any tensor is read
+        encoder = build_encoder(cfg)
+        state = load_checkpoint(weights, max_bytes=file_budget(state_bytes(encoder)))  # weights_only=True
+        if "model" in state and isinstance(state["model"], dict):  # a full training checkpoint
+            state = state["model"]
+        check_weights(state, str(weights))  # tensors only, no NaN / inf
     except CheckpointError as e:
         raise ExperimentError(str(e)) from None
-    if "model" in state and isinstance(state["model"], dict):  # a full training checkpoint
-        state = state["model"]
-    extractor = build_extractor(cfg, state, source=str(exp_dir / "model.pt"))
+    extractor = build_extractor(cfg, state, source=str(weights), encoder=encoder)
     return extractor.to(device), cfg
 
 

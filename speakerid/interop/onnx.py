@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 from speakerid.config import FeatureConfig, ModelConfig, TrainConfig
+from speakerid.limits import shorten
 
 from .experiment import ModelImportError, file_sha256, write_experiment
 
@@ -37,6 +38,9 @@ def import_onnx(
         raise ModelImportError(f"{src}: ONNX model file not found")
     try:
         bins = onnx_input_bins(src)
+    except ImportError as exc:
+        raise ModelImportError(f"{src}: importing an ONNX model needs the onnx extra: pip install onnx onnxruntime "
+                               f"({shorten(exc)})") from None
     except Exception as exc:  # noqa: BLE001 -- onnx raises DecodeError and others
         raise ModelImportError(f"{src}: not an ONNX model ({str(exc).splitlines()[0][:120]})") from None
     fb: dict = {}

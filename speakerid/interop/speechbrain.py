@@ -22,10 +22,12 @@ from typing import Any
 import torch
 import yaml
 
-from speakerid.checkpoint import CheckpointError, load_checkpoint
+from speakerid.checkpoint import CheckpointError, check_weights, load_checkpoint
 from speakerid.config import FeatureConfig, ModelConfig, TrainConfig
+from speakerid.limits import MAX_YAML_NODES, shorten
+from speakerid.yaml_safe import BoundedSafeLoader, load_yaml
 
-from .experiment import ModelImportError, file_sha256, write_experiment
+from .experiment import ModelImportError, checkpoint_budget, file_sha256, write_experiment
 
 __all__ = ["read_hyperparams", "convert_speechbrain", "import_speechbrain"]
 
@@ -41,11 +43,11 @@ class _Tagged(dict):
     """A ``!new:`` / ``!name:`` object: its class path under ``__class__`` plus its arguments."""
 
 
-class _Loader(yaml.SafeLoader):
+class _Loader(BoundedSafeLoader):
     pass
 
 
-def _tagged(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
+def _tagged(loader: BoundedSafeLoader, suffix: str, node: yaml.Node) -> Any:
     if isinstance(node, yaml.MappingNode):
         value: Any = _Tagged(loader.construct_mapping(node, deep=True))
     elif isinstance(node, yaml.SequenceNode):
@@ -62,22 +64,31 @@ def _tagged(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
 _Loader.add_multi_constructor("!", _tagged)
 
 
-def _resolve(value: Any, root: dict[str, Any], source: str) -> Any:
+def _resolve(value: Any, root: dict[str, Any], source: str, chain: tuple[str, ...] = (), budget: list[int] | None = None) -> Any:
+    """``value`` with every ``!ref <key>`` replaced by what it names; a reference loop or an
+    expansion past :data:`speakerid.limits.MAX_YAML_NODES` values is an error naming ``source``."""
+    budget = [MAX_YAML_NODES] if budget is None else budget
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise ModelImportError(f"{source}: its !ref references expand to more than {MAX_YAML_NODES} values")
     if isinstance(value, tuple) and len(value) == 2 and value[0] == "__ref__":
         m = _REF.match(str(value[1]).strip())
         if not m:
-            raise ModelImportError(f"{source}: !ref {value[1]!r} is an expression; only plain <key> references are supported")
+            raise ModelImportError(f"{source}: !ref {shorten(value[1])!r} is an expression; only plain <key> references are supported")
+        key = m.group(1)
+        if key in chain:
+            loop = " -> ".join(f"<{k}>" for k in (*chain[chain.index(key):], key))
+            raise ModelImportError(f"{source}: !ref loop {shorten(loop)}")
         node: Any = root
-        for part in m.group(1).split("."):
+        for part in key.split("."):
             if not isinstance(node, dict) or part not in node:
-                raise ModelImportError(f"{source}: !ref <{m.group(1)}> names no key")
+                raise ModelImportError(f"{source}: !ref <{shorten(key)}> names no key")
             node = node[part]
-        return _resolve(node, root, source)
+        return _resolve(node, root, source, (*chain, key), budget)
     if isinstance(value, dict):
-        out = type(value)({k: _resolve(v, root, source) for k, v in value.items()})
-        return out
+        return type(value)({k: _resolve(v, root, source, chain, budget) for k, v in value.items()})
     if isinstance(value, list):
-        return [_resolve(v, root, source) for v in value]
+        return [_resolve(v, root, source, chain, budget) for v in value]
     return value
 
 
@@ -87,7 +98,7 @@ def read_hyperparams(path: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise ModelImportError(f"{path}: hyperparams file not found")
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # noqa: S506 -- SafeLoader subclass
+        data = load_yaml(path.read_text(encoding="utf-8"), _Loader)
     except yaml.YAMLError as exc:
         raise ModelImportError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):
@@ -107,25 +118,39 @@ def convert_speechbrain(
     norm_stats: dict[str, Any] | None = None,
 ) -> tuple[TrainConfig, dict[str, torch.Tensor]]:
     """SpeechBrain ECAPA state dict + hyperparams -> (speakerid config, speakerid state dict)."""
+    try:
+        check_weights(state, source)
+        return _convert_speechbrain(state, hp, source, norm_stats)
+    except CheckpointError as e:
+        raise ModelImportError(str(e)) from None
+    except (TypeError, ValueError, AttributeError) as e:  # a value of the wrong type (a list for a number, ...)
+        if isinstance(e, ModelImportError):
+            raise
+        raise ModelImportError(f"{source}: bad hyperparameter value ({shorten(e)})") from None
+
+
+def _convert_speechbrain(
+    state: dict[str, torch.Tensor], hp: dict[str, Any], source: str, norm_stats: dict[str, Any] | None
+) -> tuple[TrainConfig, dict[str, torch.Tensor]]:
     fb = _entry(hp, "compute_features", "lobes.features.Fbank", source)
     for key, value in fb.items():
         if key not in _FBANK_ARGS:
-            raise ModelImportError(f"{source}: compute_features.{key} is not supported by the import")
+            raise ModelImportError(f"{source}: compute_features.{shorten(key)} is not supported by the import")
         if _FBANK_ARGS[key] is not None and value != _FBANK_ARGS[key]:
-            raise ModelImportError(f"{source}: compute_features.{key}={value!r} not supported (only {_FBANK_ARGS[key]!r})")
+            raise ModelImportError(f"{source}: compute_features.{key}={shorten(repr(value))} not supported (only {_FBANK_ARGS[key]!r})")
     sample_rate = int(fb.get("sample_rate", 16000))
     if fb.get("f_max") not in (None, sample_rate // 2):
-        raise ModelImportError(f"{source}: compute_features.f_max={fb['f_max']!r} not supported (Nyquist only)")
+        raise ModelImportError(f"{source}: compute_features.f_max={shorten(repr(fb['f_max']))} not supported (Nyquist only)")
     cmn = False
     if "mean_var_norm" in hp:
         norm = _entry(hp, "mean_var_norm", "InputNormalization", source)
         if norm.get("norm_type", "global") != "sentence" or norm.get("std_norm", True):
-            raise ModelImportError(f"{source}: mean_var_norm must be norm_type: sentence, std_norm: False (found {norm})")
+            raise ModelImportError(f"{source}: mean_var_norm must be norm_type: sentence, std_norm: False (found {shorten(norm)})")
         cmn = True
     ecapa = _entry(hp, "embedding_model", "ECAPA_TDNN.ECAPA_TDNN", source)
     unknown = sorted(set(ecapa) - _ECAPA_ARGS)
     if unknown:
-        raise ModelImportError(f"{source}: embedding_model arguments {unknown} not supported")
+        raise ModelImportError(f"{source}: embedding_model arguments {shorten(unknown)} not supported")
     if any(g != 1 for g in ecapa.get("groups", [1])) or float(ecapa.get("dropout", 0.0)) != 0.0:
         raise ModelImportError(f"{source}: embedding_model groups / dropout other than 1 / 0 are not supported")
     n_mels = int(fb.get("n_mels", 40))
@@ -163,9 +188,12 @@ def import_speechbrain(
     if config is None:
         raise ModelImportError("--from speechbrain needs --config (its hyperparams.yaml)")
     hp = read_hyperparams(config)
+    cfg, _ = convert_speechbrain({}, hp, str(config))  # the hyperparams' errors first
+    budget = checkpoint_budget(cfg, str(config))
     try:
-        state = load_checkpoint(checkpoint)  # torch.load(weights_only=True)
-        stats = load_checkpoint(norm_stats) if norm_stats is not None else None
+        state = load_checkpoint(checkpoint, max_bytes=budget)  # torch.load(weights_only=True)
+        stats = load_checkpoint(norm_stats, max_bytes=budget) if norm_stats is not None else None
+        check_weights(state, str(checkpoint))
     except CheckpointError as exc:
         raise ModelImportError(str(exc)) from None
     cfg, encoder = convert_speechbrain(state, hp, str(config), stats)
@@ -177,4 +205,4 @@ def import_speechbrain(
         "config": str(Path(config).resolve()),
         "norm_stats": str(Path(norm_stats).resolve()) if norm_stats is not None else None,
     }
-    return write_experiment(out, cfg, encoder, provenance, force=force, source=str(checkpoint))
+    return write_experiment(out, cfg, encoder, provenance, force=force, source=str(checkpoint), config_source=str(config))

@@ -24,10 +24,12 @@ from typing import Any, Callable
 import torch
 import yaml
 
-from speakerid.checkpoint import CheckpointError, load_checkpoint
+from speakerid.checkpoint import CheckpointError, check_weights, load_checkpoint
 from speakerid.config import FeatureConfig, ModelConfig, TrainConfig
+from speakerid.limits import shorten
+from speakerid.yaml_safe import load_yaml
 
-from .experiment import ModelImportError, file_sha256, write_experiment
+from .experiment import ModelImportError, checkpoint_budget, file_sha256, write_experiment
 
 __all__ = ["ARCHITECTURES", "wespeaker_config", "import_wespeaker", "convert_wespeaker"]
 
@@ -124,7 +126,7 @@ def wespeaker_config(path: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise ModelImportError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ModelImportError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict) or "model" not in data:
@@ -163,14 +165,32 @@ def convert_wespeaker(
     """A WeSpeaker state dict + config dict -> (speakerid config, speakerid state dict)."""
     arch = ARCHITECTURES[data["model"]]
     args = dict(data.get("model_args") or {})
-    cfg = TrainConfig(
-        features=_features(data, arch, source, window_type, wave_scale),
-        model=ModelConfig(name=arch.model, kwargs=arch.kwargs(data["model"], args, source)),
-    )
+    try:
+        cfg = TrainConfig(
+            features=_features(data, arch, source, window_type, wave_scale),
+            model=ModelConfig(name=arch.model, kwargs=arch.kwargs(data["model"], args, source)),
+        )
+    except (TypeError, ValueError, AttributeError) as e:  # a value of the wrong type (a list for a number, ...)
+        if isinstance(e, ModelImportError):
+            raise
+        raise ModelImportError(f"{source}: bad model_args / dataset_args value ({shorten(e)})") from None
     if isinstance(state.get("state_dict"), dict):  # a training checkpoint rather than avg_model.pt
         state = state["state_dict"]
+    try:
+        check_weights(state, source)
+    except CheckpointError as e:
+        raise ModelImportError(str(e)) from None
     encoder = {arch.rename(k): v for k, v in state.items() if not k.startswith("projection.")}
     return cfg, encoder
+
+
+def _used_fbank_args(data: dict[str, Any]) -> dict[str, Any]:
+    """The source's front-end settings the import reads (the rest of ``dataset_args`` is not kept)."""
+    dataset = data.get("dataset_args") or {}
+    fb = dataset.get("fbank_args") or {}
+    used = {k: dataset[k] for k in ("frontend", "resample_rate") if k in dataset}
+    used["fbank_args"] = {k: fb[k] for k in ("num_mel_bins", "frame_length", "frame_shift", "dither") if k in fb}
+    return used
 
 
 def import_wespeaker(
@@ -183,8 +203,9 @@ def import_wespeaker(
     if config is None:
         raise ModelImportError("--from wespeaker needs --config (the config.yaml beside avg_model.pt)")
     data = wespeaker_config(config)
+    cfg, _ = convert_wespeaker({}, data, str(config), window_type, wave_scale)  # the config's errors first
     try:
-        state = load_checkpoint(checkpoint)  # torch.load(weights_only=True)
+        state = load_checkpoint(checkpoint, max_bytes=checkpoint_budget(cfg, str(config)))  # weights_only=True
     except CheckpointError as exc:
         raise ModelImportError(str(exc)) from None
     cfg, encoder = convert_wespeaker(state, data, str(checkpoint), window_type, wave_scale)
@@ -195,6 +216,6 @@ def import_wespeaker(
         "checkpoint_sha256": file_sha256(checkpoint),
         "config": str(Path(config).resolve()),
         "source_model_args": data.get("model_args") or {},
-        "source_dataset_args": data.get("dataset_args") or {},
+        "source_dataset_args": _used_fbank_args(data),
     }
-    return write_experiment(out, cfg, encoder, provenance, force=force, source=str(checkpoint))
+    return write_experiment(out, cfg, encoder, provenance, force=force, source=str(checkpoint), config_source=str(config))

@@ -27,6 +27,7 @@ from typing import Iterable
 import numpy as np
 
 from speakerid.fileio import write_text_atomic
+from speakerid.limits import shorten
 from speakerid.scoring.metrics import DEFAULT_P_TARGETS, _validate, compute_act_dcf, compute_cllr
 
 __all__ = [
@@ -135,7 +136,11 @@ def fit_calibration(
             raise ValueError(f"prior must be in (0, 1), got {prior}")
         # class weights summing to N with the target share equal to `prior`
         weight = np.where(lab, prior * s.size / n_t, (1.0 - prior) * s.size / n_n)
-    mu, sd = float(s.mean()), float(s.std())
+    with np.errstate(over="ignore", invalid="ignore"):  # refused below, without numpy's warning
+        mu, sd = float(s.mean()), float(s.std())
+    if not (math.isfinite(mu) and math.isfinite(sd)):
+        raise ValueError(f"scores too large to fit (largest magnitude {float(np.abs(s).max()):.4g}; "
+                         "their spread overflows float64)")
     if sd == 0.0:
         raise ValueError("all dev scores are equal: nothing to calibrate")
     z = ((s - mu) / sd)[:, None]
@@ -249,7 +254,15 @@ def apply_calibration_file(
 
     cal = Calibration.load(calibration)
     sl = read_labelled_scores(scores, trials, require_labels=False)
-    llrs = cal.apply(sl.scores)
+    with np.errstate(over="ignore", invalid="ignore"):  # refused below, without numpy's warning
+        llrs = cal.apply(sl.scores)
+    bad = np.flatnonzero(~np.isfinite(llrs))
+    if bad.size:  # checked before anything is written
+        i = int(bad[0])
+        raise CalibrationError(
+            f"{scores}: score {sl.scores[i]:.4g} of trial {shorten(sl.enroll[i])} {shorten(sl.test[i])} gives a "
+            f"non-finite LLR under {calibration} ({bad.size} such score(s)); {output} not written"
+        )
     write_scores(output, sl.enroll, sl.test, llrs, sl.labels)
     report = None
     if sl.labels is not None and 0 < int(sl.labels.sum()) < sl.labels.size:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from speakerid.limits import shorten
 from speakerid.scoring.embeddings import MissingIdsError, load_embeddings, lookup_ids, missing_ids
 from speakerid.scoring.norm import DEFAULT_TOP_K, NORM_METHODS, normalise_scores
 from speakerid.scoring.trials import ScoreList, TrialList, read_trial_list, write_scores
@@ -97,7 +98,7 @@ def _check_ids(enroll: np.ndarray, enroll_table: EmbeddingTable, test: np.ndarra
         if missing.size:
             total += missing.size
             parts.append(f"{table.source}: no embedding for {missing.size} of {wanted.size} id(s), e.g. "
-                         + ", ".join(missing[:5].tolist()))
+                         + shorten(", ".join(missing[:5].tolist()), 240))
     if parts:
         raise MissingIdsError(f"{total} trial id(s) have no embedding: " + "; ".join(parts))
 

@@ -18,6 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from speakerid.fileio import atomic_path, atomic_write
+from speakerid.limits import MAX_ID_CHARS, shorten
 from speakerid.scoring.trials import normalise_id
 
 __all__ = [
@@ -118,12 +119,15 @@ def load_embeddings(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
     emb = emb.astype(np.float32, copy=False)
     if not np.isfinite(emb).all():
         bad = int(np.flatnonzero(~np.isfinite(emb).all(axis=1))[0])
-        raise EmbeddingsError(f"{path}: embedding of {ids[bad]!r} has NaN/inf values")
+        raise EmbeddingsError(f"{path}: embedding of {shorten(ids[bad])!r} has NaN/inf values")
+    long = next((i for i in ids if len(i) > MAX_ID_CHARS), None)
+    if long is not None:
+        raise EmbeddingsError(f"{path}: an id of {len(long)} characters (ids are at most {MAX_ID_CHARS}): {shorten(long)!r}")
     ids = [normalise_id(i) for i in ids]
     uniq, counts = np.unique(np.asarray(ids), return_counts=True)
     if uniq.size != len(ids):
         dup = uniq[counts > 1]
-        raise EmbeddingsError(f"{path}: {dup.size} duplicate id(s), e.g. {dup[0]!r}")
+        raise EmbeddingsError(f"{path}: {dup.size} duplicate id(s), e.g. {shorten(dup[0])!r}")
     logger.debug("%s: %d embeddings of dimension %d", path, emb.shape[0], emb.shape[1])
     return ids, emb
 
@@ -196,6 +200,6 @@ def lookup_ids(known: Sequence[str] | np.ndarray, wanted: np.ndarray, source: st
         missing = np.unique(wanted[~found])
         raise MissingIdsError(
             f"{source}: no embedding for {missing.size} id(s) (of {np.unique(wanted).size} needed), "
-            f"e.g. {', '.join(missing[:5].tolist())}"
+            f"e.g. {shorten(', '.join(missing[:5].tolist()), 240)}"
         )
     return order[pos_clipped]

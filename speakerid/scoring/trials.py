@@ -37,6 +37,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from speakerid.fileio import atomic_write
+from speakerid.limits import MAX_ID_CHARS, shorten
 
 __all__ = [
     "TrialsError",
@@ -109,9 +110,39 @@ def _data_lines(path: str | os.PathLike) -> Iterator[tuple[int, list[str]]]:
             for lineno, line in enumerate(f, 1):
                 fields = line.split()
                 if fields and not fields[0].startswith("#"):
+                    if len(line) > MAX_ID_CHARS:
+                        _check_field_lengths(path, lineno, fields)
                     yield lineno, fields
         except UnicodeDecodeError as e:
             raise TrialsError(f"{path}: not a UTF-8 text file ({e.reason})") from None
+
+
+def _check_field_lengths(path: str | os.PathLike, lineno: int, fields: list[str]) -> None:
+    for field in fields:
+        if len(field) > MAX_ID_CHARS:
+            raise TrialsError(f"{path}:{lineno}: a field of {len(field)} characters (ids are at most {MAX_ID_CHARS}): "
+                              f"{shorten(field)!r}")
+
+
+def _raise_long_field(path: str | os.PathLike) -> None:
+    """Name the line of the first over-long field (:func:`_data_lines` raises there)."""
+    for _ in _data_lines(path):
+        pass
+
+
+def _id_array(ids: list[str], path: str | os.PathLike) -> np.ndarray:
+    """Ids as a numpy str array; as an object array when the fixed width of the longest id
+    would make the array far larger than the file (memory stays proportional to the input)."""
+    if not ids:
+        return np.asarray(ids, dtype=str)
+    width = max(map(len, ids))
+    try:
+        size = os.stat(path).st_size
+    except OSError:
+        size = 0
+    if 4 * width * len(ids) > 8 * size + (1 << 20):
+        return np.asarray(ids, dtype=object)
+    return np.asarray(ids)
 
 
 _FORMS = {
@@ -146,19 +177,19 @@ def _check_lines(path: str | os.PathLike) -> tuple[str, int]:
             form, first = _detect_form(f), lineno
             if form is None:
                 raise TrialsError(
-                    f"{path}:{lineno}: not a trial line: {' '.join(f)!r}; expected " + " or ".join(_FORMS.values())
+                    f"{path}:{lineno}: not a trial line: {shorten(' '.join(f))!r}; expected " + " or ".join(_FORMS.values())
                 )
         label_col, labels = _LAYOUT[form][2:]
         if len(f) != _NCOLS[form] or (label_col is not None and f[label_col] not in labels):
-            raise TrialsError(f"{path}:{lineno}: expected {_FORMS[form]} as on line {first}, got {' '.join(f)!r}")
+            raise TrialsError(f"{path}:{lineno}: expected {_FORMS[form]} as on line {first}, got {shorten(' '.join(f))!r}")
         count += 1
     if form is None:
         raise TrialsError(f"{path}: no trials in the file")
     return form, count
 
 
-def _normalise_ids(ids: Iterable[str], keep: bool = False) -> np.ndarray:
-    return np.asarray(list(ids) if keep else [i.removesuffix(".wav") for i in ids])
+def _normalise_ids(ids: Iterable[str], keep: bool = False, path: str | os.PathLike = "") -> np.ndarray:
+    return _id_array(list(ids) if keep else [i.removesuffix(".wav") for i in ids], path)
 
 
 def _first_of_each_pair(enroll: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -200,7 +231,7 @@ def _drop_repeated_pairs(
             row, orig = int(clash[0]), int(first_of_row[clash[0]])
             lines = _line_numbers(path, [row, orig])
             raise TrialsError(
-                f"{path}:{lines.get(row, '?')}: pair {enroll[row]} {test[row]} is listed as "
+                f"{path}:{lines.get(row, '?')}: pair {shorten(enroll[row])} {shorten(test[row])} is listed as "
                 f"{'target' if labels[row] else 'nontarget'} here and as "
                 f"{'target' if labels[orig] else 'nontarget'} on line {lines.get(orig, '?')}; "
                 "a pair must have one label"
@@ -223,6 +254,8 @@ def _row_blocks(path: str | os.PathLike) -> Iterator[list[list[str]]]:
         with f:
             for block in iter(lambda: f.readlines(_BLOCK_BYTES), []):
                 rows = [r for r in map(str.split, block) if r and not r[0].startswith("#")]
+                if max(map(len, block)) > MAX_ID_CHARS and any(len(x) > MAX_ID_CHARS for r in rows for x in r):
+                    _raise_long_field(path)
                 if rows:
                     yield rows
     except UnicodeDecodeError as e:
@@ -267,7 +300,7 @@ def read_trial_list(path: str | os.PathLike, keep_ids: bool = False) -> TrialLis
         _check_lines(path)
         raise TrialsError(f"{path}: could not be read as a trial list")  # not reached: _check_lines raised
     logger.debug("%s: %d trials (%s form)", path, len(enroll), form)
-    e_ids, t_ids = _normalise_ids(enroll, keep_ids), _normalise_ids(test, keep_ids)
+    e_ids, t_ids = _normalise_ids(enroll, keep_ids, path), _normalise_ids(test, keep_ids, path)
     keep = _drop_repeated_pairs(path, e_ids, t_ids, labels, "trials")
     if keep is not None:
         e_ids, t_ids = e_ids[keep], t_ids[keep]
@@ -288,12 +321,12 @@ def _check_score_lines(path: str | os.PathLike) -> None:
             ncols, first = len(f), lineno
             if ncols not in (3, 4):
                 raise TrialsError(
-                    f"{path}:{lineno}: expected '<enroll-id> <test-id> <score> [<label>]', got {' '.join(f)!r}"
+                    f"{path}:{lineno}: expected '<enroll-id> <test-id> <score> [<label>]', got {shorten(' '.join(f))!r}"
                 )
         if len(f) != ncols:
             raise TrialsError(f"{path}:{lineno}: {len(f)} columns but line {first} has {ncols}")
         if ncols == 4 and f[3] not in _SCORE_LABELS:
-            raise TrialsError(f"{path}:{lineno}: label must be target/nontarget or 1/0, got {f[3]!r}")
+            raise TrialsError(f"{path}:{lineno}: label must be target/nontarget or 1/0, got {shorten(f[3])!r}")
     if not ncols:
         raise TrialsError(f"{path}: no scores in the file")
 
@@ -329,7 +362,7 @@ def read_scores(path: str | os.PathLike) -> ScoreList:
         _check_score_lines(path)
         raise TrialsError(f"{path}: could not be read as a score file")  # not reached
     scores = _parse_scores(path, raw)
-    e_ids, t_ids = _normalise_ids(enroll), _normalise_ids(test)
+    e_ids, t_ids = _normalise_ids(enroll, path=path), _normalise_ids(test, path=path)
     keep = _drop_repeated_pairs(path, e_ids, t_ids, labels, "scores")
     if keep is not None:
         e_ids, t_ids, scores = e_ids[keep], t_ids[keep], scores[keep]
@@ -352,7 +385,7 @@ def _parse_scores(path: str | os.PathLike, raw: list[str]) -> np.ndarray:
             except ValueError:
                 ok = False
             if not ok:
-                raise TrialsError(f"{path}:{lineno}: score {f[2]!r} is not a finite number")
+                raise TrialsError(f"{path}:{lineno}: score {shorten(f[2])!r} is not a finite number")
         raise TrialsError(f"{path}: scores could not be parsed as numbers")
     return scores
 
@@ -395,7 +428,7 @@ def labels_for_pairs(enroll: np.ndarray, test: np.ndarray, trials: TrialList) ->
     table: dict[tuple[str, str], int] = {}
     for e, t, lab in zip(trials.enroll.tolist(), trials.test.tolist(), trials.labels.tolist()):
         if table.setdefault((e, t), lab) != lab:
-            raise TrialsError(f"{trials.path}: trial {e} {t} appears with both labels")
+            raise TrialsError(f"{trials.path}: trial {shorten(e)} {shorten(t)} appears with both labels")
     out = np.empty(len(enroll), dtype=np.int8)
     missing: list[str] = []
     for i, pair in enumerate(zip(np.asarray(enroll).tolist(), np.asarray(test).tolist())):
@@ -408,7 +441,7 @@ def labels_for_pairs(enroll: np.ndarray, test: np.ndarray, trials: TrialList) ->
     if missing:
         raise TrialsError(
             f"{trials.path}: {len(missing)} of {len(out)} scored pairs are not in the trial list "
-            f"(first: {'; '.join(missing[:3])})"
+            f"(first: {shorten('; '.join(missing[:3]), 240)})"
         )
     return out
 
