@@ -26,7 +26,7 @@ from typing import Annotated, Any, Literal
 import yaml
 
 from speakerid.fileio import write_text_atomic
-from speakerid.yaml_safe import load_yaml
+from speakerid.yaml_safe import load_yaml, yaml_problem
 
 
 class ConfigError(ValueError):
@@ -360,7 +360,7 @@ def load_config(path: str | os.PathLike, cls: type = TrainConfig, overrides: lis
     try:
         data = load_yaml(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
+        raise ConfigError(f"{path}: {yaml_problem(e)}") from None
     except UnicodeDecodeError as e:
         raise ConfigError(f"{path}: not a UTF-8 text file ({e.reason})") from None
     if not isinstance(data, dict):

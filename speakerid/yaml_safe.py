@@ -20,7 +20,7 @@ import yaml
 
 from speakerid.limits import MAX_YAML_NODES
 
-__all__ = ["YamlLimitError", "BoundedSafeLoader", "load_yaml", "expanded_size"]
+__all__ = ["YamlLimitError", "BoundedSafeLoader", "load_yaml", "expanded_size", "yaml_problem"]
 
 
 class YamlLimitError(yaml.YAMLError):
@@ -75,3 +75,9 @@ def load_yaml(text: str, loader: type[BoundedSafeLoader] = BoundedSafeLoader) ->
         return yaml.load(text, Loader=loader)  # noqa: S506 -- a SafeLoader subclass
     except RecursionError:
         raise YamlLimitError("nested too deeply to read") from None
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line for an error of :func:`load_yaml`: the bound it broke, or "not valid YAML (...)"."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return first if isinstance(exc, YamlLimitError) else f"not valid YAML ({first})"

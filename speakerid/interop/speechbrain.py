@@ -25,7 +25,7 @@ import yaml
 from speakerid.checkpoint import CheckpointError, check_weights, load_checkpoint
 from speakerid.config import FeatureConfig, ModelConfig, TrainConfig
 from speakerid.limits import MAX_YAML_NODES, shorten
-from speakerid.yaml_safe import BoundedSafeLoader, load_yaml
+from speakerid.yaml_safe import BoundedSafeLoader, load_yaml, yaml_problem
 
 from .experiment import ModelImportError, checkpoint_budget, file_sha256, write_experiment
 
@@ -100,7 +100,7 @@ def read_hyperparams(path: str | os.PathLike) -> dict[str, Any]:
     try:
         data = load_yaml(path.read_text(encoding="utf-8"), _Loader)
     except yaml.YAMLError as exc:
-        raise ModelImportError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        raise ModelImportError(f"{path}: {yaml_problem(exc)}") from None
     if not isinstance(data, dict):
         raise ModelImportError(f"{path}: expected a mapping")
     return _resolve(data, data, str(path))

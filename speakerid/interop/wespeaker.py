@@ -27,7 +27,7 @@ import yaml
 from speakerid.checkpoint import CheckpointError, check_weights, load_checkpoint
 from speakerid.config import FeatureConfig, ModelConfig, TrainConfig
 from speakerid.limits import shorten
-from speakerid.yaml_safe import load_yaml
+from speakerid.yaml_safe import load_yaml, yaml_problem
 
 from .experiment import ModelImportError, checkpoint_budget, file_sha256, write_experiment
 
@@ -128,7 +128,7 @@ def wespeaker_config(path: str | os.PathLike) -> dict[str, Any]:
     try:
         data = load_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        raise ModelImportError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        raise ModelImportError(f"{path}: {yaml_problem(exc)}") from None
     if not isinstance(data, dict) or "model" not in data:
         raise ModelImportError(f"{path}: no 'model' key (expected a WeSpeaker config with model / model_args)")
     if data["model"] not in ARCHITECTURES:
