@@ -26,6 +26,7 @@ from typing import Annotated, Any, Literal
 import yaml
 
 from speakerid.fileio import write_text_atomic
+from speakerid.limits import shorten
 from speakerid.yaml_safe import load_yaml, yaml_problem
 
 
@@ -348,7 +349,7 @@ def apply_overrides(data: dict, overrides: list[str], source: str) -> dict:
         try:
             node[parts[-1]] = load_yaml(value)
         except yaml.YAMLError as e:
-            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({str(e).splitlines()[0]})") from None
+            raise ConfigError(f"--set {shorten(item)!r}: {yaml_problem(e)}") from None
     return data
 
 
