@@ -148,6 +148,9 @@ class SpeakerModel:
                                path, speech, MIN_SPEECH_S)
         with torch.no_grad():
             emb = embed_waves(self.extractor, waves, self.policy or SegmentPolicy()).numpy().astype(np.float64)
+        bad = np.flatnonzero(~np.isfinite(emb).all(axis=1))
+        if bad.size:  # an overflowing model: refused before anything is stored or scored
+            raise SpeakerDBError(f"{wav_paths[int(bad[0])]}: the model gives a NaN or infinite embedding for this file")
         return _unit(emb).astype(np.float32)
 
 

@@ -143,18 +143,28 @@ def test_1_nan_weights_refused_at_every_model_load(exp, tmp_path, capsys) -> Non
     assert not (tmp_path / "s.db").exists()
 
 
-def test_1_export_check_fails_on_non_finite_output(exp, tmp_path) -> None:
-    """Finite weights whose output overflows: the exported-vs-eager check must not call inf == inf a match."""
-    from speakerid.export import ExportError, export_torchscript
-    from speakerid.inference import load_experiment
+def test_1_non_finite_output_refused_by_export_and_enroll(exp, tmp_path, capsys) -> None:
+    """Finite weights whose output overflows: the export check must not call inf == inf a match,
+    and enroll must not store the row."""
+    big = tmp_path / "big_exp"
+    big.mkdir()
+    (big / "config.yaml").write_bytes((exp / "config.yaml").read_bytes())
+    state = torch.load(exp / "model.pt", weights_only=True)
+    state["linear.weight"].fill_(3e38)
+    state["linear.bias"].fill_(3e38)
+    torch.save(state, big / "model.pt")
+    out = tmp_path / "out"
+    out.mkdir()
+    assert main(["export", "--model", str(big), "--out", str(out / "m.ts")]) == 2
+    _one_line_error(capsys, "m.ts", "NaN or infinite")
+    assert list(out.iterdir()) == []
+    wav = voice(tmp_path / "a.wav", 140)
+    assert main(["enroll", "--model", str(big), "--db", str(out / "s.db"), "--speaker", "a", str(wav)]) == 2
+    _one_line_error(capsys, "a.wav", "NaN or infinite embedding")
+    if (out / "s.db").exists():
+        from speakerid.enroll import SpeakerDB
 
-    extractor, cfg = load_experiment(exp)
-    with torch.no_grad():
-        extractor.encoder.linear.weight.fill_(3e38)
-        extractor.encoder.linear.bias.fill_(3e38)
-    with pytest.raises(ExportError, match="NaN or infinite"):
-        export_torchscript(extractor, tmp_path / "m.ts", cfg)
-    assert list(tmp_path.iterdir()) == []
+        assert SpeakerDB(out / "s.db").list() == []
 
 
 # --------------------------------------------------------------------------- 2. YAML alias bombs
