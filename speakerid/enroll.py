@@ -78,7 +78,7 @@ DEFAULT_P_TARGET = 0.01
 MIN_SPEECH_S = 0.5
 # identify through the index ranks this many candidates more than asked, then scores them all
 # exactly (float64, from their SQLite rows): float32 near-ties cannot change the answer
-RESCORE_MARGIN = 32
+RESCORE_MARGIN = 16
 _CONTROL = re.compile(r"[\x00-\x1f]")
 
 
@@ -295,6 +295,7 @@ class SpeakerDB:
         self.score_rule, self.score_top_k = score_rule, int(score_top_k)
         self.store = SpeakerStore(self.path, timeout)
         self._index = None  # the speaker index last used (speakerid.enroll_index.SpeakerIndex)
+        self._cohort_key: str | None = None
         if model is None or isinstance(model, SpeakerModel):
             self.model = model
         elif isinstance(model, (str, os.PathLike)):
@@ -438,13 +439,22 @@ class SpeakerDB:
     def verify(self, speaker: str, wav_path: str | os.PathLike) -> VerifyResult:
         """Score ``wav_path`` against ``speaker`` and decide accept/reject."""
         refs = self.references([speaker])  # unknown speaker / model mismatch first, before any audio work
+        self.decision()
+        model = self._require_model("verify")
+        return self.verify_embedding(speaker, model.embed([wav_path])[0], str(wav_path), refs)
+
+    def verify_embedding(self, speaker: str, embedding: np.ndarray, test: str = "<embedding>",
+                         refs: list[SpeakerRefs] | None = None) -> VerifyResult:
+        """:meth:`verify` of a test embedding ``[D]`` of this model (made unit length); the
+        speaker's rows are read by primary key."""
+        refs = refs or self.references([speaker])
         rule = self.decision()
         model = self._require_model("verify")
-        test = model.embed([wav_path])
-        s = score_pairs([refs[0].refs], test, [0], [0], self.score_rule, self.score_top_k, model.cohort)
+        emb = unit_rows(np.asarray(embedding).reshape(1, -1), f"verifying {test}")
+        s = score_pairs([refs[0].refs], emb, [0], [0], self.score_rule, self.score_top_k, model.cohort)
         dec, llr = rule.apply(s)
         return VerifyResult(
-            speaker, str(wav_path), float(s.cosine[0]), None if llr is None else float(llr[0]), rule.threshold,
+            speaker, test, float(s.cosine[0]), None if llr is None else float(llr[0]), rule.threshold,
             rule.source, bool(dec[0] >= rule.threshold), None if s.asnorm is None else float(s.asnorm[0]),
             rule.kind, self.score_rule, float(dec[0]),
         )
@@ -514,7 +524,11 @@ class SpeakerDB:
         from speakerid.enroll_sync import current_index
 
         model = self._require_model("identify")
-        index = current_index(self.store, conn, model.cohort, self._index)
+        if self._cohort_key is None:
+            from speakerid.enroll_index import cohort_key
+
+            self._cohort_key = cohort_key(model.cohort)
+        index = current_index(self.store, conn, model.cohort, self._index, self._cohort_key)
         if index.n == 0:
             raise SpeakerDBError(f"{self.path}: no speakers enrolled")
         if index.header.fingerprint != model.fingerprint:

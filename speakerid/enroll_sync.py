@@ -92,10 +92,10 @@ def writer_hook(store: SpeakerStore, fingerprint: str | None, cohort: np.ndarray
 
 
 def current_index(store: SpeakerStore, conn: sqlite3.Connection, cohort: np.ndarray | None,
-                  cached: SpeakerIndex | None = None) -> SpeakerIndex:
+                  cached: SpeakerIndex | None = None, ckey: str | None = None) -> SpeakerIndex:
     """An index that matches the DB's committed state (call inside a read transaction): the
     cached one, the file, or one rebuilt from SQLite (written back when the folder allows)."""
-    token, ckey = store.token(conn), cohort_key(cohort)
+    token, ckey = store.token(conn), ckey or cohort_key(cohort)
     if cached is not None and cached.is_current(token, ckey):
         return cached
     path = index_path(store.path)
