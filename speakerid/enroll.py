@@ -33,6 +33,17 @@ wins and applies to the decision score (the LLR when calibrated). ``identify`` i
 best candidate is the answer only when its decision score reaches the threshold, else
 "unknown".
 
+Scale: the speakers' scoring vectors (unit means, the ``mean`` rule) also live in a speaker
+index beside the DB, ``<db>.index`` (:mod:`speakerid.enroll_index`: one memory-mapped float32
+matrix with each speaker's AS-norm statistics, computed at enrolment), kept in step by every
+writer inside its transaction and rebuilt from SQLite, with a logged message, when it is
+missing or stale (:mod:`speakerid.enroll_sync`). ``identify`` ranks every speaker with one
+matrix product and a partition, then scores the best ``top_k + RESCORE_MARGIN`` exactly from
+their rows, so its answer and scores are those of ``identify(..., exact=True)`` (every speaker
+read from SQLite); ``verify`` reads one speaker by primary key. :meth:`SpeakerDB.add_many`
+(``speakerid enroll --batch FILE``) and :meth:`SpeakerDB.add_embeddings` (precomputed
+embeddings) enrol many speakers in one transaction.
+
 Safety: every speaker row stores the model fingerprint (:func:`speakerid.inference.model_fingerprint`);
 scoring with another model raises :class:`ModelMismatchError`. Enrolment embeds all audio
 first, then writes in one transaction (all or nothing, also under SIGKILL). Test audio with

@@ -15,6 +15,11 @@ Rules:
   (or a reader allowed to write the file) rolls back, and nothing (no ``-wal``/``-shm``) is
   left beside the file after a clean run. A DB written in WAL mode by an older speakerid is
   switched to the rollback journal by its next writer.
+- Writers take the lock ``BEGIN EXCLUSIVE`` (readers wait for the transaction to end, so none
+  reads the speaker index while it changes) and store a new random ``index_token`` in ``meta``
+  (triggers do it for any UPDATE / DELETE, by any program): the speaker index beside the DB
+  (:mod:`speakerid.enroll_index`) carries the token of the state it reflects. ``identify``
+  reads inside one read transaction (a consistent snapshot of the rows and the index).
 - Every SQLite error becomes :class:`SpeakerDBError` naming the file; every stored row is
   checked (blob sizes, finite values, ``num_utts >= 1``), the error naming file and speaker.
 """
