@@ -9,7 +9,7 @@ Rules:
 - Reading (list, verify, identify) opens the file ``mode=ro`` through a URI: it never writes,
   never creates the schema, and works on a read-only file. A file that is empty, not SQLite,
   or another program's SQLite DB is refused with a message naming it.
-- Writing (enroll, remove) runs in ONE ``BEGIN IMMEDIATE`` transaction; only enrolment
+- Writing (enroll, remove) runs in ONE ``BEGIN EXCLUSIVE`` transaction; only enrolment
   creates the schema (in a new or empty file). The journal is SQLite's rollback journal
   (``journal_mode=DELETE``): a killed writer leaves a hot ``-journal`` that the next writer
   (or a reader allowed to write the file) rolls back, and nothing (no ``-wal``/``-shm``) is

@@ -110,6 +110,8 @@ def current_index(store: SpeakerStore, conn: sqlite3.Connection, cohort: np.ndar
     else:
         reason = "missing" if not path.exists() else "out of step with the DB"
         rows, fingerprint = rows_from_db(store, conn, cohort)
+    if token is None:
+        reason += " (the DB predates speaker indexes: rebuilt on every identify until its next enrol or remove)"
     logger.warning("%s: speaker index %s: rebuilt from the DB (%d speakers)", path, reason, len(rows))
     if token is not None and len(rows):
         try:

@@ -252,3 +252,22 @@ def test_precomputed_embeddings_are_checked(tmp_path):
             db.add_embeddings(["a\x01b"], np.ones((1, DIM)))
     assert not (tmp_path / "s.db").exists() or SpeakerDB(tmp_path / "s.db").list() == []
     assert not Path(f"{tmp_path / 's.db'}{INDEX_SUFFIX}").exists()
+
+
+def test_db_of_an_older_speakerid_gets_its_index_at_the_next_write(tmp_path, caplog):
+    model = _model()
+    names, emb = _speakers(25)
+    db_path = tmp_path / "s.db"
+    with SpeakerDB(db_path, model, threshold=0.0) as db:
+        db.add_embeddings(names[:20], emb[:20])
+    conn = sqlite3.connect(db_path)  # as written before speaker indexes: no token, no index file
+    conn.execute("DELETE FROM meta WHERE key = 'index_token'")
+    conn.commit()
+    conn.close()
+    index_path(db_path).unlink()
+    with caplog.at_level(logging.WARNING), SpeakerDB(db_path, model, threshold=0.0) as db:
+        _same(db, emb[3])
+        assert "predates speaker indexes" in caplog.text and not index_path(db_path).exists()
+        db.add_embeddings(names[20:], emb[20:])  # the next writer stores a token and builds the index
+        assert _current(db_path, model).n == 25
+        _same(db, emb[22])
