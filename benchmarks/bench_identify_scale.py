@@ -190,7 +190,9 @@ def child_cli(work: Path, n: int, reps: int) -> dict:
     times, peaks, answer = [], [], None
     for _ in range(reps):
         t0 = time.perf_counter()
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # cwd=work: `python -m` puts the working directory first on sys.path, so from the repo root
+        # it would run this checkout whatever PYTHONPATH names
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=work)
         _, status, usage = os.wait4(proc.pid, 0)
         times.append(time.perf_counter() - t0)
         out, err = proc.stdout.read(), proc.stderr.read()
@@ -212,7 +214,8 @@ def _run_child(args: argparse.Namespace, what: str, n: int, code_root: Path, **e
     if proc.returncode != 0:
         raise SystemExit(f"{what} n={n} failed:\n{proc.stderr[-3000:]}")
     rec = json.loads(proc.stdout.strip().splitlines()[-1])
-    rec.update({"what": what, "n": n, "code": str(code_root), "threads": args.threads, "time": time.strftime("%Y-%m-%d %H:%M:%S"), **extra})
+    rec.update({"what": what, "n": n, "code": str(code_root), "threads": args.threads, "lock": args.lock,
+                "time": time.strftime("%Y-%m-%d %H:%M:%S"), **extra})
     print(json.dumps(rec), flush=True)
     if what == "prepare":
         return rec
@@ -228,7 +231,8 @@ def report(results: Path) -> str:
         last[(r["what"], r["n"], "before" if r["code"] != str(ROOT) and r["what"] in ("before", "cli") else "new")] = r
     sizes = sorted({n for (_, n, _) in last})
     lines = ["# python benchmarks/bench_identify_scale.py (see its docstring); medians; "
-             f"threads {recs[-1]['threads'] if recs else '?'} per process; glibc malloc",
+             f"threads {recs[-1]['threads'] if recs else '?'} per process; glibc malloc; machine held by: "
+             + ", ".join(sorted({str(r.get('lock', 'flock -x')) for r in last.values()})),
              "", "| N | build (batch) | DB / index MB | identify API | numpy brute force | ratio | identify first call | "
              "verify API | peak MB (rise over start) | peak / matrix (rise / matrix) | top / answer |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -271,7 +275,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--before-build-max", type=int, default=1000)
     p.add_argument("--cli-n", type=int, nargs="*", default=[])
     p.add_argument("--cli-reps", type=int, default=3)
-    p.add_argument("--skip-build", action="store_true", help="reuse the DBs in --work")
+    p.add_argument("--steps", nargs="*", default=["build", "query", "before", "cli"],
+                   help="which steps to run (default all; build is needed once per --work and N)")
+    p.add_argument("--lock", default="flock -x", help="how the machine was held, recorded with the results")
     p.add_argument("--report", action="store_true")
     p.add_argument("--child", choices=["prepare", "build", "query", "before", "cli"], help=argparse.SUPPRESS)
     p.add_argument("--n", type=int, help=argparse.SUPPRESS)
@@ -292,13 +298,14 @@ def main(argv: list[str] | None = None) -> int:
     if not (a.work / "prep.json").exists():
         _run_child(a, "prepare", 0, ROOT)
     for n in a.sizes:
-        if not a.skip_build:
+        if "build" in a.steps:
             _run_child(a, "build", n, ROOT)
-        _run_child(a, "query", n, ROOT)
-        if a.before:
+        if "query" in a.steps:
+            _run_child(a, "query", n, ROOT)
+        if a.before and "before" in a.steps:
             b = argparse.Namespace(**{**vars(a), "reps": a.before_reps})
             _run_child(b, "before", n, a.before)
-        if n in a.cli_n:
+        if n in a.cli_n and "cli" in a.steps:
             c = argparse.Namespace(**{**vars(a), "reps": a.cli_reps})
             _run_child(c, "cli", n, ROOT)
             if a.before:
