@@ -119,11 +119,14 @@ def child_build(work: Path, n: int) -> dict:
     db_path = work / f"n{n}.db"
     for p in (db_path, Path(f"{db_path}.index")):
         p.unlink(missing_ok=True)
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
     with SpeakerDB(db_path, model) as db:
         db.add_embeddings(names, emb)
     build_s = time.perf_counter() - t0
-    return {"build_s": build_s, "db_mb": db_path.stat().st_size / 2**20,
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_s = usage.ru_utime + usage.ru_stime - cpu0.ru_utime - cpu0.ru_stime
+    return {"build_s": build_s, "cpu_s": cpu_s, "db_mb": db_path.stat().st_size / 2**20,
             "index_mb": os.stat(f"{db_path}.index").st_blocks * 512 / 2**20, "peak_mb": _rss_mb()}
 
 
