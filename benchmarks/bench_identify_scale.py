@@ -243,7 +243,8 @@ def report(results: Path) -> str:
         b, q = last.get(("build", n, "new")), last.get(("query", n, "new"))
         if not (b and q):
             continue
-        lines.append(f"| {n:,} | {b['build_s']:.2f} s | {b['db_mb']:.0f} / {b['index_mb']:.0f} | {q['identify_ms']:.2f} ms | "
+        cpu = f" ({b['cpu_s']:.0f} s CPU)" if "cpu_s" in b else ""
+        lines.append(f"| {n:,} | {b['build_s']:.2f} s{cpu} | {b['db_mb']:.0f} / {b['index_mb']:.0f} | {q['identify_ms']:.2f} ms | "
                      f"{q['peer_ms']:.2f} ms | {q['ratio']:.2f}x | {q['identify_first_ms']:.1f} ms | {q['verify_ms']:.2f} ms | "
                      f"{q['peak_mb']:.0f} ({q['rise_mb']:.0f}) | {q['peak_over_matrix']:.2f}x ({q['rise_over_matrix']:.2f}x) | "
                      f"{q['top']}/{q['answer']} |")
