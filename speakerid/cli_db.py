@@ -79,7 +79,8 @@ def _remove_speakers(a: argparse.Namespace, names: list[str]) -> int:
 
 def add_enroll(sub: argparse._SubParsersAction) -> None:
     p = subparser(sub, "enroll", "Enrol a speaker from audio files into a speaker DB (SQLite; every embedding is kept)",
-                "speakerid enroll --model exp/ecapa --db speakers.db --speaker alice a1.wav a2.wav")
+                "speakerid enroll --model exp/ecapa --db speakers.db --speaker alice a1.wav a2.wav\n"
+                "  speakerid enroll --model exp/ecapa --db speakers.db --batch enrol.txt   # 'speaker audio-file' lines")
     _db_model_arg(p)
     p.add_argument("--db", required=True, help="speaker DB file (created on first enrolment)")
     p.add_argument("--speaker", help="speaker name to enrol (adds to an existing speaker)")
@@ -87,6 +88,10 @@ def add_enroll(sub: argparse._SubParsersAction) -> None:
     act = p.add_mutually_exclusive_group()
     act.add_argument("--list", action="store_true", help="list the enrolled speakers (same as speakerid list)")
     act.add_argument("--remove", metavar="SPEAKER", help="delete a speaker (same as speakerid remove)")
+    act.add_argument("--batch", metavar="FILE", help="enrol many speakers in one transaction (all or nothing) from "
+                     "a list of 'speaker audio-file' lines (the file path may contain spaces; # starts a comment)")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="--batch: files embedded at a time (default 64)")
+    p.add_argument("--no-progress", action="store_true", help="--batch: no progress bar")
     _json_arg(p)
 
     def run(a: argparse.Namespace) -> int:
@@ -94,6 +99,19 @@ def add_enroll(sub: argparse._SubParsersAction) -> None:
             return _list_speakers(a)
         if a.remove:
             return _remove_speakers(a, [a.remove])
+        if a.batch:
+            from speakerid.enroll import read_batch_list
+
+            if a.speaker or a.wavs:
+                raise ValueError("--batch FILE takes neither --speaker nor audio files")
+            pairs = read_batch_list(a.batch)
+            with _open_db(a) as db:
+                summary = db.add_many(pairs, batch_size=a.batch_size, progress=not a.no_progress)
+            if a.json:
+                _print_json(summary)
+            else:
+                print(f"enrolled {summary['embeddings']} file(s) of {summary['speakers']} speaker(s)")
+            return 0
         if not a.speaker or not a.wavs:
             raise ValueError("enrolment needs --speaker NAME and at least one audio file (or --list / --remove)")
         with _open_db(a) as db:
@@ -174,12 +192,15 @@ def add_identify(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--db", required=True, help="speaker DB file")
     p.add_argument("wav", help="test audio file")
     p.add_argument("--top-k", type=positive_int, default=5, help="how many candidates to list (default 5)")
+    p.add_argument("--exact", action="store_true",
+                   help="score every speaker from the DB rows instead of ranking through the speaker index "
+                        "(the same answer, slower; the reference the index is tested against)")
     _decision_args(p)
     _json_arg(p)
 
     def run(a: argparse.Namespace) -> int:
         with _open_db(a) as db:
-            r = db.identify(a.wav, top_k=a.top_k)
+            r = db.identify(a.wav, top_k=a.top_k, exact=a.exact)
         if a.json:
             _print_json(r.to_dict())
         else:

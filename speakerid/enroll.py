@@ -33,6 +33,17 @@ wins and applies to the decision score (the LLR when calibrated). ``identify`` i
 best candidate is the answer only when its decision score reaches the threshold, else
 "unknown".
 
+Scale: the speakers' scoring vectors (unit means, the ``mean`` rule) also live in a speaker
+index beside the DB, ``<db>.index`` (:mod:`speakerid.enroll_index`: one memory-mapped float32
+matrix with each speaker's AS-norm statistics, computed at enrolment), kept in step by every
+writer inside its transaction and rebuilt from SQLite, with a logged message, when it is
+missing or stale (:mod:`speakerid.enroll_sync`). ``identify`` ranks every speaker with one
+matrix product and a partition, then scores the best ``top_k + RESCORE_MARGIN`` exactly from
+their rows, so its answer and scores are those of ``identify(..., exact=True)`` (every speaker
+read from SQLite); ``verify`` reads one speaker by primary key. :meth:`SpeakerDB.add_many`
+(``speakerid enroll --batch FILE``) and :meth:`SpeakerDB.add_embeddings` (precomputed
+embeddings) enrol many speakers in one transaction.
+
 Safety: every speaker row stores the model fingerprint (:func:`speakerid.inference.model_fingerprint`);
 scoring with another model raises :class:`ModelMismatchError`. Enrolment embeds all audio
 first, then writes in one transaction (all or nothing, also under SIGKILL). Test audio with
@@ -45,14 +56,16 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
 from speakerid.enroll_db import (  # noqa: F401  (re-exported: the DB's public names live here)
     SCHEMA_VERSION,
+    Batch,
     SpeakerDBError,
     SpeakerInfo,
     SpeakerRefs,
@@ -74,6 +87,10 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_P_TARGET = 0.01
 MIN_SPEECH_S = 0.5
+# identify through the index ranks this many candidates more than asked, then scores them all
+# exactly (float64, from their SQLite rows): float32 near-ties cannot change the answer
+RESCORE_MARGIN = 16
+_CONTROL = re.compile(r"[\x00-\x1f]")
 
 
 class ModelMismatchError(SpeakerDBError):
@@ -152,6 +169,35 @@ class SpeakerModel:
         if bad.size:  # an overflowing model: refused before anything is stored or scored
             raise SpeakerDBError(f"{wav_paths[int(bad[0])]}: the model gives a NaN or infinite embedding for this file")
         return _unit(emb).astype(np.float32)
+
+    def embed_batches(self, wav_paths: Sequence[str | os.PathLike], batch_size: int = 64,
+                      progress: bool = True) -> np.ndarray:
+        """:meth:`embed` over ``batch_size`` files at a time, with a progress bar."""
+        from tqdm import tqdm
+
+        parts = []
+        with tqdm(total=len(wav_paths), desc="embedding", unit="file", disable=not progress) as bar:
+            for start in range(0, len(wav_paths), batch_size):
+                parts.append(self.embed(wav_paths[start : start + batch_size]))
+                bar.update(len(parts[-1]))
+        return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+
+
+def unit_rows(emb: np.ndarray, what: str, chunk: int = 65536) -> np.ndarray:
+    """float32 unit-length copies of the rows of ``emb [N, D]`` (normalised in float64, as
+    :meth:`SpeakerModel.embed` does); NaN/inf or zero rows are an error naming ``what``."""
+    emb = np.asarray(emb)
+    if emb.ndim != 2 or emb.shape[0] == 0 or emb.shape[1] == 0:
+        raise SpeakerDBError(f"{what}: expected embeddings [N, D] with N, D >= 1, got shape {emb.shape}")
+    out = np.empty(emb.shape, dtype=np.float32)
+    for start in range(0, emb.shape[0], chunk):
+        part = emb[start : start + chunk].astype(np.float64)
+        norms = np.linalg.norm(part, axis=1, keepdims=True)
+        bad = ~(np.isfinite(part).all(axis=1) & (norms[:, 0] > 0))
+        if bad.any():
+            raise SpeakerDBError(f"{what}: embedding row {start + int(np.flatnonzero(bad)[0])} has NaN/inf or zero values")
+        out[start : start + chunk] = part / norms
+    return out
 
 
 def check_cohort(path: Path, emb: np.ndarray, embed_dim: int) -> np.ndarray:
@@ -262,6 +308,8 @@ class SpeakerDB:
         self.threshold = threshold
         self.score_rule, self.score_top_k = score_rule, int(score_top_k)
         self.store = SpeakerStore(self.path, timeout)
+        self._index = None  # the speaker index last used (speakerid.enroll_index.SpeakerIndex)
+        self._cohort_key: str | None = None
         if model is None or isinstance(model, SpeakerModel):
             self.model = model
         elif isinstance(model, (str, os.PathLike)):
@@ -300,13 +348,50 @@ class SpeakerDB:
         model = self._require_model("enroll")
         emb = model.embed(wav_paths)  # all audio is read and embedded BEFORE the transaction
         paths = [str(Path(p).resolve()) for p in wav_paths]
-        self.store.add(speaker, model.fingerprint, paths, emb, self._check_fingerprint)
+        self.store.add(speaker, model.fingerprint, paths, emb, self._check_fingerprint, self._index_hook())
         logger.info("%s: enrolled %d file(s) for %r", self.path, len(paths), speaker)
         return self.info(speaker)
 
+    def add_many(self, pairs: Iterable[tuple[str, str | os.PathLike]], batch_size: int = 64,
+                 progress: bool = True) -> dict:
+        """Enrol many ``(speaker, audio file)`` pairs in ONE transaction (all or nothing): every
+        file is embedded first, ``batch_size`` at a time with a progress bar, then written."""
+        pairs = [(_check_name(s), p) for s, p in pairs]
+        if not pairs:
+            raise SpeakerDBError("batch enrolment: no (speaker, audio file) pairs given")
+        model = self._require_model("enroll")
+        emb = model.embed_batches([p for _, p in pairs], batch_size, progress)
+        return self.add_embeddings([s for s, _ in pairs], emb, [str(Path(p).resolve()) for _, p in pairs])
+
+    def add_embeddings(self, speakers: Sequence[str], embeddings: np.ndarray,
+                       paths: Sequence[str] | None = None) -> dict:
+        """Enrol precomputed embeddings of this model in ONE transaction: row ``i`` of
+        ``embeddings [N, D]`` (made unit length) is an enrolment of ``speakers[i]`` (from
+        ``paths[i]``, default ``"<precomputed>"``). Returns ``{"speakers": S, "embeddings": N}``."""
+        model = self._require_model("enroll")
+        emb = unit_rows(embeddings, "enrolling precomputed embeddings")
+        if len(speakers) != emb.shape[0] or (paths is not None and len(paths) != emb.shape[0]):
+            raise SpeakerDBError(f"enrolling precomputed embeddings: {emb.shape[0]} rows, {len(speakers)} speaker names"
+                                 f"{'' if paths is None else f', {len(paths)} paths'}")
+        dims = {int(d) for d in (getattr(model.extractor, "embed_dim", None),
+                                 None if model.cohort is None else model.cohort.shape[1]) if d is not None}
+        if dims and dims != {emb.shape[1]}:
+            raise SpeakerDBError(f"enrolling precomputed embeddings: dimension {emb.shape[1]}, {model.source} gives {min(dims)}")
+        batch = Batch.of_rows([_check_name(s) for s in speakers],
+                              ["<precomputed>"] * emb.shape[0] if paths is None else [str(p) for p in paths], emb)
+        self.store.add_many(model.fingerprint, batch, self._check_fingerprint, self._index_hook())
+        logger.info("%s: enrolled %d embedding(s) of %d speaker(s)", self.path, emb.shape[0], len(batch.names))
+        return {"speakers": len(batch.names), "embeddings": int(emb.shape[0])}
+
     def remove(self, speaker: str) -> None:
         """Delete ``speaker`` and its stored embeddings; :class:`UnknownSpeakerError` when absent."""
-        self.store.delete(speaker)
+        self.store.delete(speaker, self._index_hook())
+
+    def _index_hook(self):
+        from speakerid.enroll_sync import writer_hook
+
+        m = self.model
+        return writer_hook(self.store, None if m is None else m.fingerprint, None if m is None else m.cohort)
 
     # ---- reading
     def info(self, speaker: str) -> SpeakerInfo:
@@ -368,13 +453,22 @@ class SpeakerDB:
     def verify(self, speaker: str, wav_path: str | os.PathLike) -> VerifyResult:
         """Score ``wav_path`` against ``speaker`` and decide accept/reject."""
         refs = self.references([speaker])  # unknown speaker / model mismatch first, before any audio work
+        self.decision()
+        model = self._require_model("verify")
+        return self.verify_embedding(speaker, model.embed([wav_path])[0], str(wav_path), refs)
+
+    def verify_embedding(self, speaker: str, embedding: np.ndarray, test: str = "<embedding>",
+                         refs: list[SpeakerRefs] | None = None) -> VerifyResult:
+        """:meth:`verify` of a test embedding ``[D]`` of this model (made unit length); the
+        speaker's rows are read by primary key."""
+        refs = refs or self.references([speaker])
         rule = self.decision()
         model = self._require_model("verify")
-        test = model.embed([wav_path])
-        s = score_pairs([refs[0].refs], test, [0], [0], self.score_rule, self.score_top_k, model.cohort)
+        emb = unit_rows(np.asarray(embedding).reshape(1, -1), f"verifying {test}")
+        s = score_pairs([refs[0].refs], emb, [0], [0], self.score_rule, self.score_top_k, model.cohort)
         dec, llr = rule.apply(s)
         return VerifyResult(
-            speaker, str(wav_path), float(s.cosine[0]), None if llr is None else float(llr[0]), rule.threshold,
+            speaker, test, float(s.cosine[0]), None if llr is None else float(llr[0]), rule.threshold,
             rule.source, bool(dec[0] >= rule.threshold), None if s.asnorm is None else float(s.asnorm[0]),
             rule.kind, self.score_rule, float(dec[0]),
         )
@@ -386,17 +480,81 @@ class SpeakerDB:
 
         return verify_trial_list(self, trials, output, decisions, progress)
 
-    def identify(self, wav_path: str | os.PathLike, top_k: int = 5) -> IdentifyResult:
+    def identify(self, wav_path: str | os.PathLike, top_k: int = 5, exact: bool = False) -> IdentifyResult:
         """Open-set identification: the ``top_k`` closest enrolled speakers and the answer
-        (the best one when it reaches the threshold, else ``"unknown"``)."""
+        (the best one when it reaches the threshold, else ``"unknown"``). See :meth:`identify_embedding`."""
         if top_k < 1:
             raise SpeakerDBError(f"top_k must be >= 1, got {top_k}")
         model = self._require_model("identify")
+        if exact or self.score_rule != "mean":
+            self._exact_refs()  # an empty DB or another model's speakers: an error before any audio work
+        else:
+            with self.store.read_transaction(" identifying") as conn:
+                self._current_index(conn)
+        self.decision()
+        return self.identify_embedding(model.embed([wav_path])[0], top_k, exact, str(wav_path))
+
+    def identify_embedding(self, embedding: np.ndarray, top_k: int = 5, exact: bool = False,
+                           test: str = "<embedding>") -> IdentifyResult:
+        """Identify a test embedding ``[D]`` of this model (made unit length).
+
+        With the ``mean`` rule (the default) the speaker index beside the DB
+        (:mod:`speakerid.enroll_index`) ranks every speaker in one matrix product (AS-norm
+        statistics stored at enrolment) and the best ``top_k + RESCORE_MARGIN`` are scored
+        exactly from their rows, so the answer equals the ``exact`` path's (every speaker read
+        from SQLite and scored); ``max`` / ``topk`` rules always take the exact path."""
+        if top_k < 1:
+            raise SpeakerDBError(f"top_k must be >= 1, got {top_k}")
+        model = self._require_model("identify")
+        emb = unit_rows(np.asarray(embedding).reshape(1, -1), f"identifying {test}")
+        rule = self.decision()
+        if exact or self.score_rule != "mean":
+            return self._ranked(self._exact_refs(), emb, top_k, rule, test)
+        with self.store.read_transaction(" identifying") as conn:
+            index = self._current_index(conn)
+            stats = None
+            if rule.kind == "asnorm":
+                from speakerid.scoring.norm import cohort_statistics
+
+                mu, sd = cohort_statistics(emb, model.cohort, min(COHORT_TOP_K, model.cohort.shape[0]))
+                stats = (float(mu[0]), float(sd[0]))
+            rowids = index.rowids[index.rank(emb[0], top_k + RESCORE_MARGIN, stats)].tolist()
+            names = self.store.names_of(conn, rowids)
+            if len(names) != len(rowids):
+                raise SpeakerDBError(f"{self.path}: the speaker index names speakers the DB does not have; "
+                                     f"delete {index.path} (it is rebuilt)")
+            refs = self.references(sorted(names[r] for r in rowids))
+        return self._ranked(refs, emb, top_k, rule, test)
+
+    def _exact_refs(self) -> list[SpeakerRefs]:
         refs = self.references()
         if not refs:
             raise SpeakerDBError(f"{self.path}: no speakers enrolled")
-        rule = self.decision()
-        test = model.embed([wav_path])
+        return refs
+
+    def _current_index(self, conn):
+        """The index of the DB's committed state (rebuilt when stale); errors when the DB is empty
+        or of another model."""
+        from speakerid.enroll_sync import current_index
+
+        model = self._require_model("identify")
+        if self._cohort_key is None:
+            from speakerid.enroll_index import cohort_key
+
+            self._cohort_key = cohort_key(model.cohort)
+        index = current_index(self.store, conn, model.cohort, self._index, self._cohort_key)
+        if index.n == 0:
+            raise SpeakerDBError(f"{self.path}: no speakers enrolled")
+        if index.header.fingerprint != model.fingerprint:
+            other = self.store.any_other_fingerprint(conn, model.fingerprint)
+            if other is not None:
+                self._check_fingerprint(*other)
+        self._index = index
+        return index
+
+    def _ranked(self, refs: list[SpeakerRefs], test: np.ndarray, top_k: int, rule: Decision, name: str) -> IdentifyResult:
+        """Score ``test [1, D]`` against ``refs`` (in name order) and rank them by decision score."""
+        model = self._require_model("identify")
         s = score_pairs([r.refs for r in refs], test, np.arange(len(refs)), np.zeros(len(refs), dtype=np.int64),
                         self.score_rule, self.score_top_k, model.cohort)
         dec, llr = rule.apply(s)
@@ -407,11 +565,35 @@ class SpeakerDB:
             for i in order
         ]
         answer = cands[0].speaker if cands[0].accept else "unknown"
-        return IdentifyResult(str(wav_path), answer, cands, rule.threshold, rule.source, rule.kind, self.score_rule)
+        return IdentifyResult(name, answer, cands, rule.threshold, rule.source, rule.kind, self.score_rule)
+
+
+def read_batch_list(path: str | os.PathLike) -> list[tuple[str, str]]:
+    """``(speaker, audio file)`` pairs of a batch list: ``speaker path`` per line (the path is the
+    rest of the line, so it may contain spaces); blank lines and ``#`` comments are skipped.
+    Relative paths are relative to the working directory (as in a Kaldi ``wav.scp``). Errors
+    name the file and line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise SpeakerDBError(f"{path}: cannot read the batch list ({getattr(e, 'strerror', None) or e})") from None
+    pairs = []
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split(None, 1)
+        if len(parts) != 2:
+            raise SpeakerDBError(f"{path}:{number}: expected 'speaker audio-file', got {line!r}")
+        pairs.append((parts[0], parts[1].strip()))
+    if not pairs:
+        raise SpeakerDBError(f"{path}: no 'speaker audio-file' lines")
+    return pairs
 
 
 def _check_name(speaker: str) -> str:
     name = str(speaker).strip()
-    if not name or any(ord(c) < 32 for c in name):
+    if not name or _CONTROL.search(name):
         raise SpeakerDBError(f"invalid speaker name {speaker!r}: must be non-empty, without control characters")
     return name

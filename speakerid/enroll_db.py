@@ -9,12 +9,17 @@ Rules:
 - Reading (list, verify, identify) opens the file ``mode=ro`` through a URI: it never writes,
   never creates the schema, and works on a read-only file. A file that is empty, not SQLite,
   or another program's SQLite DB is refused with a message naming it.
-- Writing (enroll, remove) runs in ONE ``BEGIN IMMEDIATE`` transaction; only enrolment
+- Writing (enroll, remove) runs in ONE ``BEGIN EXCLUSIVE`` transaction; only enrolment
   creates the schema (in a new or empty file). The journal is SQLite's rollback journal
   (``journal_mode=DELETE``): a killed writer leaves a hot ``-journal`` that the next writer
   (or a reader allowed to write the file) rolls back, and nothing (no ``-wal``/``-shm``) is
   left beside the file after a clean run. A DB written in WAL mode by an older speakerid is
   switched to the rollback journal by its next writer.
+- Writers take the lock ``BEGIN EXCLUSIVE`` (readers wait for the transaction to end, so none
+  reads the speaker index while it changes) and store a new random ``index_token`` in ``meta``
+  (triggers do it for any UPDATE / DELETE, by any program): the speaker index beside the DB
+  (:mod:`speakerid.enroll_index`) carries the token of the state it reflects. ``identify``
+  reads inside one read transaction (a consistent snapshot of the rows and the index).
 - Every SQLite error becomes :class:`SpeakerDBError` naming the file; every stored row is
   checked (blob sizes, finite values, ``num_utts >= 1``), the error naming file and speaker.
 """
@@ -28,9 +33,11 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
+
+from speakerid import enroll_index
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +64,16 @@ CREATE TABLE IF NOT EXISTS utterances (
 );
 CREATE INDEX IF NOT EXISTS utterances_by_speaker ON utterances(speaker);
 """
+
+# Any UPDATE / DELETE of the rows, by speakerid or by another program, gives the DB a new index
+# token, so the speaker index beside it (speakerid/enroll_index.py) is seen to be stale; inserts
+# are speakerid's own and set the token themselves (one statement per transaction, not per row).
+TOKEN_KEY = "index_token"
+_TRIGGERS = [
+    f"CREATE TRIGGER IF NOT EXISTS index_token_{table}_{op} AFTER {op.upper()} ON {table} BEGIN "
+    f"UPDATE meta SET value = lower(hex(randomblob(16))) WHERE key = '{TOKEN_KEY}'; END"
+    for table in ("speakers", "utterances") for op in ("update", "delete")
+]
 
 
 class SpeakerDBError(ValueError):
@@ -89,12 +106,58 @@ class SpeakerRefs:
     refs: np.ndarray
 
 
-def _insert_utterance(conn: sqlite3.Connection, speaker: str, path: str, emb: np.ndarray, now: float) -> None:
-    """One enrolment embedding row (a function of its own so that tests can stop a writer here)."""
-    conn.execute(
-        "INSERT INTO utterances(speaker, path, embedding, added) VALUES (?, ?, ?, ?)",
-        (speaker, path, np.asarray(emb, dtype=np.float32).tobytes(), now),
-    )
+def _insert_utterances(conn: sqlite3.Connection, rows: Iterable[tuple]) -> None:
+    """Enrolment embedding rows ``(speaker, path, float32 blob, time)`` (a function of its own so
+    that tests can stop a writer here)."""
+    conn.executemany("INSERT INTO utterances(speaker, path, embedding, added) VALUES (?, ?, ?, ?)", rows)
+
+
+@dataclass
+class Batch:
+    """Enrolment embeddings to add in one transaction: row ``i`` (``emb[i]``, unit length, file
+    ``paths[i]``) belongs to speaker ``names[owner[i]]``."""
+
+    names: list[str]
+    owner: np.ndarray
+    paths: list[str]
+    emb: np.ndarray
+
+    @classmethod
+    def of_rows(cls, speakers: Sequence[str], paths: Sequence[str], emb: np.ndarray) -> "Batch":
+        index: dict[str, int] = {}
+        owner = np.fromiter((index.setdefault(s, len(index)) for s in speakers), dtype=np.int64, count=len(speakers))
+        return cls(list(index), owner, list(paths), emb)
+
+    def speaker_sums(self) -> tuple[np.ndarray, np.ndarray]:
+        """(float64 sums ``[S, D]`` of each speaker's rows, row counts ``[S]``)."""
+        counts = np.bincount(self.owner, minlength=len(self.names))
+        if counts.size == self.owner.size and (self.owner == np.arange(self.owner.size)).all():
+            return self.emb.astype(np.float64), counts
+        order = np.argsort(self.owner, kind="stable")
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        return np.add.reduceat(self.emb[order].astype(np.float64), starts, axis=0), counts
+
+
+def unit_means(sums: np.ndarray, counts: np.ndarray, chunk: int = 65536) -> np.ndarray:
+    """float32 unit mean vectors of float64 sums (NaN rows where a sum is zero or not finite)."""
+    out = np.empty(sums.shape, dtype=np.float32)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for start in range(0, sums.shape[0], chunk):
+            mean = sums[start : start + chunk] / np.asarray(counts[start : start + chunk], dtype=np.float64)[:, None]
+            norms = np.linalg.norm(mean, axis=1, keepdims=True)
+            out[start : start + chunk] = np.where(norms > 0, mean / norms, np.nan)
+    return out
+
+
+@dataclass
+class IndexChange:
+    """What a write transaction did to the speakers, for the index: unit mean vectors of the
+    added or updated rowids, and the removed rowids."""
+
+    rowids: np.ndarray
+    vectors: np.ndarray
+    removed: np.ndarray
+    was_empty: bool
 
 
 def _is_wal_file(path: Path) -> bool:
@@ -220,6 +283,8 @@ class SpeakerStore:
                         if statement.strip():
                             conn.execute(statement)
                     conn.execute("INSERT INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                    for trigger in _TRIGGERS:
+                        conn.execute(trigger)
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -306,56 +371,150 @@ class SpeakerStore:
     def any_other_fingerprint(self, conn: sqlite3.Connection, fingerprint: str) -> tuple[str, str] | None:
         return conn.execute("SELECT name, fingerprint FROM speakers WHERE fingerprint != ? LIMIT 1", (fingerprint,)).fetchone()
 
+    # ---- the index token and the rows the index is built from
+    def token(self, conn: sqlite3.Connection) -> str | None:
+        row = conn.execute("SELECT value FROM meta WHERE key = ?", (TOKEN_KEY,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def index_source(self, conn: sqlite3.Connection) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """(rowids, unit mean vectors float32 ``[N, D]``, distinct fingerprints) of every speaker,
+        from the stored sums (the index's source; checked without a per-row Python loop)."""
+        rows = conn.execute("SELECT rowid, name, fingerprint, embed_dim, emb_sum, num_utts FROM speakers ORDER BY rowid").fetchall()
+        if not rows:
+            return np.zeros(0, np.int64), np.zeros((0, 0), np.float32), []
+        rowids, names, fps, dims, sums, counts = zip(*rows)
+        bad = next((i for i, (d, c, b) in enumerate(zip(dims, counts, sums))
+                    if not (isinstance(d, int) and d == dims[0] and isinstance(c, int) and c >= 1
+                            and isinstance(b, bytes) and len(b) == 8 * d)), None)
+        if bad is not None:
+            self._check_row((names[bad], fps[bad], dims[bad], sums[bad], counts[bad]), [])
+            raise SpeakerDBError(f"{self.path}: speaker {names[bad]!r}: embedding dimension {dims[bad]}, "
+                                 f"others have {dims[0]} (remove and re-enrol the speaker)")
+        vectors = unit_means(np.frombuffer(b"".join(sums), dtype=np.float64).reshape(len(rows), dims[0]), np.asarray(counts))
+        broken = ~np.isfinite(vectors).all(axis=1)
+        if broken.any():
+            name = names[int(np.flatnonzero(broken)[0])]
+            raise SpeakerDBError(f"{self.path}: speaker {name!r}: enrolment embedding with NaN/inf or zero values "
+                                 "(corrupt row; remove and re-enrol)")
+        return np.asarray(rowids, np.int64), vectors, sorted(set(fps))
+
+    def names_of(self, conn: sqlite3.Connection, rowids: Sequence[int]) -> dict[int, str]:
+        marks = ",".join("?" * len(rowids))
+        return dict(conn.execute(f"SELECT rowid, name FROM speakers WHERE rowid IN ({marks})", [int(r) for r in rowids]))
+
+    @contextlib.contextmanager
+    def read_transaction(self, what: str = "") -> Iterator[sqlite3.Connection]:
+        """One consistent snapshot: writers cannot commit (nor change the index) until it ends."""
+        conn = self.reader()
+        with self.errors(what):
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("COMMIT")
+
     # ---- writing
-    def add(self, speaker: str, fingerprint: str, paths: Sequence[str], emb: np.ndarray, check_model) -> None:
-        """Add unit embeddings ``emb [N, D]`` of ``paths`` to ``speaker`` in one transaction.
+    @contextlib.contextmanager
+    def write_transaction(self, create: bool, what: str) -> Iterator[tuple[sqlite3.Connection, str | None]]:
+        """``BEGIN EXCLUSIVE`` (no reader scans the index while it changes) ... COMMIT, or
+        ROLLBACK on any error; yields the connection and the index token before the change."""
+        conn = self.writer(create=create)
+        with self.errors(what):
+            conn.execute("BEGIN EXCLUSIVE")
+            try:
+                for trigger in _TRIGGERS:
+                    conn.execute(trigger)
+                yield conn, self.token(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
 
-        ``check_model(name, fingerprint)`` raises when a stored speaker is of another model."""
-        conn = self.writer(create=True)
+    @staticmethod
+    def new_token(conn: sqlite3.Connection) -> str:
+        import secrets
+
+        token = secrets.token_hex(16)
+        conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (TOKEN_KEY, token))
+        enroll_index.write_step("token")
+        return token
+
+    def add(self, speaker: str, fingerprint: str, paths: Sequence[str], emb: np.ndarray, check_model,
+            sync_index=None) -> None:
+        """Add unit embeddings ``emb [N, D]`` of ``paths`` to ``speaker`` in one transaction."""
+        self.add_many(fingerprint, Batch([speaker], np.zeros(len(paths), np.int64), list(paths), emb), check_model, sync_index)
+
+    def add_many(self, fingerprint: str, batch: Batch, check_model, sync_index=None, chunk: int = 50_000) -> None:
+        """Add a batch of unit embeddings in ONE transaction (all or nothing).
+
+        ``check_model(name, fingerprint)`` raises when a stored speaker is of another model;
+        ``sync_index(conn, old_token, new_token, change)`` keeps the index in step before COMMIT."""
         now = time.time()
-        with self.errors(f" enrolling {speaker!r}"):
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                other = self.any_other_fingerprint(conn, fingerprint)
-                if other is not None:
-                    check_model(*other)
-                row = conn.execute("SELECT emb_sum, num_utts, embed_dim FROM speakers WHERE name = ?", (speaker,)).fetchone()
-                total = emb.astype(np.float64).sum(axis=0)
-                if row is None:
-                    conn.execute(
-                        "INSERT INTO speakers(name, fingerprint, embed_dim, emb_sum, num_utts, created, updated) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (speaker, fingerprint, emb.shape[1], total.tobytes(), len(paths), now, now),
-                    )
-                else:
-                    self._check_row((speaker, fingerprint, row[2], row[0], row[1]), [])
-                    old = np.frombuffer(row[0], dtype=np.float64)
-                    conn.execute(
-                        "UPDATE speakers SET emb_sum = ?, num_utts = ?, updated = ? WHERE name = ?",
-                        ((old + total).tobytes(), row[1] + len(paths), now, speaker),
-                    )
-                for path, e in zip(paths, emb):
-                    _insert_utterance(conn, speaker, path, e, now)
-                conn.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-                raise
+        dim = int(batch.emb.shape[1])
+        sums, counts = batch.speaker_sums()
+        with self.write_transaction(True, f" enrolling {batch.names[0]!r}" if len(batch.names) == 1 else " enrolling a batch") as (conn, old):
+            other = self.any_other_fingerprint(conn, fingerprint)
+            if other is not None:
+                check_model(*other)
+            was_empty = conn.execute("SELECT rowid FROM speakers LIMIT 1").fetchone() is None
+            next_rowid = 1 + conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM speakers").fetchone()[0]
+            rowids = np.empty(len(batch.names), np.int64)
+            totals = sums  # updated in place where a speaker is already enrolled
+            total_counts = counts.copy()
+            for start in range(0, len(batch.names), chunk):
+                stop = min(start + chunk, len(batch.names))
+                known = {} if was_empty else self._existing(conn, batch.names[start:stop])
+                new = np.arange(start, stop)
+                if known:
+                    old_rows = np.fromiter((i for i in range(start, stop) if batch.names[i] in known), np.int64)
+                    for i in old_rows.tolist():
+                        rowid, old_sum, old_count = known[batch.names[i]]
+                        totals[i] += old_sum
+                        total_counts[i], rowids[i] = old_count + counts[i], rowid
+                    conn.executemany("UPDATE speakers SET emb_sum = ?, num_utts = ?, updated = ? WHERE name = ?",
+                                     [(totals[i].tobytes(), int(total_counts[i]), now, batch.names[i]) for i in old_rows.tolist()])
+                    new = np.setdiff1d(new, old_rows, assume_unique=True)
+                rowids[new] = next_rowid + np.arange(new.size)
+                conn.executemany("INSERT INTO speakers(rowid, name, fingerprint, embed_dim, emb_sum, num_utts, created, "
+                                 "updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                                 ((r, batch.names[i], fingerprint, dim, sums[i].tobytes(), c, now, now)
+                                  for i, r, c in zip(new.tolist(), rowids[new].tolist(), counts[new].tolist())))
+                next_rowid += new.size
+            enroll_index.write_step("speakers")
+            blobs = np.ascontiguousarray(batch.emb, dtype=np.float32)
+            _insert_utterances(conn, ((batch.names[o], p, blobs[i].tobytes(), now)
+                                      for i, (o, p) in enumerate(zip(batch.owner.tolist(), batch.paths))))
+            enroll_index.write_step("utterances")
+            token = self.new_token(conn)
+            if sync_index is not None:
+                vectors = unit_means(totals, total_counts)
+                sync_index(conn, old, token, IndexChange(rowids, vectors, np.zeros(0, np.int64), was_empty))
 
-    def delete(self, speaker: str) -> None:
+    def _existing(self, conn: sqlite3.Connection, names: Sequence[str], step: int = 500) -> dict[str, tuple]:
+        """name -> (rowid, float64 sum, count) of the already enrolled ``names`` (rows checked)."""
+        found = {}
+        for start in range(0, len(names), step):
+            part = names[start : start + step]
+            for rowid, name, fp, dim, emb_sum, num_utts in conn.execute(
+                f"SELECT rowid, name, fingerprint, embed_dim, emb_sum, num_utts FROM speakers WHERE name IN "
+                f"({','.join('?' * len(part))})", part):
+                self._check_row((name, fp, dim, emb_sum, num_utts), [])
+                found[name] = (rowid, np.frombuffer(emb_sum, dtype=np.float64), num_utts)
+        return found
+
+    def delete(self, speaker: str, sync_index=None) -> None:
         """Delete ``speaker`` and its stored embeddings; UnknownSpeakerError when absent."""
-        conn = self.writer(create=False)
-        with self.errors(f" removing {speaker!r}"):
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                cur = conn.execute("DELETE FROM speakers WHERE name = ?", (speaker,))
-                conn.execute("DELETE FROM utterances WHERE speaker = ?", (speaker,))
-                if cur.rowcount == 0:
-                    names = [r[0] for r in conn.execute("SELECT name FROM speakers ORDER BY name LIMIT 6")]
-                    hint = f" (enrolled: {', '.join(names[:5])}{', ...' if len(names) > 5 else ''})" if names else " (the DB is empty)"
-                    raise UnknownSpeakerError(f"{self.path}: no enrolled speaker {speaker!r}{hint}")
-                conn.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-                raise
+        with self.write_transaction(False, f" removing {speaker!r}") as (conn, old):
+            row = conn.execute("SELECT rowid FROM speakers WHERE name = ?", (speaker,)).fetchone()
+            if row is None:
+                names = [r[0] for r in conn.execute("SELECT name FROM speakers ORDER BY name LIMIT 6")]
+                hint = f" (enrolled: {', '.join(names[:5])}{', ...' if len(names) > 5 else ''})" if names else " (the DB is empty)"
+                raise UnknownSpeakerError(f"{self.path}: no enrolled speaker {speaker!r}{hint}")
+            conn.execute("DELETE FROM speakers WHERE name = ?", (speaker,))
+            conn.execute("DELETE FROM utterances WHERE speaker = ?", (speaker,))
+            enroll_index.write_step("speakers")
+            token = self.new_token(conn)
+            if sync_index is not None:
+                sync_index(conn, old, token, IndexChange(np.zeros(0, np.int64), None, np.array([row[0]], np.int64), False))

@@ -178,24 +178,24 @@ def _speaker_state(db: Path, name: str) -> tuple[int, int] | None:
     return None if row is None else (row[0], n_rows)
 
 
-def _enroll_in_child(exp: str, db: str, speaker: str, files: list[str], stop_after: int | None) -> None:
-    """Runs in a forked process (torch is already imported: no 5 s start-up per process).
+def _stop_at(step: str | None) -> None:
+    """In a forked writer: SIGSTOP itself right after write step ``step`` (inside its transaction,
+    holding the DB's write lock); the steps are those of speakerid.enroll_index.write_step."""
+    if step is None:
+        return
+    import speakerid.enroll_index as enroll_index
 
-    With ``stop_after``: the process SIGSTOPs itself right after writing that many utterance rows,
-    i.e. inside the enrolment transaction, holding the DB's write lock."""
+    def stop_here(name: str) -> None:
+        if name == step:
+            os.kill(os.getpid(), signal.SIGSTOP)
+
+    enroll_index.write_step = stop_here
+
+
+def _enroll_in_child(exp: str, db: str, speaker: str, files: list[str], stop_at: str | None) -> None:
+    """Runs in a forked process (torch is already imported: no 5 s start-up per process)."""
     torch.set_num_threads(1)
-    if stop_after is not None:
-        import speakerid.enroll_db as enroll_db
-
-        insert, calls = enroll_db._insert_utterance, [0]
-
-        def insert_then_stop(*args):
-            insert(*args)
-            calls[0] += 1
-            if calls[0] == stop_after:
-                os.kill(os.getpid(), signal.SIGSTOP)
-
-        enroll_db._insert_utterance = insert_then_stop
+    _stop_at(stop_at)
     SpeakerDB(db, exp).enroll(speaker, files)
 
 
@@ -217,16 +217,17 @@ def _wait_stopped(proc: mp.Process, timeout: float = 60.0) -> None:
         time.sleep(0.01)
 
 
-@pytest.mark.parametrize("stop_after", [1, 2, 4])
-def test_sigkill_during_enrolment_leaves_before_or_after(setup, tmp_path, stop_after):
-    """SIGSTOP inside the enrolment transaction (after ``stop_after`` of 4 rows), then SIGKILL:
-    the DB is intact, the speaker absent, and read-only commands work at once."""
+@pytest.mark.parametrize("stop_at", ["speakers", "utterances", "token", "index-invalidated", "index-rows", "index-header"])
+def test_sigkill_during_enrolment_leaves_before_or_after(setup, tmp_path, stop_at):
+    """SIGSTOP inside the enrolment transaction (after each write step: SQLite rows, the index
+    token, the index file in place), then SIGKILL: the DB is intact, the speaker absent,
+    read-only commands work at once, and identify through the index equals the exact path."""
     _, exp, _, wavs, model = setup
     db = tmp_path / "kill.db"
     SpeakerDB(db, model).enroll("alice", [wavs["a1"]])
     before = SpeakerDB(db).list()
     files = [str(wavs[k]) for k in ("a1", "a2", "b1", "c1")]
-    proc = _fork(str(exp), str(db), "dave", files, stop_after)
+    proc = _fork(str(exp), str(db), "dave", files, stop_at)
     try:
         _wait_stopped(proc)
         os.kill(proc.pid, signal.SIGKILL)
@@ -237,15 +238,30 @@ def test_sigkill_during_enrolment_leaves_before_or_after(setup, tmp_path, stop_a
     after = SpeakerDB(db)
     assert [(s.name, s.num_utts) for s in after.list()] == [(s.name, s.num_utts) for s in before]
     assert _speaker_state(db, "dave") is None, "half-enrolled speaker"
+    _index_agrees(db, model, wavs["b1"])
     # and the DB is usable afterwards
     SpeakerDB(db, model).enroll("dave", files[:2])
     assert _speaker_state(db, "dave") == (2, 2)
+    _index_agrees(db, model, wavs["b1"])
+
+
+def _index_agrees(db: Path, model, wav: Path) -> None:
+    """identify through the index (rebuilt when stale) == the exact path, and the index is current."""
+    from speakerid.enroll_index import SpeakerIndex, cohort_key, index_path
+
+    with SpeakerDB(db, model, threshold=0.0) as reader:
+        fast, exact = reader.identify(wav, top_k=10), reader.identify(wav, top_k=10, exact=True)
+        token = reader.store.token(reader.store.reader())
+    assert [(m.speaker, m.score) for m in fast.candidates] == [(m.speaker, m.score) for m in exact.candidates]
+    index = SpeakerIndex.open(index_path(db))
+    assert index is not None and index.is_current(token, cohort_key(model.cohort))
+    assert index.n == len(SpeakerDB(db).list())
 
 
 def test_two_processes_enrolling_at_once(setup, tmp_path):
     _, exp, _, wavs, _ = setup
     db = tmp_path / "concurrent.db"
-    first = _fork(str(exp), str(db), "alice", [str(wavs["a1"]), str(wavs["a2"])], 1)
+    first = _fork(str(exp), str(db), "alice", [str(wavs["a1"]), str(wavs["a2"])], "utterances")
     second = None
     try:
         _wait_stopped(first)  # inside its transaction, holding the write lock
