@@ -268,10 +268,13 @@ def _add_import(sub: argparse._SubParsersAction) -> None:
                 "that extract / enroll / verify / identify / export use",
                 "speakerid import --from wespeaker --checkpoint resnet34/avg_model.pt --config resnet34/config.yaml "
                 "--out exp/ws_resnet34\n  speakerid import --from speechbrain --checkpoint sb/embedding_model.ckpt "
-                "--config sb/hyperparams.yaml --out exp/sb_ecapa")
-    p.add_argument("--from", dest="source", required=True, choices=["wespeaker", "speechbrain", "onnx"], help="source toolkit")
-    p.add_argument("--checkpoint", required=True, help="WeSpeaker avg_model.pt, SpeechBrain embedding_model.ckpt, or model.onnx")
-    p.add_argument("--config", help="WeSpeaker's config.yaml, SpeechBrain's hyperparams.yaml (optional for onnx)")
+                "--config sb/hyperparams.yaml --out exp/sb_ecapa\n  speakerid import --from 3dspeaker --checkpoint campplus_cn_en_common.pt "
+                "--out exp/campplus")
+    p.add_argument("--from", dest="source", required=True, choices=["wespeaker", "speechbrain", "3dspeaker", "onnx"], help="source toolkit")
+    p.add_argument("--checkpoint", required=True, help="WeSpeaker avg_model.pt, SpeechBrain embedding_model.ckpt, "
+                   "3D-Speaker *.pt / embedding_model.ckpt (a state dict), or model.onnx")
+    p.add_argument("--config", help="WeSpeaker's config.yaml, SpeechBrain's hyperparams.yaml; optional for 3dspeaker (its "
+                   "training YAML or ModelScope configuration.json) and onnx")
     p.add_argument("--norm-stats", help="SpeechBrain only: mean_var_norm_emb.ckpt (subtract its global embedding mean)")
     p.add_argument("--out", required=True, help="experiment dir to write (new or empty unless --force)")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
