@@ -14,7 +14,7 @@ from pathlib import Path
 
 __all__ = ["DEFAULT_MODEL", "PACKAGED_FILES", "packaged_names", "packaged_dir", "examples_dir"]
 
-DEFAULT_MODEL = "starter"  # becomes "campplus" once recipes/pretrained/run.sh has packaged it
+DEFAULT_MODEL = "campplus"
 
 PACKAGED_FILES = ("config.yaml", "model.pt", "calibration.json", "dev_eval.json", "MODEL_CARD.md")  # + cohort.npz when AS-norm helps
 _ROOT = Path(__file__).resolve().parent

@@ -7,8 +7,10 @@
 1. The AS-norm cohort candidate (made by ``recipes/starter/local/make_cohort.py``): the mean
    embedding of every licensed training speaker (all five CC0 / CC BY / MIT corpora, so the
    cohort covers their channels).
-2. Dev scores by cosine and by AS-norm (top 300); AS-norm is kept (``EXP/cohort.npz``) only when
-   it lowers the pooled dev EER, else the model ships without a cohort.
+2. Dev scores by cosine and by AS-norm (top 300), each calibrated with its operating point at
+   ``--target-fa``; AS-norm is kept (``EXP/cohort.npz``) only when it lowers the pooled dev miss
+   rate at that operating point (the decision the model ships), else it ships without a cohort.
+   EER and minDCF of both are recorded too.
 3. Calibration (``speakerid calibrate``'s fit) on the kept scores with the default operating
    point at ``--target-fa`` of the dev non-target trials (``EXP/calibration.json``);
    ``EXP/dev_eval.json`` (EER / minDCF of the kept scores) and ``EXP/decision.json`` (both
@@ -21,11 +23,24 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
-from speakerid.scoring.calibrate import calibrate_score_file  # noqa: E402
+from speakerid.scoring.calibrate import calibrate_score_file, fit_calibration, with_operating_point  # noqa: E402
 from speakerid.scoring.cosine import score_files  # noqa: E402
 from speakerid.scoring.evaluate import evaluate_score_file  # noqa: E402
+from speakerid.scoring.metrics import bayes_threshold  # noqa: E402
+from speakerid.scoring.trials import read_labelled_scores  # noqa: E402
+
+
+def operating_rates(scores: Path, target_fa: float) -> dict[str, float]:
+    """Pooled FA and miss rates of a dev score file at its own ``target_fa`` operating point."""
+    sl = read_labelled_scores(scores)
+    lab = np.asarray(sl.labels, dtype=bool)
+    cal = with_operating_point(fit_calibration(sl.scores, lab), sl.scores, lab, target_fa)
+    accept = cal.apply(sl.scores) >= bayes_threshold(cal.default_p_target)
+    return {"fa": float(accept[~lab].mean()), "miss": float((~accept[lab]).mean())}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         out = a.exp / f"scores_dev_{kind}.txt"
         score_files(a.trials, a.exp / "emb_dev", out, cohort=candidate if kind == "asnorm" else None,
                     norm="asnorm" if kind == "asnorm" else "none", top_k=a.top_k)
-        figures[kind] = evaluate_score_file(str(out)).to_dict()
-    kind = "asnorm" if figures["asnorm"]["eer"] < figures["cosine"]["eer"] else "cosine"
+        figures[kind] = {**evaluate_score_file(str(out)).to_dict(), **operating_rates(out, a.target_fa)}
+    kind = "asnorm" if figures["asnorm"]["miss"] < figures["cosine"]["miss"] else "cosine"
     cohort = a.exp / "cohort.npz"
     if kind == "asnorm":
         cohort.write_bytes(candidate.read_bytes())
@@ -56,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
                 "calibration_report": report}
     (a.exp / "decision.json").write_text(json.dumps(decision, indent=2) + "\n")
     for k, f in figures.items():
-        print(f"{k:7s} pooled dev EER {f['eer'] * 100:.2f} %  minDCF0.01 {f['min_dcf_0.01']:.3f}")
+        print(f"{k:7s} pooled dev EER {f['eer'] * 100:.2f} %  minDCF0.01 {f['min_dcf_0.01']:.3f}  at "
+              f"{a.target_fa:g} FA: FA {f['fa'] * 100:.2f} %, miss {f['miss'] * 100:.2f} %")
     print(f"kept: {kind}; llr = {cal.a:.4f} * score + {cal.b:.4f}; default P_target {cal.default_p_target:.4g} "
           f"({a.target_fa:g} false accepts on the dev trials)")
     return 0
