@@ -33,11 +33,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_starter import load_systems, rates, score  # noqa: E402
+from bench_starter import add_dev_args, dev_trials, load_systems, rates, score  # noqa: E402
 
 from speakerid.scoring.calibrate import fit_calibration, threshold_at_fa  # noqa: E402
 from speakerid.scoring.metrics import compute_metrics  # noqa: E402
-from speakerid.scoring.trials import read_trials  # noqa: E402
 
 TARGET_FA = 0.01
 
@@ -93,18 +92,11 @@ def table(results: dict[str, dict], default: str | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", type=Path, required=True, help="dev data dir with wav.scp and trials")
-    p.add_argument("--system", action="append", default=[], metavar="NAME=EMB", help="embeddings of a system")
-    p.add_argument("--cohort", action="append", default=[], metavar="NAME=NPZ", help="AS-norm cohort of a system")
+    add_dev_args(p, "/tmp/speakerid_bench_default/resemblyzer.npz")
     p.add_argument("--default", help="the shipped system (NAME or NAME+asnorm): adds its leave-one-corpus-out table")
-    p.add_argument("--resemblyzer-cache", type=Path, default=Path("/tmp/speakerid_bench_default/resemblyzer.npz"))
-    p.add_argument("--no-resemblyzer", action="store_true")
-    p.add_argument("--out", type=Path, help="markdown table (and the .json beside it)")
     a = p.parse_args(argv)
     t0 = time.time()
-    trials = [(e, t, bool(lab)) for e, t, lab in read_trials(a.data / "trials")]
-    lab = np.array([t[2] for t in trials])
-    corpus = np.array([t[0].split("_", 1)[0] for t in trials])
+    trials, lab, corpus = dev_trials(a.data)
     systems = load_systems(a.system, a.data, a.resemblyzer_cache, not a.no_resemblyzer)
     cohorts = dict(spec.split("=", 1) for spec in a.cohort)
     results: dict[str, dict] = {}
