@@ -122,27 +122,41 @@ def table(results: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", type=Path, required=True, help="dev data dir with wav.scp and trials")
-    p.add_argument("--system", action="append", default=[], metavar="NAME=EMB", help="embeddings of a system")
-    p.add_argument("--cohort", action="append", default=[], metavar="NAME=NPZ", help="AS-norm cohort of a system")
-    p.add_argument("--resemblyzer-cache", type=Path, default=Path("/tmp/speakerid_bench_starter/resemblyzer.npz"))
-    p.add_argument("--no-resemblyzer", action="store_true")
-    p.add_argument("--out", type=Path, help="markdown table (and NAME.json beside it)")
-    a = p.parse_args(argv)
-    t0 = time.time()
-    data = read_data_dir(a.data)
-    trials = [(e, t, bool(lab)) for e, t, lab in read_trials(a.data / "trials")]
-    lab = np.array([t[2] for t in trials])
-    corpus = np.array([t[0].split("_", 1)[0] for t in trials])
+def load_systems(specs: list[str], data: Path, cache: Path, with_resemblyzer: bool) -> dict[str, tuple[list[str], np.ndarray]]:
+    """``NAME=EMB`` embeddings (``speakerid extract`` outputs), plus Resemblyzer's of ``data``'s wav.scp."""
     systems: dict[str, tuple[list[str], np.ndarray]] = {}
-    for spec in a.system:
+    for spec in specs:
         name, path = spec.split("=", 1)
         ids, emb = load_embeddings(path)
         systems[name] = (list(ids), emb)
-    if not a.no_resemblyzer:
-        systems["resemblyzer"] = resemblyzer_embeddings(dict(data.wav), a.resemblyzer_cache)
+    if with_resemblyzer:
+        systems["resemblyzer"] = resemblyzer_embeddings(dict(read_data_dir(data).wav), cache)
+    return systems
+
+
+def add_dev_args(p: argparse.ArgumentParser, cache: str) -> None:
+    """The options both dev-split benchmarks share (this one and bench_default_model.py)."""
+    p.add_argument("--data", type=Path, required=True, help="dev data dir with wav.scp and trials")
+    p.add_argument("--system", action="append", default=[], metavar="NAME=EMB", help="embeddings of a system")
+    p.add_argument("--cohort", action="append", default=[], metavar="NAME=NPZ", help="AS-norm cohort of a system")
+    p.add_argument("--resemblyzer-cache", type=Path, default=Path(cache))
+    p.add_argument("--no-resemblyzer", action="store_true")
+    p.add_argument("--out", type=Path, help="markdown table (and the .json beside it)")
+
+
+def dev_trials(data: Path) -> tuple[list[tuple[str, str, bool]], np.ndarray, np.ndarray]:
+    """(trials, labels, corpus of each trial) of a dev data dir's ``trials``."""
+    trials = [(e, t, bool(lab)) for e, t, lab in read_trials(data / "trials")]
+    return trials, np.array([t[2] for t in trials]), np.array([t[0].split("_", 1)[0] for t in trials])
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_dev_args(p, "/tmp/speakerid_bench_starter/resemblyzer.npz")
+    a = p.parse_args(argv)
+    t0 = time.time()
+    trials, lab, corpus = dev_trials(a.data)
+    systems = load_systems(a.system, a.data, a.resemblyzer_cache, not a.no_resemblyzer)
     cohorts = dict(spec.split("=", 1) for spec in a.cohort)
     results: dict[str, dict] = {}
     for name, (ids, emb) in systems.items():
