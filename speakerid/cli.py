@@ -14,7 +14,7 @@ import sys
 from typing import Callable
 
 from speakerid import __version__
-from speakerid.cli_args import Parser, add_threads, apply_threads, nonneg_int, positive_int, subparser
+from speakerid.cli_args import Parser, add_backend, add_threads, apply_threads, nonneg_int, positive_int, subparser
 
 
 # --- commands ---------------------------------------------------------------------------
@@ -98,6 +98,7 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto (cuda:LOCAL_RANK if available), cpu, cuda:0, ...")
     p.add_argument("--max-window", type=float, default=20.0, help="longer utterances: mean of equal windows of at most this many s (default 20)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_backend(p)
 
     def run(a: argparse.Namespace) -> int:
         import os
@@ -107,7 +108,7 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
         written = extract_embeddings(
             a.model, a.data, a.out, batch_size=a.batch_size, chunk_utts=a.chunk_utts, num_workers=a.num_workers,
             device=a.device, max_window_seconds=a.max_window, formats=a.format,
-            progress=not a.no_progress, threads=a.threads,
+            progress=not a.no_progress, threads=a.threads, backend=a.backend,
         )
         if int(os.environ.get("RANK", "0")) == 0:
             print(" ".join(str(w) for w in written))

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import argparse
 
-from speakerid.cli_args import add_threads, apply_threads, finite_float, positive_int, subparser
+from speakerid.cli_args import add_backend, add_threads, apply_threads, finite_float, positive_int, subparser
 
 
 def _db_model_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", "--exp", dest="model", default="starter", metavar="EXP",
                    help="model: a trained experiment dir, or 'starter' (the packaged model; the default)")
     add_threads(p)
+    add_backend(p)
 
 
 def _decision_args(p: argparse.ArgumentParser) -> None:
@@ -51,7 +52,8 @@ def _open_db(a: argparse.Namespace, with_model: bool = True):
         return SpeakerDB(a.db)
     apply_threads(a)
     return SpeakerDB(a.db, a.model, p_target=getattr(a, "p_target", 0.01), threshold=getattr(a, "threshold", None),
-                     score_rule=getattr(a, "score_rule", "mean"), score_top_k=getattr(a, "score_top_k", 2))
+                     score_rule=getattr(a, "score_rule", "mean"), score_top_k=getattr(a, "score_top_k", 2),
+                     backend=getattr(a, "backend", "torch"))
 
 
 def _list_speakers(a: argparse.Namespace) -> int:
