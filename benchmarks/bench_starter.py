@@ -122,6 +122,18 @@ def table(results: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def load_systems(specs: list[str], data: Path, cache: Path, with_resemblyzer: bool) -> dict[str, tuple[list[str], np.ndarray]]:
+    """``NAME=EMB`` embeddings (``speakerid extract`` outputs), plus Resemblyzer's of ``data``'s wav.scp."""
+    systems: dict[str, tuple[list[str], np.ndarray]] = {}
+    for spec in specs:
+        name, path = spec.split("=", 1)
+        ids, emb = load_embeddings(path)
+        systems[name] = (list(ids), emb)
+    if with_resemblyzer:
+        systems["resemblyzer"] = resemblyzer_embeddings(dict(read_data_dir(data).wav), cache)
+    return systems
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, required=True, help="dev data dir with wav.scp and trials")
@@ -132,17 +144,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, help="markdown table (and NAME.json beside it)")
     a = p.parse_args(argv)
     t0 = time.time()
-    data = read_data_dir(a.data)
     trials = [(e, t, bool(lab)) for e, t, lab in read_trials(a.data / "trials")]
     lab = np.array([t[2] for t in trials])
     corpus = np.array([t[0].split("_", 1)[0] for t in trials])
-    systems: dict[str, tuple[list[str], np.ndarray]] = {}
-    for spec in a.system:
-        name, path = spec.split("=", 1)
-        ids, emb = load_embeddings(path)
-        systems[name] = (list(ids), emb)
-    if not a.no_resemblyzer:
-        systems["resemblyzer"] = resemblyzer_embeddings(dict(data.wav), a.resemblyzer_cache)
+    systems = load_systems(a.system, a.data, a.resemblyzer_cache, not a.no_resemblyzer)
     cohorts = dict(spec.split("=", 1) for spec in a.cohort)
     results: dict[str, dict] = {}
     for name, (ids, emb) in systems.items():

@@ -3,8 +3,9 @@
 See ``DESIGN.md`` (shared) for the architecture: audio -> features -> encoders + losses ->
 training -> embeddings -> scoring -> enrolment.
 
-``speakerid.load_model(source="starter")`` returns an embedder (``.embed(wave, sr)``,
-``.embed_files(paths)``); it imports torch only when called.
+``speakerid.load_model()`` returns an embedder of the packaged default model, ``campplus``
+(``load_model("starter")``, ``load_model("exp/dir")`` for others): ``.embed(wave, sr)``,
+``.embed_files(paths)``; it imports torch only when called.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ if "torch" not in _sys.modules and _os.environ.get("SPEAKERID_THREADS", "").stri
     _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
-def load_model(source="starter", device="cpu", backend="torch"):
+def load_model(source=None, device="cpu", backend="torch"):
     """An embedder for a model source: an experiment dir or a packaged name (see :mod:`speakerid.inference`);
-    ``backend="onnxruntime"`` runs the encoder in onnxruntime (the ``onnx`` extra; :mod:`speakerid.backends`)."""
+    None: the packaged default model (``speakerid.pretrained.DEFAULT_MODEL``). ``backend="onnxruntime"`` runs
+    the encoder in onnxruntime (the ``onnx`` extra; :mod:`speakerid.backends`)."""
     from speakerid.inference import load_model as _load_model
 
     return _load_model(source, device=device, backend=backend)

@@ -80,9 +80,12 @@ def _add_shards(sub: argparse._SubParsersAction) -> None:
 
 
 # --- extract / enroll / verify / identify / export ---------------------------------------------
-def _model_arg(p: argparse.ArgumentParser, required: bool = True) -> None:
-    p.add_argument("--model", "--exp", dest="model", required=required, metavar="EXP",
-                   help="trained experiment dir (config.yaml + model.pt)")
+def _model_arg(p: argparse.ArgumentParser) -> None:
+    from speakerid.pretrained import DEFAULT_MODEL
+
+    p.add_argument("--model", "--exp", dest="model", default=DEFAULT_MODEL, metavar="EXP",
+                   help=f"experiment dir (config.yaml + model.pt) or packaged model name (default {DEFAULT_MODEL!r}; "
+                        "'starter': the small model trained here)")
 
 
 def _add_extract(sub: argparse._SubParsersAction) -> None:
@@ -214,19 +217,29 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prior", type=float, help="fit: effective target prior of the training (default: the dev list's)")
     p.add_argument("--score-kind", choices=["cosine", "asnorm"], default="cosine",
                    help="fit: what the scores are, stored so that verify applies the map to the same kind (default cosine)")
+    p.add_argument("--target-fa", type=float, metavar="RATE",
+                   help="fit: also store the default operating point of verify / identify: the threshold that accepts "
+                        "this fraction of the dev non-target trials (e.g. 0.01); default: none (Bayes threshold at --p-target)")
     p.add_argument("--output", required=True, help="fit: calibration JSON; --apply: calibrated score file")
 
     def run(args: argparse.Namespace) -> int:
         from speakerid.scoring.calibrate import apply_calibration_file, calibrate_score_file
 
         if args.apply:
-            if args.prior is not None:
-                raise ValueError("--prior only applies when fitting (without --apply)")
+            if args.prior is not None or args.target_fa is not None:
+                raise ValueError("--prior / --target-fa only apply when fitting (without --apply)")
             cal, report = apply_calibration_file(args.apply, args.scores, args.output, args.trials)
             print(f"llr = {cal.a:.6g} * score + {cal.b:.6g} applied; written to {args.output}")
         else:
-            cal, report = calibrate_score_file(args.scores, args.output, args.trials, args.prior, args.score_kind)
+            cal, report = calibrate_score_file(args.scores, args.output, args.trials, args.prior, args.score_kind,
+                                               args.target_fa)
             print(f"llr = {cal.a:.6g} * score + {cal.b:.6g} (prior {cal.prior:.4g}) saved to {args.output}")
+            if cal.default_p_target is not None:
+                from speakerid.scoring.metrics import bayes_threshold
+
+                print(f"default operating point: P_target {cal.default_p_target:.4g} (llr >= "
+                      f"{bayes_threshold(cal.default_p_target):.3f}), {cal.target_fa:g} of the dev "
+                      "non-target trials accepted")
         for name, row in (report or {}).items():
             print(f"{name:<7}" + "  ".join(f"{k} {v:.4f}" for k, v in row.items()))
         return 0
@@ -272,10 +285,13 @@ def _add_import(sub: argparse._SubParsersAction) -> None:
                 "that extract / enroll / verify / identify / export use",
                 "speakerid import --from wespeaker --checkpoint resnet34/avg_model.pt --config resnet34/config.yaml "
                 "--out exp/ws_resnet34\n  speakerid import --from speechbrain --checkpoint sb/embedding_model.ckpt "
-                "--config sb/hyperparams.yaml --out exp/sb_ecapa")
-    p.add_argument("--from", dest="source", required=True, choices=["wespeaker", "speechbrain", "onnx"], help="source toolkit")
-    p.add_argument("--checkpoint", required=True, help="WeSpeaker avg_model.pt, SpeechBrain embedding_model.ckpt, or model.onnx")
-    p.add_argument("--config", help="WeSpeaker's config.yaml, SpeechBrain's hyperparams.yaml (optional for onnx)")
+                "--config sb/hyperparams.yaml --out exp/sb_ecapa\n  speakerid import --from 3dspeaker --checkpoint campplus_cn_en_common.pt "
+                "--out exp/campplus")
+    p.add_argument("--from", dest="source", required=True, choices=["wespeaker", "speechbrain", "3dspeaker", "onnx"], help="source toolkit")
+    p.add_argument("--checkpoint", required=True, help="WeSpeaker avg_model.pt, SpeechBrain embedding_model.ckpt, "
+                   "3D-Speaker *.pt / embedding_model.ckpt (a state dict), or model.onnx")
+    p.add_argument("--config", help="WeSpeaker's config.yaml, SpeechBrain's hyperparams.yaml; optional for 3dspeaker (its "
+                   "training YAML or ModelScope configuration.json) and onnx")
     p.add_argument("--norm-stats", help="SpeechBrain only: mean_var_norm_emb.ckpt (subtract its global embedding mean)")
     p.add_argument("--out", required=True, help="experiment dir to write (new or empty unless --force)")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")

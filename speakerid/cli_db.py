@@ -13,8 +13,11 @@ from speakerid.cli_args import add_backend, add_threads, apply_threads, finite_f
 
 
 def _db_model_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", "--exp", dest="model", default="starter", metavar="EXP",
-                   help="model: a trained experiment dir, or 'starter' (the packaged model; the default)")
+    from speakerid.pretrained import DEFAULT_MODEL
+
+    p.add_argument("--model", "--exp", dest="model", default=DEFAULT_MODEL, metavar="EXP",
+                   help=f"model: an experiment dir or a packaged name: '{DEFAULT_MODEL}' (the default: 3D-Speaker's "
+                        "CAM++, see its MODEL_CARD.md) or 'starter' (the small model trained here)")
     add_threads(p)
     add_backend(p)
 
@@ -26,8 +29,11 @@ def _decision_args(p: argparse.ArgumentParser) -> None:
                    help="accept when the decision score >= this (the LLR when the model is calibrated, else the "
                         "AS-norm score with a cohort, else the cosine); default: Bayes threshold of the model's "
                         "calibration.json, else its dev_eval.json")
-    p.add_argument("--p-target", type=float, default=DEFAULT_P_TARGET,
-                   help=f"prior of a target trial for the Bayes threshold (default {DEFAULT_P_TARGET})")
+    p.add_argument("--p-target", type=float, default=None,
+                   help="prior of a target trial for the Bayes threshold of the model's calibration; default: the "
+                        "model's measured operating point (the packaged campplus: the threshold that accepts 1%% of the "
+                        "impostor trials of its dev split, MISSES_PLACEHOLDER; per corpus in its MODEL_CARD.md), "
+                        f"else {DEFAULT_P_TARGET}")
     p.add_argument("--score", dest="score_rule", choices=SCORE_RULES, default=DEFAULT_SCORE_RULE,
                    help="score against the mean of the speaker's enrolment embeddings, the best one, or the mean of "
                         f"the best --score-top-k (default {DEFAULT_SCORE_RULE}: best on benchmarks/bench_enroll_scoring.py)")
@@ -51,7 +57,7 @@ def _open_db(a: argparse.Namespace, with_model: bool = True):
     if not with_model:
         return SpeakerDB(a.db)
     apply_threads(a)
-    return SpeakerDB(a.db, a.model, p_target=getattr(a, "p_target", 0.01), threshold=getattr(a, "threshold", None),
+    return SpeakerDB(a.db, a.model, p_target=getattr(a, "p_target", None), threshold=getattr(a, "threshold", None),
                      score_rule=getattr(a, "score_rule", "mean"), score_top_k=getattr(a, "score_top_k", 2),
                      backend=getattr(a, "backend", "torch"))
 

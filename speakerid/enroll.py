@@ -1,7 +1,7 @@
 """Enrolment database (SQLite): enrol speakers, verify a claimed identity, identify a voice.
 
 >>> from speakerid.enroll import SpeakerDB
->>> db = SpeakerDB("speakers.db", "exp/ecapa")          # an experiment dir, or "starter"
+>>> db = SpeakerDB("speakers.db", "campplus")           # a packaged name ("campplus", "starter") or an experiment dir
 >>> db.enroll("alice", ["a1.wav", "a2.wav"])
 >>> db.verify("alice", "test.wav").accept
 >>> db.identify("test.wav", top_k=3).decision          # a speaker's name or "unknown"
@@ -24,7 +24,9 @@ max / topk rules each reference is normalised, then the rule applies).
 Decisions: when the model has ``calibration.json`` (a linear score -> LLR map,
 :mod:`speakerid.scoring.calibrate`) it is applied to the score kind it was fitted on (its
 ``score`` field: ``cosine``, the default of older files, or ``asnorm``) and the threshold is
-the Bayes threshold ``-logit(P_target)`` (default P_target 0.01). A calibration whose line
+the Bayes threshold ``-logit(P_target)``; without a given P_target, the model's measured default
+operating point (``default_p_target`` of its calibration, e.g. about 1 % false accepts on its dev
+trials: :func:`speakerid.scoring.calibrate.with_operating_point`), else P_target 0.01. A calibration whose line
 cannot reach that threshold over the plausible score range (it would reject, or accept,
 everything) or whose slope is not positive is an error naming the file and what to do. Without
 a calibration: the AS-norm score when there is a cohort, else the cosine with the dev-set
@@ -35,9 +37,10 @@ best candidate is the answer only when its decision score reaches the threshold,
 
 Safety: every speaker row stores the model fingerprint (:func:`speakerid.inference.model_fingerprint`);
 scoring with another model raises :class:`ModelMismatchError`. Enrolment embeds all audio
-first, then writes in one transaction (all or nothing, also under SIGKILL). Test audio with
-less than :data:`MIN_SPEECH_S` of speech after silence trimming (:func:`speakerid.vad.trim_silence`)
-is scored, with a warning naming the file.
+first, then writes in one transaction (all or nothing, also under SIGKILL). Audio with less
+than :data:`MIN_SPEECH_S` of speech after silence trimming (:func:`speakerid.vad.trim_silence`)
+is used, with a warning naming the file; so is an enrolment whose files hold less than
+:data:`MIN_ENROLL_SPEECH_S` of speech together.
 """
 
 from __future__ import annotations
@@ -73,7 +76,8 @@ from speakerid.scoring import metrics
 logger = logging.getLogger(__name__)
 
 DEFAULT_P_TARGET = 0.01
-MIN_SPEECH_S = 0.5
+MIN_SPEECH_S = 0.5  # per file (a test clip, or one enrolment file): warn below
+MIN_ENROLL_SPEECH_S = 3.0  # over the files of one enrolment: warn below
 
 
 class ModelMismatchError(SpeakerDBError):
@@ -104,8 +108,8 @@ class SpeakerModel:
     @classmethod
     def from_experiment(cls, exp_dir: str | os.PathLike, device: str = "cpu", backend: str = "torch") -> "SpeakerModel":
         """Load a model dir (model.pt + config.yaml) and, when present, calibration.json,
-        dev_eval.json and cohort.npz (the readers of :mod:`speakerid.inference`); ``"starter"``
-        is the packaged model."""
+        dev_eval.json and cohort.npz (the readers of :mod:`speakerid.inference`); a packaged
+        name (``"campplus"``, the default model, or ``"starter"``) is the packaged model."""
         from speakerid.inference import (CALIBRATION_FILE, COHORT_FILE, SegmentPolicy, load_experiment,
                                          model_fingerprint, read_calibration, read_cohort, read_dev_threshold,
                                          resolve_model_source)
@@ -133,6 +137,10 @@ class SpeakerModel:
     def embed(self, wav_paths: Sequence[str | os.PathLike]) -> np.ndarray:
         """Length-normalised embeddings ``[N, D]`` (float32) of whole files; a file with less
         than MIN_SPEECH_S of speech after silence trimming gets a warning naming it."""
+        return self.embed_with_speech(wav_paths)[0]
+
+    def embed_with_speech(self, wav_paths: Sequence[str | os.PathLike]) -> tuple[np.ndarray, list[float]]:
+        """:meth:`embed` and each file's seconds of speech (after :func:`speakerid.vad.trim_silence`)."""
         import torch
 
         from speakerid.audio import load_audio
@@ -141,14 +149,14 @@ class SpeakerModel:
 
         sr = int(self.extractor.sample_rate)
         waves = [load_audio(p, sr)[0] for p in wav_paths]
-        for path, wave in zip(wav_paths, waves):
-            speech = trim_silence(wave, sr).numel() / sr
-            if speech < MIN_SPEECH_S:
+        speech = [trim_silence(wave, sr).numel() / sr for wave in waves]
+        for path, seconds in zip(wav_paths, speech):
+            if seconds < MIN_SPEECH_S:
                 logger.warning("%s: only %.2f s of speech after silence trimming (< %.1f s): its score is unreliable",
-                               path, speech, MIN_SPEECH_S)
+                               path, seconds, MIN_SPEECH_S)
         with torch.no_grad():
             emb = embed_waves(self.extractor, waves, self.policy or SegmentPolicy()).numpy().astype(np.float64)
-        return _unit(emb).astype(np.float32)
+        return _unit(emb).astype(np.float32), speech
 
 
 def check_cohort(path: Path, emb: np.ndarray, embed_dim: int) -> np.ndarray:
@@ -228,10 +236,10 @@ class Decision:
 class SpeakerDB:
     """A speaker enrolment database in one SQLite file.
 
-    ``model``: a model dir (path or ``"starter"``), a :class:`SpeakerModel`, an
+    ``model``: a model dir (path or packaged name, e.g. ``"campplus"``), a :class:`SpeakerModel`, an
     ``EmbeddingExtractor``, or None (then only :meth:`list`, :meth:`info` and :meth:`remove`
     work). ``threshold`` overrides the decision threshold; ``p_target`` sets the Bayes threshold
-    of calibrated models; ``score_rule``/``score_top_k`` choose the rule of :data:`SCORE_RULES`.
+    of calibrated models (None: the model's default operating point, else 0.01); ``score_rule``/``score_top_k`` choose the rule of :data:`SCORE_RULES`.
     ``timeout``: seconds a writer waits for another one (busy timeout).
     """
 
@@ -240,7 +248,7 @@ class SpeakerDB:
         path: str | os.PathLike,
         model: "str | os.PathLike | SpeakerModel | object | None" = None,
         *,
-        p_target: float = DEFAULT_P_TARGET,
+        p_target: float | None = None,
         threshold: float | None = None,
         score_rule: str = DEFAULT_SCORE_RULE,
         score_top_k: int = DEFAULT_SCORE_TOP_K,
@@ -249,8 +257,9 @@ class SpeakerDB:
         backend: str = "torch",
     ) -> None:
         self.path = Path(path)
-        self.p_target = float(p_target)
-        bayes_threshold(self.p_target)  # validates
+        self.p_target = None if p_target is None else float(p_target)
+        if self.p_target is not None:
+            bayes_threshold(self.p_target)  # validates
         if threshold is not None and not np.isfinite(threshold):
             raise SpeakerDBError(f"threshold must be a finite number, got {threshold}")
         if score_rule not in SCORE_RULES:
@@ -296,7 +305,12 @@ class SpeakerDB:
         if not wav_paths:
             raise SpeakerDBError(f"enrolling {speaker!r}: no audio files given")
         model = self._require_model("enroll")
-        emb = model.embed(wav_paths)  # all audio is read and embedded BEFORE the transaction
+        emb, speech = model.embed_with_speech(wav_paths)  # all audio is read and embedded BEFORE the transaction
+        if sum(speech) < MIN_ENROLL_SPEECH_S:
+            logger.warning("enrolling %r: only %.1f s of speech in %d file(s) (%s; < %.1f s): its verify decisions are "
+                           "unreliable; enrol more audio", speaker, sum(speech), len(wav_paths),
+                           ", ".join(str(p) for p in wav_paths[:3]) + (", ..." if len(wav_paths) > 3 else ""),
+                           MIN_ENROLL_SPEECH_S)
         paths = [str(Path(p).resolve()) for p in wav_paths]
         self.store.add(speaker, model.fingerprint, paths, emb, self._check_fingerprint)
         logger.info("%s: enrolled %d file(s) for %r", self.path, len(paths), speaker)
@@ -348,11 +362,12 @@ class SpeakerDB:
                                      "cohort.npz; add the cohort or refit on cosine scores")
             if self.threshold is not None:
                 return Decision(cal.score, cal, float(self.threshold), "given")
-            problem = decision_problem(cal, self.p_target, model.calibration_path)
+            p_target, why = self._p_target(cal)
+            problem = decision_problem(cal, p_target, model.calibration_path)
             if problem:
                 raise SpeakerDBError(problem)
-            return Decision(cal.score, cal, bayes_threshold(self.p_target),
-                            f"Bayes threshold of the calibration at P_target={self.p_target:g}")
+            return Decision(cal.score, cal, bayes_threshold(p_target),
+                            f"Bayes threshold of the calibration at P_target={p_target:.4g}{why}")
         kind = "asnorm" if model.cohort is not None else "cosine"
         if self.threshold is not None:
             return Decision(kind, None, float(self.threshold), "given")
@@ -362,6 +377,16 @@ class SpeakerDB:
             f"{model.source}: no decision threshold for {kind} scores: the model has no calibration.json"
             f"{'' if kind == 'asnorm' else ' nor dev_eval.json'}; give one (--threshold)"
         )
+
+    def _p_target(self, cal) -> tuple[float, str]:
+        """The prior of the Bayes threshold: the one given, else the model's measured default
+        operating point (``calibration.json``'s ``default_p_target``), else DEFAULT_P_TARGET."""
+        if self.p_target is not None:
+            return self.p_target, ""
+        if cal.default_p_target is not None:
+            fa = f", about {cal.target_fa * 100:g}% false accepts on its dev trials" if cal.target_fa else ""
+            return cal.default_p_target, f": the model's default operating point{fa}"
+        return DEFAULT_P_TARGET, ""
 
     def verify(self, speaker: str, wav_path: str | os.PathLike) -> VerifyResult:
         """Score ``wav_path`` against ``speaker`` and decide accept/reject."""

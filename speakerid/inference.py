@@ -25,7 +25,7 @@ rule for ``speakerid extract``, ``enroll``/``verify``/``identify`` and
    see the padded frames (the encoders take no lengths).
 
 Also here: where a model comes from (:func:`resolve_model_source`: an experiment dir, or a
-packaged name such as ``"starter"`` -> ``speakerid/pretrained/starter/``, a folder with the
+packaged name such as ``"campplus"`` (the default) or ``"starter"`` -> ``speakerid/pretrained/<name>/``, a folder with the
 files of an experiment dir), the readers/writers of the experiment dir's files
 (``dev_eval.json``, ``calibration.json``, ``speakers.txt``, ``cohort.npz``) and
 :class:`Embedder`, what :func:`speakerid.load_model` returns. Every path that embeds
@@ -370,9 +370,14 @@ class Embedder:
         return embed_files(self.extractor, list(paths), self.policy, self.batch_size).numpy()
 
 
-def load_model(source: str | os.PathLike = "starter", device: str | torch.device = "cpu", backend: str = "torch") -> Embedder:
-    """An :class:`Embedder` for a model source (experiment dir or packaged name, default ``"starter"``);
-    ``backend="onnxruntime"`` runs the encoder in onnxruntime (:mod:`speakerid.backends`)."""
+def load_model(source: str | os.PathLike | None = None, device: str | torch.device = "cpu", backend: str = "torch") -> Embedder:
+    """An :class:`Embedder` for a model source (experiment dir or packaged name; None: the packaged
+    default, :data:`speakerid.pretrained.DEFAULT_MODEL`); ``backend="onnxruntime"`` runs the encoder in onnxruntime
+    (:mod:`speakerid.backends`)."""
+    if source is None:
+        from speakerid.pretrained import DEFAULT_MODEL
+
+        source = DEFAULT_MODEL
     exp_dir = resolve_model_source(source)
     extractor, cfg = load_experiment(exp_dir, device=device, backend=backend)
     return Embedder(extractor, cfg, str(exp_dir))

@@ -258,11 +258,12 @@ def test_short_speech_warning_names_the_file(setup, tmp_path, caplog):
     assert len(msgs) == 1 and str(short) in msgs[0] and "speech after silence trimming" in msgs[0]
 
 
-def test_model_defaults_to_the_packaged_starter(tmp_path, capsys):
+def test_model_defaults_to_the_packaged_default_and_starter_stays(tmp_path, capsys):
     from speakerid.cli import build_parser
+    from speakerid.pretrained import DEFAULT_MODEL
 
     args = build_parser().parse_args(["verify", "--db", "x.db", "--speaker", "a", "t.wav"])
-    assert args.model == "starter"
+    assert args.model == DEFAULT_MODEL == "campplus"
     assert resolve_model_source(tmp_path) == tmp_path
     assert resolve_model_source("starter") == PACKAGED_DIR / "starter"
     assert (PACKAGED_DIR / "starter" / "model.pt").is_file()

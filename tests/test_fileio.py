@@ -118,3 +118,17 @@ def test_cli_export_names_the_target(tmp_path, unwritable, capsys):
     exp = make_tiny_experiment(tmp_path / "exp", seed=3)
     out = unwritable / "embedder.ts"
     _assert_names_target(_cli_error(capsys, ["export", "--model", str(exp), "--out", str(out)]), out)
+
+
+def test_atomic_dir_replaces_a_folder_as_a_whole(tmp_path):
+    out = tmp_path / "pkg"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError):
+        with fileio.atomic_dir(out) as stage:
+            (stage / "new.txt").write_text("new")
+            raise RuntimeError("fail half-way")
+    assert [p.name for p in tmp_path.iterdir()] == ["pkg"] and (out / "old.txt").is_file()
+    with fileio.atomic_dir(out) as stage:
+        (stage / "new.txt").write_text("new")
+    assert [p.name for p in out.iterdir()] == ["new.txt"] and [p.name for p in tmp_path.iterdir()] == ["pkg"]

@@ -39,7 +39,8 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 def check_state_dict(cfg: TrainConfig, state: dict[str, torch.Tensor], source: str) -> torch.nn.Module:
-    """Build the config's encoder and load ``state`` strictly; errors name ``source`` and the keys."""
+    """Build the config's encoder and load ``state`` strictly; errors name ``source`` and the keys.
+    Non-finite weights (NaN / inf, e.g. a diverged training run) are refused."""
     encoder = build_encoder(cfg)
     own = encoder.state_dict()
     missing = sorted(set(own) - set(state))
@@ -52,6 +53,9 @@ def check_state_dict(cfg: TrainConfig, state: dict[str, torch.Tensor], source: s
     for key, value in state.items():
         if tuple(value.shape) != tuple(own[key].shape):
             raise ModelImportError(f"{source}: {key} has shape {tuple(value.shape)}, {cfg.model.name} expects {tuple(own[key].shape)}")
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            raise ModelImportError(f"{source}: {key} has {bad} non-finite value(s) (NaN or inf) of {value.numel()}")
     encoder.load_state_dict(state, strict=True)
     return encoder.eval()
 

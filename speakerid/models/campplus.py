@@ -16,6 +16,11 @@ Using Context-Aware Masking", Interspeech 2023 (arXiv:2303.00332):
 - statistics pooling (:class:`.pooling.TSTP`) and a dense layer with a non-affine BatchNorm to
   the 512-d embedding.
 
+3D-Speaker's own layout (``speakerlab/models/campplus/DTDNN.py``, whose checkpoints
+``speakerid import --from 3dspeaker`` reads) has the same module tree and state-dict names; it
+differs only in the statistics pooling, ``x.std(unbiased=True)`` with no epsilon under the root,
+where WeSpeaker adds 1e-7 to the variance: ``stats_eps=0.0`` gives 3D-Speaker's computation.
+
 BN-ReLU precedes each conv inside the D-TDNN layers (pre-activation, as DenseNet). The module
 tree and state-dict names are WeSpeaker's ``CAMPPlus`` (``wespeaker/models/campplus.py``, itself
 from 3D-Speaker), so WeSpeaker checkpoints load as they are (tests/test_wespeaker_parity.py).
@@ -184,6 +189,8 @@ class CAMPPlus(nn.Module):
         feat_dim: fbank bins (a multiple of 8). embed_dim: 512 in the paper.
         growth_rate, bn_size, init_channels: D-TDNN growth (32), bottleneck factor (4), TDNN width (128).
         pooling: "TSTP" (the paper's statistics pooling).
+        stats_eps: added to the variance under the square root of the pooled std: 1e-7 as
+            WeSpeaker, 0.0 as 3D-Speaker.
     """
 
     BLOCKS: tuple[tuple[int, int, int], ...] = ((12, 3, 1), (24, 3, 2), (16, 3, 2))  # layers, kernel, dilation
@@ -196,12 +203,15 @@ class CAMPPlus(nn.Module):
         bn_size: int = 4,
         init_channels: int = 128,
         pooling: str = "TSTP",
+        stats_eps: float = 1e-7,
     ) -> None:
         super().__init__()
         if pooling.upper() != "TSTP":
             raise ValueError(f"campplus supports pooling 'TSTP' only, got {pooling!r}")
         if feat_dim % 8:
             raise ValueError(f"campplus feat_dim must be a multiple of 8, got {feat_dim}")
+        if not stats_eps >= 0.0:
+            raise ValueError(f"campplus stats_eps must be >= 0, got {stats_eps}")
         self.feat_dim = feat_dim
         self.embed_dim = embed_dim
         self.head = FCM(feat_dim)
@@ -215,7 +225,7 @@ class CAMPPlus(nn.Module):
             self.xvector.add_module(f"transit{i + 1}", TransitLayer(channels, channels // 2))
             channels //= 2
         self.xvector.add_module("out_nonlinear", _bn_relu(channels))
-        self.xvector.add_module("stats", TSTP(channels))
+        self.xvector.add_module("stats", TSTP(channels, eps=stats_eps))
         self.xvector.add_module("dense", DenseLayer(2 * channels, embed_dim))
         for m in self.modules():
             if isinstance(m, (nn.Conv1d, nn.Linear)):

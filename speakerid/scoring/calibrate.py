@@ -13,6 +13,14 @@ prior is ``prior`` (BOSARIS ``train_llr_fusion``), which focuses the fit on that
 Fitted with scikit-learn's ``LogisticRegression`` (lbfgs) on standardised scores, with a
 negligible L2 penalty (C=1e4) that only matters when the dev scores separate the classes
 perfectly, where unpenalised LR has no finite solution.
+
+Default operating point: a Bayes threshold at P_target 0.01 assumes the calibration holds far
+out in the tails, which a pooled multi-corpus dev list rarely gives (decisions then reject almost
+every genuine trial). ``target_fa`` (``speakerid calibrate --target-fa 0.01``) instead measures it:
+the LLR threshold at which that fraction of the dev non-target trials is accepted
+(:func:`threshold_at_fa`), stored as the equivalent prior ``default_p_target = sigmoid(-threshold)``
+(so ``-logit(default_p_target)`` is that threshold). ``verify`` / ``identify`` use it when no
+``--p-target`` / ``--threshold`` is given.
 """
 
 from __future__ import annotations
@@ -40,6 +48,8 @@ __all__ = [
     "plausible_score_range",
     "decision_problem",
     "check_fit",
+    "threshold_at_fa",
+    "with_operating_point",
 ]
 
 logger = logging.getLogger(__name__)
@@ -65,7 +75,9 @@ class Calibration:
 
     ``score`` names the raw score the map expects (:data:`SCORE_KINDS`; files written before
     it existed mean "cosine"); ``score_min``/``score_max`` the range of the dev scores it was
-    fitted on (None when unknown).
+    fitted on (None when unknown). ``default_p_target``: the prior whose Bayes threshold is the
+    measured default operating point, about ``target_fa`` false accepts on the dev trials (None:
+    none measured; see the module doc).
     """
 
     a: float
@@ -76,6 +88,8 @@ class Calibration:
     score: str = "cosine"
     score_min: float | None = None
     score_max: float | None = None
+    default_p_target: float | None = None
+    target_fa: float | None = None
 
     def apply(self, scores: np.ndarray | Iterable[float]) -> np.ndarray:
         """Calibrated LLRs (float64) of raw scores."""
@@ -101,9 +115,15 @@ class Calibration:
             raise CalibrationError(f"{path}: not a speakerid linear calibration file")
         try:
             cal = cls(float(d["a"]), float(d["b"]), float(d["prior"]), int(d.get("n_targets", 0)), int(d.get("n_nontargets", 0)),
-                      str(d.get("score", "cosine")), *(None if d.get(k) is None else float(d[k]) for k in ("score_min", "score_max")))
+                      str(d.get("score", "cosine")),
+                      *(None if d.get(k) is None else float(d[k])
+                        for k in ("score_min", "score_max", "default_p_target", "target_fa")))
         except (KeyError, TypeError, ValueError) as e:
             raise CalibrationError(f"{path}: bad or missing field ({e})") from None
+        for key in ("default_p_target", "target_fa"):
+            value = getattr(cal, key)
+            if value is not None and not 0 < value < 1:
+                raise CalibrationError(f"{path}: {key} must be in (0, 1), got {value}")
         if cal.score not in SCORE_KINDS:
             raise CalibrationError(f"{path}: 'score' must be one of {', '.join(SCORE_KINDS)}, got {cal.score!r}")
         if not all(math.isfinite(v) for v in (cal.a, cal.b, cal.prior)) or not 0 < cal.prior < 1:
@@ -147,6 +167,29 @@ def fit_calibration(
     if a <= 0:
         logger.warning("calibration slope %.3g <= 0: higher scores do not mean 'same speaker' on this dev list", a)
     return Calibration(a, b, float(prior), n_t, n_n, score_kind, float(s.min()), float(s.max()))
+
+
+def threshold_at_fa(llrs: np.ndarray, labels: np.ndarray, target_fa: float) -> float:
+    """The lowest threshold ``t`` with ``mean(llr[non-targets] >= t) <= target_fa`` (ties
+    counted as accepted), i.e. just above the ``floor(target_fa * N)``-th highest non-target."""
+    if not 0.0 < target_fa < 1.0:
+        raise ValueError(f"target false-accept rate must be in (0, 1), got {target_fa}")
+    non = np.sort(np.asarray(llrs, dtype=np.float64)[~np.asarray(labels, dtype=bool)])[::-1]
+    if non.size == 0:
+        raise ValueError("no non-target trials: cannot measure a false-accept rate")
+    k = int(math.floor(target_fa * non.size + 1e-9))
+    return float(np.nextafter(non[min(k, non.size - 1)], np.inf))
+
+
+def with_operating_point(cal: Calibration, scores: np.ndarray, labels: np.ndarray, target_fa: float) -> Calibration:
+    """``cal`` plus the default operating point measured on these dev scores (module doc)."""
+    import dataclasses
+
+    threshold = threshold_at_fa(cal.apply(scores), labels, target_fa)
+    p = 1.0 / (1.0 + math.exp(min(threshold, 700.0)))
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"the threshold {threshold:.3g} at {target_fa:g} false accepts has no prior in (0, 1)")
+    return dataclasses.replace(cal, default_p_target=p, target_fa=float(target_fa))
 
 
 # ---------------------------------------------------------------------- usable decisions
@@ -218,16 +261,20 @@ def calibrate_score_file(
     trials: str | os.PathLike | None = None,
     prior: float | None = None,
     score_kind: str = "cosine",
+    target_fa: float | None = None,
 ) -> tuple[Calibration, dict[str, dict[str, float]]]:
     """``speakerid calibrate --scores dev.txt --output cal.json``: fit on a labelled dev score
     file (labels from its 4th column or ``trials``), save the map, return it with the
     before/after report on the dev list. A degenerate fit is an error (nothing written); a
-    Bayes threshold the map cannot reach at P_target 0.01 / 0.05 is logged as a warning."""
+    Bayes threshold the map cannot reach at P_target 0.01 / 0.05 is logged as a warning.
+    ``target_fa``: also store the default operating point at that dev false-accept rate."""
     from speakerid.scoring.trials import read_labelled_scores
 
     sl = read_labelled_scores(scores, trials)
     try:
         cal = fit_calibration(sl.scores, sl.labels, prior, score_kind)
+        if target_fa is not None and cal.a > 0:
+            cal = with_operating_point(cal, sl.scores, sl.labels, target_fa)
     except ValueError as e:  # one class only, all scores equal, a bad prior: name the score file
         raise CalibrationError(f"{scores}: cannot fit a calibration: {e}") from None
     for warning in check_fit(cal, scores, output):

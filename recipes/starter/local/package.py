@@ -21,6 +21,9 @@ import torch
 import yaml
 
 REPO = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(REPO))
+
+from speakerid.fileio import atomic_dir  # noqa: E402
 MAX_WEIGHTS_MB = 15.0
 FILES = ("config.yaml", "model.pt", "calibration.json", "dev_eval.json", "cohort.npz")
 
@@ -212,20 +215,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     torch.load(a.exp / "model.pt", map_location="cpu", weights_only=True)  # a plain state dict
     bench = a.bench.read_text() if a.bench.is_file() else "(benchmark not run: stage 7)"
-    stage = a.out.with_name(a.out.name + ".tmp")
-    shutil.rmtree(stage, ignore_errors=True)
-    stage.mkdir(parents=True)
-    for f in FILES:
-        shutil.copyfile(a.exp / f, stage / f)
     bench_json = json.loads(a.bench.with_suffix(".json").read_text()) if a.bench.with_suffix(".json").is_file() else {}
     study = a.bench.parent / "results_loss_study.md"
     loss_study = study.read_text() if study.is_file() else "\n\n(not run)"
-    (stage / "MODEL_CARD.md").write_text(model_card(a.exp, a.split.read_text(), bench, bench_json, loss_study))
-    old = a.out.with_name(a.out.name + ".old")
-    if a.out.exists():
-        a.out.rename(old)
-    stage.rename(a.out)
-    shutil.rmtree(old, ignore_errors=True)
+    with atomic_dir(a.out) as stage:
+        for f in FILES:
+            shutil.copyfile(a.exp / f, stage / f)
+        (stage / "MODEL_CARD.md").write_text(model_card(a.exp, a.split.read_text(), bench, bench_json, loss_study))
     print(f"{a.out}: packaged ({size_mb:.2f} MB weights)")
     return 0
 

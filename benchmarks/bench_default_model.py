@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""The default model against the starter and Resemblyzer 0.1.4 on one dev split, per corpus, in one run.
+
+    python benchmarks/bench_default_model.py --data recipes/pretrained/data/speech/dev \
+        --system starter=recipes/pretrained/exp/starter/emb_dev \
+        --cohort starter=speakerid/pretrained/starter/cohort.npz \
+        --system campplus=recipes/pretrained/exp/campplus/emb_dev ... \
+        --default campplus_fp16 --out benchmarks/results_default_model.md
+
+(``bash recipes/pretrained/run.sh --stage 4 --stop-stage 4`` runs it with every system.) Each
+``--system NAME=EMB`` is a ``speakerid extract`` output of the dev data dir; ``--cohort NAME=NPZ``
+adds that system's AS-norm'd scores (top 300) as ``NAME+asnorm``; Resemblyzer's embeddings are
+computed here (``benchmarks/bench_starter.py``'s rule, cached). Every system is scored on the same
+trials, EER and minDCF (P_target 0.01) per corpus and pooled.
+
+Operating point (the rule the packaged model ships, :func:`speakerid.scoring.calibrate.with_operating_point`):
+a linear calibration fit on the pooled dev scores of that system, then the threshold at which 1 %
+of the pooled dev non-target trials is accepted; its false-accept (FA) and miss rates per corpus.
+Fit and threshold come from the same trials they are measured on, so the pooled FA is 1 % by
+construction; the held-out columns show what a corpus the threshold never saw gets: for each
+corpus, calibration and threshold fit on the OTHER corpora's trials only (leave one corpus out).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_starter import load_systems, rates, score  # noqa: E402
+
+from speakerid.scoring.calibrate import fit_calibration, threshold_at_fa  # noqa: E402
+from speakerid.scoring.metrics import compute_metrics  # noqa: E402
+from speakerid.scoring.trials import read_trials  # noqa: E402
+
+TARGET_FA = 0.01
+
+
+def operating_rates(s: np.ndarray, lab: np.ndarray, fit: np.ndarray, apply: np.ndarray) -> tuple[float, float]:
+    """(FA, miss) on the ``apply`` trials at the 1 %-FA threshold of a calibration fit on the ``fit`` trials."""
+    cal = fit_calibration(s[fit], lab[fit])
+    thr = threshold_at_fa(cal.apply(s[fit]), lab[fit], TARGET_FA)
+    return rates(cal.apply(s[apply]), lab[apply], thr)
+
+
+def evaluate(s: np.ndarray, lab: np.ndarray, corpus: np.ndarray) -> dict:
+    everything = np.ones_like(lab)
+    out: dict = {"corpora": {}}
+    for c in ["pooled", *sorted(set(corpus))]:
+        m = everything if c == "pooled" else corpus == c
+        met = compute_metrics(s[m], lab[m], p_targets=(0.01, 0.05))
+        fa, miss = operating_rates(s, lab, everything, m)
+        row = {"eer": met.eer, "min_dcf_0.01": met.min_dcf[0.01][0], "min_dcf_0.05": met.min_dcf[0.05][0],
+               "fa": fa, "miss": miss, "n_target": int(lab[m].sum()), "n_nontarget": int((~lab[m]).sum())}
+        if c != "pooled":
+            row["fa_heldout"], row["miss_heldout"] = operating_rates(s, lab, ~m, m)
+        out["corpora"][c] = row
+    return out
+
+
+def _pct(x: float) -> str:
+    return f"{x * 100:.2f}%"
+
+
+def table(results: dict[str, dict], default: str | None) -> str:
+    names = list(results)
+    corpora = list(next(iter(results.values()))["corpora"])
+    lines = ["EER / minDCF (P_target 0.01):", "",
+             "| corpus | trials (tgt/non) | " + " | ".join(names) + " |", "|" + "---|" * (2 + len(names))]
+    for c in corpora:
+        r0 = results[names[0]]["corpora"][c]
+        cells = [f"{_pct(results[n]['corpora'][c]['eer'])} / {results[n]['corpora'][c]['min_dcf_0.01']:.3f}" for n in names]
+        lines.append(f"| {c} | {r0['n_target']}/{r0['n_nontarget']} | " + " | ".join(cells) + " |")
+    lines += ["", "FA / miss at the 1 %-FA operating point (calibration and threshold fit on the pooled dev trials):", "",
+              "| corpus | " + " | ".join(names) + " |", "|" + "---|" * (1 + len(names))]
+    for c in corpora:
+        cells = [f"{_pct(results[n]['corpora'][c]['fa'])} / {_pct(results[n]['corpora'][c]['miss'])}" for n in names]
+        lines.append(f"| {c} | " + " | ".join(cells) + " |")
+    if default:
+        r = results[default]["corpora"]
+        lines += ["", f"Default model ({default}), leave one corpus out: calibration and threshold fit on the other "
+                  "corpora's trials, FA / miss on the held-out corpus:", "",
+                  "| corpus | FA | miss |", "|---|---|---|"]
+        lines += [f"| {c} | {_pct(r[c]['fa_heldout'])} | {_pct(r[c]['miss_heldout'])} |" for c in corpora if c != "pooled"]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", type=Path, required=True, help="dev data dir with wav.scp and trials")
+    p.add_argument("--system", action="append", default=[], metavar="NAME=EMB", help="embeddings of a system")
+    p.add_argument("--cohort", action="append", default=[], metavar="NAME=NPZ", help="AS-norm cohort of a system")
+    p.add_argument("--default", help="the shipped system (NAME or NAME+asnorm): adds its leave-one-corpus-out table")
+    p.add_argument("--resemblyzer-cache", type=Path, default=Path("/tmp/speakerid_bench_default/resemblyzer.npz"))
+    p.add_argument("--no-resemblyzer", action="store_true")
+    p.add_argument("--out", type=Path, help="markdown table (and the .json beside it)")
+    a = p.parse_args(argv)
+    t0 = time.time()
+    trials = [(e, t, bool(lab)) for e, t, lab in read_trials(a.data / "trials")]
+    lab = np.array([t[2] for t in trials])
+    corpus = np.array([t[0].split("_", 1)[0] for t in trials])
+    systems = load_systems(a.system, a.data, a.resemblyzer_cache, not a.no_resemblyzer)
+    cohorts = dict(spec.split("=", 1) for spec in a.cohort)
+    results: dict[str, dict] = {}
+    for name, (ids, emb) in systems.items():
+        results[name] = evaluate(score(ids, emb, trials, None), lab, corpus)
+        if name in cohorts:
+            results[f"{name}+asnorm"] = evaluate(score(ids, emb, trials, np.load(cohorts[name])["embeddings"]), lab, corpus)
+    if a.default and a.default not in results:
+        p.error(f"--default {a.default}: not one of {', '.join(results)}")
+    text = table(results, a.default)
+    text += f"\n_{len(trials)} trials of {a.data}; {time.time() - t0:.0f} s wall._\n"
+    print(text)
+    if a.out:
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        cmd = " ".join(sys.argv[1:] if argv is None else argv)
+        a.out.write_text(f"# `python benchmarks/{Path(__file__).name} {cmd}`\n\n{text}")
+        a.out.with_suffix(".json").write_text(json.dumps({"default": a.default, "systems": results}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""The packaged default model (`campplus`, issue 15): complete, small, licensed, the default of every
+command and of ``speakerid.load_model()``, and the README's main job on the shipped example clips
+at the DEFAULT decision (no --p-target): A accepted, B rejected as A, B identified."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from speakerid.cli import build_parser, main
+from speakerid.pretrained import DEFAULT_MODEL, PACKAGED_FILES, examples_dir, packaged_dir, packaged_names
+
+
+@pytest.fixture(scope="module")
+def folder() -> Path:
+    if DEFAULT_MODEL not in packaged_names():
+        pytest.skip(f"speakerid/pretrained/{DEFAULT_MODEL} not built (bash recipes/pretrained/run.sh)")
+    return packaged_dir(DEFAULT_MODEL)
+
+
+def test_packaged_files_licence_and_size(folder: Path) -> None:
+    for name in (*PACKAGED_FILES, "NOTICE", "LICENSE-Apache-2.0.txt"):
+        assert (folder / name).stat().st_size > 0, name
+    assert (folder / "model.pt").stat().st_size <= 15 * 2**20
+    state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
+    assert {v.dtype for v in state.values() if v.is_floating_point()} == {torch.float16}
+    assert all(torch.isfinite(v.float()).all() for v in state.values() if v.is_floating_point())
+    cal = json.loads((folder / "calibration.json").read_text())
+    assert cal["a"] > 0 and cal["target_fa"] == 0.01 and 0 < cal["default_p_target"] < 1
+    if (folder / "cohort.npz").is_file():
+        assert cal["score"] == "asnorm"
+        cohort = np.load(folder / "cohort.npz")
+        assert np.allclose(np.linalg.norm(cohort["embeddings"], axis=1), 1.0, atol=1e-3)
+        assert {i.split("_", 1)[0] for i in cohort["ids"]} <= {"libri", "cvfa", "speechocean762", "speechcommands", "dspspeech20"}
+    assert "Apache License" in (folder / "LICENSE-Apache-2.0.txt").read_text()
+    for text in ((folder / "NOTICE").read_text(), (folder / "MODEL_CARD.md").read_text()):
+        assert "3D-Speaker" in text and "iic/speech_campplus_sv_zh_en_16k-common_advanced" in text and "Apache" in text
+
+
+@pytest.mark.parametrize("argv", [["enroll", "--db", "x.db", "--speaker", "a", "a.wav"],
+                                  ["verify", "--db", "x.db", "--speaker", "a", "t.wav"],
+                                  ["identify", "--db", "x.db", "t.wav"],
+                                  ["extract", "--data", "d", "--out", "o"],
+                                  ["export", "--out", "m.ts"]])
+def test_every_command_defaults_to_it(argv: list[str]) -> None:
+    assert build_parser().parse_args(argv).model == DEFAULT_MODEL == "campplus"
+    assert build_parser().parse_args([*argv, "--model", "starter"]).model == "starter"
+
+
+def test_load_model_default(folder: Path) -> None:
+    import speakerid
+
+    m = speakerid.load_model()
+    assert m.embed(torch.zeros(16000).normal_(0, 0.1), 16000).shape[-1] == 192
+
+
+def test_main_job_at_the_default_decision(folder: Path, tmp_path: Path, capsys) -> None:
+    ex, db = examples_dir(), str(tmp_path / "s.db")
+    for spk in ("a", "b"):
+        assert main(["enroll", "--db", db, "--speaker", spk.upper(), str(ex / f"speaker_{spk}_1.flac"),
+                     str(ex / f"speaker_{spk}_2.flac")]) == 0
+    assert main(["verify", "--db", db, "--speaker", "A", str(ex / "speaker_a_test.flac")]) == 0
+    assert "default operating point" in capsys.readouterr().out
+    assert main(["verify", "--db", db, "--speaker", "A", str(ex / "speaker_b_test.flac")]) == 1
+    capsys.readouterr()
+    assert main(["identify", "--db", db, str(ex / "speaker_b_test.flac")]) == 0
+    assert capsys.readouterr().out.startswith("B\t")
