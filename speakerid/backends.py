@@ -2,8 +2,9 @@
 
 ``torch`` (the default) runs the eager PyTorch encoder. ``onnxruntime`` (the ``onnx`` extra:
 ``pip install -e ".[onnx]"``) runs the same encoder as an ONNX graph in onnxruntime, which fuses
-the BatchNorm / activation chains and avoids the per-op overhead of eager mode: on CAM++ at
-batch 1 it embeds about twice as fast on a CPU (``benchmarks/bench_default.py``). The front end
+the BatchNorm / activation chains and avoids the per-op overhead of eager mode: with CAM++ it
+embeds 1.5x (batch 1, one thread) to 1.8x (batch 32) as fast as 3D-Speaker's eager code on a CPU
+(``benchmarks/bench_default.py``, ``benchmarks/results_default.txt``). The front end
 (Kaldi fbank + CMN) and the segment policy stay in torch, so a file gets the same segments either
 way, and the embeddings agree within float rounding (checked at 1e-4 relative when the graph is
 built; measured ~1e-6). The extractor therefore keeps the eager model's fingerprint: a speaker DB
