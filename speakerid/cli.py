@@ -14,7 +14,7 @@ import sys
 from typing import Callable
 
 from speakerid import __version__
-from speakerid.cli_args import Parser, add_threads, apply_threads, nonneg_int, positive_int, subparser
+from speakerid.cli_args import Parser, add_backend, add_threads, apply_threads, nonneg_int, positive_int, subparser
 
 
 # --- commands ---------------------------------------------------------------------------
@@ -26,13 +26,16 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "train",
         "Train a speaker encoder (one process, or every rank of torchrun for DDP).",
         "speakerid train --config recipes/mini/conf/ecapa_circle.yaml --data data/train --exp exp/ecapa "
-        "--set optim.lr=0.05\n  torchrun --nproc_per_node=2 -m speakerid train --config X.yaml --data D --exp E",
+        "--set optim.lr=0.05\n  speakerid train --config recipes/pretrained/conf/finetune_circle.yaml --data D --exp E --init EXP\n  torchrun --nproc_per_node=2 -m speakerid train --config X.yaml --data D --exp E",
     )
     p.add_argument("--config", required=True, help="YAML training config (see speakerid/config.py: TrainConfig)")
     p.add_argument("--data", required=True, help="training data dir (wav.scp, utt2spk)")
     p.add_argument("--exp", required=True, help="experiment dir (config.yaml, checkpoints/, model.pt, train.log, tb/)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --exp")
-    p.add_argument("--init-from", metavar="EXP_OR_PT", help="start from this encoder (exp dir, model.pt or checkpoint); the loss head is rebuilt")
+    p.add_argument("--init", "--init-from", dest="init_from", metavar="EXP",
+                   help="fine-tune: start from this encoder (experiment dir, imported or packaged model such as "
+                        "'starter', model.pt or checkpoint); the config's model: section must match its; "
+                        "AAM / proxy class weights start at the speakers' mean embeddings")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set optim.lr=0.05 --set data.batch_size=64 (repeatable)")
 
@@ -98,6 +101,7 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto (cuda:LOCAL_RANK if available), cpu, cuda:0, ...")
     p.add_argument("--max-window", type=float, default=20.0, help="longer utterances: mean of equal windows of at most this many s (default 20)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_backend(p)
 
     def run(a: argparse.Namespace) -> int:
         import os
@@ -107,7 +111,7 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
         written = extract_embeddings(
             a.model, a.data, a.out, batch_size=a.batch_size, chunk_utts=a.chunk_utts, num_workers=a.num_workers,
             device=a.device, max_window_seconds=a.max_window, formats=a.format,
-            progress=not a.no_progress, threads=a.threads,
+            progress=not a.no_progress, threads=a.threads, backend=a.backend,
         )
         if int(os.environ.get("RANK", "0")) == 0:
             print(" ".join(str(w) for w in written))

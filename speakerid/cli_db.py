@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from speakerid.cli_args import add_threads, apply_threads, finite_float, positive_int, subparser
+from speakerid.cli_args import add_backend, add_threads, apply_threads, finite_float, positive_int, subparser
 
 
 def _db_model_arg(p: argparse.ArgumentParser) -> None:
@@ -19,6 +19,7 @@ def _db_model_arg(p: argparse.ArgumentParser) -> None:
                    help=f"model: an experiment dir or a packaged name: '{DEFAULT_MODEL}' (the default: 3D-Speaker's "
                         "CAM++, see its MODEL_CARD.md) or 'starter' (the small model trained here)")
     add_threads(p)
+    add_backend(p)
 
 
 def _decision_args(p: argparse.ArgumentParser) -> None:
@@ -58,7 +59,8 @@ def _open_db(a: argparse.Namespace, with_model: bool = True):
         return SpeakerDB(a.db)
     apply_threads(a)
     return SpeakerDB(a.db, a.model, p_target=getattr(a, "p_target", None), threshold=getattr(a, "threshold", None),
-                     score_rule=getattr(a, "score_rule", "mean"), score_top_k=getattr(a, "score_top_k", 2))
+                     score_rule=getattr(a, "score_rule", "mean"), score_top_k=getattr(a, "score_top_k", 2),
+                     backend=getattr(a, "backend", "torch"))
 
 
 def _list_speakers(a: argparse.Namespace) -> int:

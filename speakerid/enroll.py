@@ -125,7 +125,7 @@ class SpeakerModel:
     policy: object = None  # speakerid.inference.SegmentPolicy; None = the default policy
 
     @classmethod
-    def from_experiment(cls, exp_dir: str | os.PathLike, device: str = "cpu") -> "SpeakerModel":
+    def from_experiment(cls, exp_dir: str | os.PathLike, device: str = "cpu", backend: str = "torch") -> "SpeakerModel":
         """Load a model dir (model.pt + config.yaml) and, when present, calibration.json,
         dev_eval.json and cohort.npz (the readers of :mod:`speakerid.inference`); a packaged
         name (``"campplus"``, the default model, or ``"starter"``) is the packaged model."""
@@ -134,7 +134,7 @@ class SpeakerModel:
                                          resolve_model_source)
 
         exp_dir = resolve_model_source(exp_dir)
-        extractor, cfg = load_experiment(exp_dir, device=device)
+        extractor, cfg = load_experiment(exp_dir, device=device, backend=backend)
         policy = SegmentPolicy.from_config(cfg)  # the embedding rule of `extract`, calibration and cohort
         model = cls(extractor, model_fingerprint(extractor, policy), source=str(exp_dir),
                     calibration_path=str(exp_dir / CALIBRATION_FILE), policy=policy)
@@ -305,6 +305,7 @@ class SpeakerDB:
         score_top_k: int = DEFAULT_SCORE_TOP_K,
         timeout: float = 60.0,
         device: str = "cpu",
+        backend: str = "torch",
     ) -> None:
         self.path = Path(path)
         self.p_target = None if p_target is None else float(p_target)
@@ -324,7 +325,7 @@ class SpeakerDB:
         if model is None or isinstance(model, SpeakerModel):
             self.model = model
         elif isinstance(model, (str, os.PathLike)):
-            self.model = SpeakerModel.from_experiment(model, device=device)
+            self.model = SpeakerModel.from_experiment(model, device=device, backend=backend)
         else:
             self.model = SpeakerModel.from_extractor(model)
 

@@ -185,6 +185,7 @@ def extract_embeddings(
     progress: bool = True,
     threads: int | None = None,
     max_window_seconds: float | None = None,
+    backend: str = "torch",
 ) -> list[Path]:
     """Embed every utterance of ``data_dir`` with the model of ``exp_dir``; write them to ``out_dir``.
 
@@ -210,7 +211,7 @@ def extract_embeddings(
         raise ExtractError(f"{data_dir}: the data dir has no utterances")
     dev = _resolve_device(device)
     apply_thread_policy(threads, workers=num_workers)
-    extractor, cfg = load_experiment(exp_dir, device=dev)
+    extractor, cfg = load_experiment(exp_dir, device=dev, backend=backend)
     if policy is None:
         policy = SegmentPolicy.from_config(cfg)
     if max_window_seconds is not None:

@@ -49,7 +49,6 @@ from speakerid.checkpoint import (
     get_rng_state,
     list_checkpoints,
     load_checkpoint,
-    load_encoder_weights,
     prune_checkpoints,
     save_checkpoint,
     set_rng_state,
@@ -70,6 +69,7 @@ from speakerid.inference import write_dev_eval, write_speakers
 from speakerid.models import build_encoder
 from speakerid.schedule import LRSchedule, margin_at, set_lr
 from speakerid.train_log import History, plot_curves, train_logging
+from speakerid.train_init import imprint_classifier, load_init_encoder, speaker_means
 from speakerid.train_model import SpeakerNet, build_head, build_optimizer
 
 logger = logging.getLogger(__name__)
@@ -113,10 +113,14 @@ class Trainer:
         self.speakers = [s for s, _ in sorted(self.dataset.speaker_to_label.items(), key=lambda kv: kv[1])]
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank and in every run
         self.encoder = build_encoder(cfg)
-        if init_from is not None:
-            self._init_encoder(init_from)
+        fine_tune = init_from is not None and not (resume and list_checkpoints(exp_dir))
+        if fine_tune:
+            load_init_encoder(self.encoder, cfg, init_from)
         embed_dim = int(getattr(self.encoder, "embed_dim", cfg.model.kwargs.get("embed_dim", 192)))
         self.head = build_head(cfg, embed_dim, self.dataset.num_classes)
+        if fine_tune and getattr(self.head, "has_classifier", False):
+            imprint_classifier(self.head, speaker_means(self.encoder.to(info.device), cfg, self.dataset))
+            logger.info("classifier weights imprinted from the initial encoder's speaker means")
         self.encoder = convert_global_batchnorm(self.encoder, info)
         self.net = SpeakerNet(self.encoder, self.head, info).to(info.device)
         self.key_encoder = self._build_key_encoder() if two_views else None
@@ -138,16 +142,6 @@ class Trainer:
         self.writer = None
 
     # ------------------------------------------------------------------ setup helpers
-    def _init_encoder(self, source: str | os.PathLike) -> None:
-        """Fine-tuning: encoder weights from another experiment; the loss head starts fresh."""
-        state = load_encoder_weights(source)
-        try:
-            self.encoder.load_state_dict(state)
-        except RuntimeError as e:
-            first = str(e).splitlines()[0]
-            raise TrainError(f"{source}: encoder weights do not fit model {self.cfg.model.name!r} {self.cfg.model.kwargs}: {first}") from None
-        logger.info("encoder initialised from %s (loss head rebuilt)", source)
-
     def _build_key_encoder(self) -> nn.Module:
         from speakerid.losses.moco import MomentumEncoder
 
@@ -372,8 +366,10 @@ def train(
 
     Run it in one process, or under ``torchrun --nproc_per_node=N -m speakerid train ...``
     (every rank calls this). ``resume``: continue from the newest checkpoint of ``exp_dir``.
-    ``init_from``: an experiment dir, ``model.pt`` or checkpoint whose ENCODER weights start
-    the training (fine-tuning; the loss head, e.g. the speaker classifier, is rebuilt).
+    ``init_from`` (``--init``): an experiment dir (trained or imported), a packaged model name,
+    a ``model.pt`` or a checkpoint whose ENCODER weights start the training (fine-tuning): the
+    config's model and front end must match the source's; a classifier head (AAM, Circle proxy)
+    starts from the initial encoder's speaker means, see :mod:`speakerid.train_init`.
     ``threads``: torch threads (default: :func:`speakerid.distributed.thread_count`).
     """
     data_dir, exp_dir = Path(data_dir), Path(exp_dir)

@@ -1,0 +1,88 @@
+"""Inference backends (speakerid.backends): onnxruntime gives the eager model's embeddings and fingerprint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from speakerid.config import config_from_dict, TrainConfig, save_config
+from speakerid.inference import ExperimentError, load_model
+
+pytest.importorskip("onnxruntime", reason="the onnxruntime backend needs the [onnx] extra")
+pytest.importorskip("onnx", reason="the onnxruntime backend needs the [onnx] extra")
+
+TINY_CAMPPLUS = {"name": "campplus", "kwargs": {"embed_dim": 16, "growth_rate": 8, "bn_size": 2, "init_channels": 16}}
+
+
+@pytest.fixture(scope="module")
+def exp(tmp_path_factory) -> Path:
+    """A tiny CAM++ experiment dir with random weights and non-trivial BatchNorm statistics."""
+    from speakerid.models import build_encoder
+
+    root = tmp_path_factory.mktemp("backend_exp")
+    cfg = config_from_dict(TrainConfig, {"features": {"num_mel_bins": 24}, "model": TINY_CAMPPLUS}, "<test>")
+    torch.manual_seed(0)
+    enc = build_encoder(cfg)
+    for m in enc.modules():
+        if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    save_config(cfg, root / "config.yaml")
+    torch.save(enc.state_dict(), root / "model.pt")
+    return root
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    """One export cache for the module (the export is the slow part)."""
+    mp = pytest.MonkeyPatch()
+    path = tmp_path_factory.mktemp("cache")
+    mp.setenv("SPEAKERID_CACHE", str(path))
+    yield path
+    mp.undo()
+
+
+def test_onnxruntime_matches_torch_and_keeps_fingerprint(exp, cache):
+    eager, fast = load_model(exp), load_model(exp, backend="onnxruntime")
+    assert len(list((cache / "onnx").glob("*.onnx"))) == 1
+    rng = np.random.default_rng(0)
+    for seconds in (0.3, 1.7, 25.0):  # tiled, whole, two windows
+        wave = (0.1 * rng.standard_normal(int(seconds * 16000))).astype(np.float32)
+        a, b = eager.embed(wave, 16000), fast.embed(wave, 16000)
+        assert np.abs(a - b).max() <= 1e-4 * np.abs(a).max()
+    assert fast.fingerprint == eager.fingerprint
+    again = load_model(exp, backend="onnxruntime")  # reuses the cached graph
+    assert again.fingerprint == eager.fingerprint and len(list((cache / "onnx").glob("*"))) == 1
+
+
+def test_extract_cli_backend(exp, cache, tmp_path):
+    import soundfile as sf
+
+    from speakerid.cli import main
+    from speakerid.data.datadir import write_data_dir
+    from speakerid.scoring.embeddings import load_embeddings
+
+    rng = np.random.default_rng(1)
+    wav = {}
+    for i in range(3):
+        path = tmp_path / f"u{i}.wav"
+        sf.write(path, (0.1 * rng.standard_normal(12000 + 3000 * i)).astype(np.float32), 16000)
+        wav[f"u{i}"] = str(path)
+    write_data_dir(tmp_path / "data", wav, {u: "s" for u in wav})
+    outs = {}
+    for backend in ("torch", "onnxruntime"):
+        out = tmp_path / f"emb_{backend}"
+        assert main(["extract", "--exp", str(exp), "--data", str(tmp_path / "data"), "--out", str(out), "--no-progress",
+                     "--backend", backend, "--format", "npz"]) == 0
+        outs[backend] = load_embeddings(out / "embeddings.npz")[1]
+    assert np.abs(outs["torch"] - outs["onnxruntime"]).max() <= 1e-4 * np.abs(outs["torch"]).max()
+
+
+def test_unknown_backend_and_gpu_are_one_line_errors(exp):
+    with pytest.raises(ExperimentError, match="unknown inference backend 'tvm'"):
+        load_model(exp, backend="tvm")
+    with pytest.raises(ExperimentError, match="runs on the CPU"):
+        load_model(exp, device="meta", backend="onnxruntime")
