@@ -21,7 +21,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["LossConfigError", "SpeakerLoss", "PairLoss", "ClassifierLoss", "dominant_labels", "full_precision"]
+__all__ = [
+    "LossConfigError",
+    "SpeakerLoss",
+    "PairLoss",
+    "ClassifierLoss",
+    "dominant_labels",
+    "full_precision",
+    "pair_masks",
+    "l2_distances",
+]
 
 
 class LossConfigError(ValueError):
@@ -156,3 +165,22 @@ class ClassifierLoss(SpeakerLoss):
 
     def extra_repr(self) -> str:
         return f"embed_dim={self.embed_dim}, num_classes={self.num_classes}, sub_centers={self.sub_centers}"
+
+
+def pair_masks(labels: torch.Tensor, ref_labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boolean ``(positive, negative)`` masks ``[B, R]`` of anchors ``labels[B]`` against ``ref_labels[R]``.
+
+    Contract of :meth:`PairLoss.pair_forward`: ``ref[:B]`` is the batch, so the diagonal of the first B
+    columns (an anchor with itself) is no positive.
+    """
+    same = labels.view(-1, 1) == ref_labels.view(1, -1)
+    b, r = same.shape
+    not_self = torch.arange(b, device=same.device).view(-1, 1) != torch.arange(r, device=same.device).view(1, -1)
+    return same & not_self, ~same
+
+
+def l2_distances(embeddings: torch.Tensor, ref_emb: torch.Tensor) -> torch.Tensor:
+    """Euclidean distances ``[B, R]`` of the L2-normalised rows (pml's ``LpDistance()``: the same ``cdist``)."""
+    emb = torch.nn.functional.normalize(embeddings, dim=1)
+    ref = torch.nn.functional.normalize(ref_emb, dim=1)
+    return torch.cdist(emb, ref)
