@@ -133,12 +133,15 @@ def _child_env(impl: str, policy: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
                                                            "GOMP_SPINCOUNT", "SPEAKERID_THREADS")}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH", ""), str(REPO)) if p)
-    if impl == "ours" and policy != "default":
+    if impl == "ours" and "=" in policy:  # an environment setting, e.g. GOMP_SPINCOUNT=10000
+        k, v = policy.split("=", 1)
+        env[k] = v
+    elif impl == "ours" and policy != "default":
         env["SPEAKERID_THREADS"] = policy
     return env
 
 
-def child_ecapa(impl: str, repeats: int) -> dict[str, list[float]]:
+def child_ecapa(impl: str, repeats: int, work: list[str]) -> dict[str, list[float]]:
     if impl == "ours":
         import speakerid  # noqa: F401  (first, as the CLI: the OpenMP wait policy)
         from speakerid.distributed import apply_thread_policy
@@ -180,6 +183,8 @@ def child_ecapa(impl: str, repeats: int) -> dict[str, list[float]]:
 
     out: dict[str, list[float]] = {}
     for key, fn, n in (("infer1", infer(x1), 10 * repeats), ("infer32", infer(x32), repeats), ("train32", step, repeats)):
+        if key not in work:
+            continue
         for _ in range(max(2, n // 10)):  # warm-up
             fn()
         ts = []
@@ -192,13 +197,13 @@ def child_ecapa(impl: str, repeats: int) -> dict[str, list[float]]:
     return out
 
 
-def ecapa_runs(policies: list[str], rounds: int, repeats: int) -> dict[str, dict[str, list[float]]]:
+def ecapa_runs(policies: list[str], rounds: int, repeats: int, work: list[str]) -> dict[str, dict[str, list[float]]]:
     runs = [("sb", "torch")] + [("ours", p) for p in policies]
     res: dict[str, dict[str, list[float]]] = {}
     for r in range(rounds):
         for impl, policy in (runs if r % 2 == 0 else list(reversed(runs))):
             key = f"{impl}/{policy}"
-            proc = subprocess.run([sys.executable, __file__, "--child", impl, "--repeats", str(repeats)],
+            proc = subprocess.run([sys.executable, __file__, "--child", impl, "--repeats", str(repeats), "--ecapa", *work],
                                   env=_child_env(impl, policy), capture_output=True, text=True, cwd=REPO)
             if proc.returncode:
                 raise SystemExit(f"{key} failed:\n{proc.stderr[-3000:]}")
@@ -217,18 +222,20 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="torch threads of the loss timings")
     ap.add_argument("--rounds", type=int, default=2, help="ECAPA: alternating rounds of one process per side")
     ap.add_argument("--policies", nargs="+", default=["default", "torch", "1"],
-                    help="ECAPA: speakerid thread policies (default, or a SPEAKERID_THREADS value)")
-    ap.add_argument("--no-ecapa", action="store_true", help="losses only (SpeechBrain not needed)")
+                    help="ECAPA: speakerid thread policies (default, a SPEAKERID_THREADS value, or VAR=VALUE)")
+    ap.add_argument("--ecapa", nargs="*", default=["infer1", "infer32", "train32"],
+                    choices=["infer1", "infer32", "train32"], help="ECAPA work to time (none: losses only)")
+    ap.add_argument("--no-losses", action="store_true", help="ECAPA only")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results_losses_speed.txt")
     a = ap.parse_args()
     if a.child:
-        print(json.dumps(child_ecapa(a.child, max(3, a.repeats // 4))))
+        print(json.dumps(child_ecapa(a.child, max(3, a.repeats // 4), a.ecapa)))
         return
     torch.set_num_threads(a.threads)
     import pytorch_metric_learning
 
-    rows = loss_rows(a.repeats)
-    ecapa = {} if a.no_ecapa else ecapa_runs(a.policies, a.rounds, max(3, a.repeats // 4))
+    rows = [] if a.no_losses else loss_rows(a.repeats)
+    ecapa = ecapa_runs(a.policies, a.rounds, max(3, a.repeats // 4), a.ecapa) if a.ecapa else {}
 
     cmd = " ".join(["python", "benchmarks/losses_speed.py"] + sys.argv[1:])
     lines = [f"# {cmd}",
@@ -249,13 +256,17 @@ def main() -> None:
                         f"of one process per side; audio s/s = batch x 2 s / time")
         for pol in a.policies:
             ours = ecapa[f"ours/{pol}"]
-            label = "default" if pol == "default" else f"SPEAKERID_THREADS={pol}"
+            label = pol if pol == "default" or "=" in pol else f"SPEAKERID_THREADS={pol}"
             th = f"{int(ours['threads'][0])} thr"
             for key, what in (("infer1", "inference, batch 1, 2 s"), ("infer32", "inference, batch 32, 2 s")):
+                if key not in a.ecapa:
+                    continue
                 b = 1 if key == "infer1" else 32
                 ps, os_ = b * 2 / statistics.median(sb[key]), b * 2 / statistics.median(ours[key])
                 lines.append(f"| ECAPA-TDNN C=512 {what} | SpeechBrain (torch defaults, {int(sb['threads'][0])} thr) "
                              f"{ps:.1f} audio s/s | {label} ({th}) {os_:.1f} | {os_ / ps:.2f}x |")
+            if "train32" not in a.ecapa:
+                continue
             ps, os_ = statistics.median(sb["train32"]), statistics.median(ours["train32"])
             lines.append(f"| ECAPA-TDNN C=512 train step, batch 32 | SpeechBrain {ps:.2f} s | {label} ({th}) "
                          f"{os_:.2f} s | {ps / os_:.2f}x |")

@@ -28,8 +28,10 @@ __all__ = [
     "ClassifierLoss",
     "dominant_labels",
     "full_precision",
+    "full_precision_pair",
     "pair_masks",
     "l2_distances",
+    "normalized_pair",
 ]
 
 
@@ -40,6 +42,13 @@ class LossConfigError(ValueError):
 def full_precision(x: torch.Tensor) -> torch.Tensor:
     """``x`` as float32 if it is half/bfloat16 (AMP), else unchanged (float64 stays for gradcheck)."""
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def full_precision_pair(embeddings: torch.Tensor, ref_emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(embeddings, ref_emb)`` in full precision and one dtype; still one object when the reference set
+    is the batch itself (so it is normalised once)."""
+    emb = full_precision(embeddings)
+    return emb, emb if ref_emb is embeddings else full_precision(ref_emb).to(emb.dtype)
 
 
 def dominant_labels(labels: torch.Tensor, labels_b: torch.Tensor | None, lam: float) -> torch.Tensor:
@@ -181,6 +190,11 @@ def pair_masks(labels: torch.Tensor, ref_labels: torch.Tensor) -> tuple[torch.Te
 
 def l2_distances(embeddings: torch.Tensor, ref_emb: torch.Tensor) -> torch.Tensor:
     """Euclidean distances ``[B, R]`` of the L2-normalised rows (pml's ``LpDistance()``: the same ``cdist``)."""
-    emb = torch.nn.functional.normalize(embeddings, dim=1)
-    ref = torch.nn.functional.normalize(ref_emb, dim=1)
+    emb, ref = normalized_pair(embeddings, ref_emb)
     return torch.cdist(emb, ref)
+
+
+def normalized_pair(embeddings: torch.Tensor, ref_emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """L2-normalised ``(embeddings, ref_emb)``; one normalisation when the reference set is the batch itself."""
+    emb = torch.nn.functional.normalize(embeddings, dim=1)
+    return emb, emb if ref_emb is embeddings else torch.nn.functional.normalize(ref_emb, dim=1)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .base import ClassifierLoss, LossConfigError, PairLoss, full_precision, pair_masks
+from .base import ClassifierLoss, LossConfigError, PairLoss, full_precision_pair, normalized_pair, pair_masks
 from .reduce import mean_over, neg_fill
 
 __all__ = ["CircleLoss", "CircleProxyLoss"]
@@ -66,10 +66,10 @@ class CircleLoss(PairLoss):
         ref_emb: torch.Tensor,
         ref_labels: torch.Tensor,
     ) -> torch.Tensor:
-        emb = full_precision(embeddings)
-        ref = full_precision(ref_emb).to(emb.dtype)
+        emb, ref = full_precision_pair(embeddings, ref_emb)
         with torch.autocast(device_type=emb.device.type, enabled=False):
-            sim = F.normalize(emb, dim=1) @ F.normalize(ref, dim=1).t()  # [B, R]
+            emb_n, ref_n = normalized_pair(emb, ref)
+            sim = emb_n @ ref_n.t()  # [B, R]
         pos, neg = pair_masks(labels, ref_labels)
         m, gamma = self.m, self.gamma
         w = sim.detach() if self.detach_weights else sim

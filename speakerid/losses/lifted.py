@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import PairLoss, full_precision, l2_distances, pair_masks
+from .base import PairLoss, full_precision_pair, l2_distances, pair_masks
 from .reduce import masked_logsumexp, mean_over
 
 __all__ = ["LiftedStructureLoss", "GeneralizedLiftedStructureLoss"]
@@ -33,8 +33,7 @@ class _LiftedBase(PairLoss):
         ref_emb: torch.Tensor,
         ref_labels: torch.Tensor,
     ) -> torch.Tensor:
-        emb = full_precision(embeddings)
-        ref = full_precision(ref_emb).to(emb.dtype)
+        emb, ref = full_precision_pair(embeddings, ref_emb)
         with torch.autocast(device_type=emb.device.type, enabled=False):
             pos, neg = pair_masks(labels, ref_labels)
             return self.lifted(l2_distances(emb, ref), pos, neg)

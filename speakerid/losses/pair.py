@@ -15,7 +15,7 @@ import torch
 from pytorch_metric_learning import losses as pml_losses
 from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 
-from .base import LossConfigError, PairLoss, full_precision
+from .base import LossConfigError, PairLoss, full_precision_pair
 
 __all__ = ["ContrastiveLoss"]
 
@@ -46,8 +46,7 @@ class _PmlPairLoss(PairLoss):
         ref_emb: torch.Tensor,
         ref_labels: torch.Tensor,
     ) -> torch.Tensor:
-        emb = full_precision(embeddings)
-        ref = full_precision(ref_emb).to(emb.dtype)
+        emb, ref = full_precision_pair(embeddings, ref_emb)
         with torch.autocast(device_type=emb.device.type, enabled=False):
             if self.miner is not None:
                 indices = self.miner(emb, labels, ref, ref_labels)

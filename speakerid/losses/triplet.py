@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import LossConfigError, PairLoss, full_precision, l2_distances, pair_masks
+from .base import LossConfigError, PairLoss, full_precision_pair, l2_distances, pair_masks
 from .reduce import mean_nonzero
 
 __all__ = ["TripletLoss", "batch_hard_triplet", "all_triplets", "positives_by_anchor"]
@@ -109,8 +109,7 @@ class TripletLoss(PairLoss):
         ref_emb: torch.Tensor,
         ref_labels: torch.Tensor,
     ) -> torch.Tensor:
-        emb = full_precision(embeddings)
-        ref = full_precision(ref_emb).to(emb.dtype)
+        emb, ref = full_precision_pair(embeddings, ref_emb)
         with torch.autocast(device_type=emb.device.type, enabled=False):
             if self.mining == "batch_hard":
                 return batch_hard_triplet(emb, labels, ref, ref_labels, self.margin)
