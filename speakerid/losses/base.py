@@ -74,7 +74,8 @@ class SpeakerLoss(nn.Module):
 class PairLoss(SpeakerLoss):
     """A loss over pairs/triplets of embeddings that can also mine against a reference set.
 
-    Subclasses implement :meth:`pair_forward`. ``forward`` compares the batch with itself;
+    Subclasses implement :meth:`compute_loss` (float32 or wider, autocast off; the formula and its
+    reduction). ``forward`` compares the batch with itself;
     :class:`~speakerid.losses.memory.CrossBatchMemory` passes the batch followed by a memory of past
     embeddings as the reference set.
     """
@@ -102,7 +103,16 @@ class PairLoss(SpeakerLoss):
 
         Contract: ``ref_emb[:B]`` IS the batch (same rows, same order), so the pairs ``(i, i)`` are
         self-comparisons and are excluded; ``ref_emb[B:]`` (if any) are other embeddings.
+        Half-precision (AMP) inputs are computed in float32.
         """
+        emb, ref = full_precision_pair(embeddings, ref_emb)
+        with torch.autocast(device_type=emb.device.type, enabled=False):
+            return self.compute_loss(emb, labels, ref, ref_labels)
+
+    def compute_loss(
+        self, emb: torch.Tensor, labels: torch.Tensor, ref: torch.Tensor, ref_labels: torch.Tensor
+    ) -> torch.Tensor:
+        """:meth:`pair_forward` in full precision: ``ref`` is ``emb`` itself when the batch is its own reference."""
         raise NotImplementedError
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .base import ClassifierLoss, LossConfigError, PairLoss, full_precision_pair, normalized_pair, pair_masks
+from .base import ClassifierLoss, LossConfigError, PairLoss, normalized_pair, pair_masks
 from .reduce import mean_over, neg_fill
 
 __all__ = ["CircleLoss", "CircleProxyLoss"]
@@ -59,17 +59,9 @@ class CircleLoss(PairLoss):
         self.gamma = float(gamma)
         self.detach_weights = detach_weights
 
-    def pair_forward(
-        self,
-        embeddings: torch.Tensor,
-        labels: torch.Tensor,
-        ref_emb: torch.Tensor,
-        ref_labels: torch.Tensor,
-    ) -> torch.Tensor:
-        emb, ref = full_precision_pair(embeddings, ref_emb)
-        with torch.autocast(device_type=emb.device.type, enabled=False):
-            emb_n, ref_n = normalized_pair(emb, ref)
-            sim = emb_n @ ref_n.t()  # [B, R]
+    def compute_loss(self, emb: torch.Tensor, labels: torch.Tensor, ref: torch.Tensor, ref_labels: torch.Tensor) -> torch.Tensor:
+        emb_n, ref_n = normalized_pair(emb, ref)
+        sim = emb_n @ ref_n.t()  # [B, R]
         pos, neg = pair_masks(labels, ref_labels)
         m, gamma = self.m, self.gamma
         w = sim.detach() if self.detach_weights else sim

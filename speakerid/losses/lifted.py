@@ -12,31 +12,23 @@ from __future__ import annotations
 
 import torch
 
-from .base import PairLoss, full_precision_pair, l2_distances, pair_masks
+from .base import PairLoss, l2_distances, pair_masks
 from .reduce import masked_logsumexp, mean_over
 
 __all__ = ["LiftedStructureLoss", "GeneralizedLiftedStructureLoss"]
 
 
 class _LiftedBase(PairLoss):
-    """Margins and the float32 / reference-set plumbing shared by both forms."""
+    """Margins, masks and distances shared by both forms."""
 
     def __init__(self, margin: float = 1.0, pos_margin: float = 0.0) -> None:
         super().__init__()
         self.margin = float(margin)
         self.pos_margin = float(pos_margin)
 
-    def pair_forward(
-        self,
-        embeddings: torch.Tensor,
-        labels: torch.Tensor,
-        ref_emb: torch.Tensor,
-        ref_labels: torch.Tensor,
-    ) -> torch.Tensor:
-        emb, ref = full_precision_pair(embeddings, ref_emb)
-        with torch.autocast(device_type=emb.device.type, enabled=False):
-            pos, neg = pair_masks(labels, ref_labels)
-            return self.lifted(l2_distances(emb, ref), pos, neg)
+    def compute_loss(self, emb: torch.Tensor, labels: torch.Tensor, ref: torch.Tensor, ref_labels: torch.Tensor) -> torch.Tensor:
+        pos, neg = pair_masks(labels, ref_labels)
+        return self.lifted(l2_distances(emb, ref), pos, neg)
 
     def lifted(self, dist: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
         """The loss from the distances ``[B, R]`` and the positive / negative masks."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import LossConfigError, PairLoss, full_precision_pair, l2_distances, pair_masks
+from .base import LossConfigError, PairLoss, l2_distances, pair_masks
 from .reduce import mean_nonzero
 
 __all__ = ["TripletLoss", "batch_hard_triplet", "all_triplets", "positives_by_anchor"]
@@ -102,20 +102,12 @@ class TripletLoss(PairLoss):
         self.margin = float(margin)
         self.mining = mining
 
-    def pair_forward(
-        self,
-        embeddings: torch.Tensor,
-        labels: torch.Tensor,
-        ref_emb: torch.Tensor,
-        ref_labels: torch.Tensor,
-    ) -> torch.Tensor:
-        emb, ref = full_precision_pair(embeddings, ref_emb)
-        with torch.autocast(device_type=emb.device.type, enabled=False):
-            if self.mining == "batch_hard":
-                return batch_hard_triplet(emb, labels, ref, ref_labels, self.margin)
-            pos, neg = pair_masks(labels, ref_labels)
-            terms, exists = all_triplets(l2_distances(emb, ref), pos, neg, self.margin, self.mining == "semi_hard")
-            return mean_nonzero(terms, exists)
+    def compute_loss(self, emb: torch.Tensor, labels: torch.Tensor, ref: torch.Tensor, ref_labels: torch.Tensor) -> torch.Tensor:
+        if self.mining == "batch_hard":
+            return batch_hard_triplet(emb, labels, ref, ref_labels, self.margin)
+        pos, neg = pair_masks(labels, ref_labels)
+        terms, exists = all_triplets(l2_distances(emb, ref), pos, neg, self.margin, self.mining == "semi_hard")
+        return mean_nonzero(terms, exists)
 
     def extra_repr(self) -> str:
         return f"margin={self.margin}, mining={self.mining!r}"
