@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -101,22 +98,6 @@ def test_trim_silence_drops_silence_and_the_policy_hook_uses_it(exp):
     on = embed_waves(extractor, [wave], SegmentPolicy(trim_silence=True))
     np.testing.assert_allclose(on.numpy(), embed_waves(extractor, [trimmed]).numpy(), atol=1e-6)
     assert not torch.allclose(on, embed_waves(extractor, [wave]))
-
-
-@pytest.mark.parametrize(
-    "env,expected",
-    [
-        ({}, ("PASSIVE", "30000")),  # sleep after a short spin (issue 20: batch-1 latency)
-        ({"OMP_WAIT_POLICY": "ACTIVE"}, ("ACTIVE", None)),  # the user's choice stands alone
-        ({"GOMP_SPINCOUNT": "5"}, ("PASSIVE", "5")),
-        ({"SPEAKERID_THREADS": "torch"}, (None, None)),  # torch's defaults untouched
-    ],
-)
-def test_import_sets_openmp_wait_policy(env: dict, expected: tuple) -> None:
-    base = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "SPEAKERID_THREADS")}
-    code = "import os, speakerid; print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT'))"
-    out = subprocess.run([sys.executable, "-c", code], env={**base, **env}, capture_output=True, text=True, check=True)
-    assert out.stdout.split() == [str(v) for v in expected]
 
 
 def test_thread_policy(monkeypatch):
