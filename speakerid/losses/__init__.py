@@ -6,18 +6,19 @@
 
 Registry names and what the trainer must do with them:
 
-=================  =============================  ========  ==========  ======  =========
-name               class                          pair (PK  classifier  margin  two views
-                                                  sampler)  weight      hook    (MoCo)
-=================  =============================  ========  ==========  ======  =========
-circle             CircleLoss                     yes       no          no      no
-circle_proxy       CircleProxyLoss                no        yes         no      no
-aam                AAMSoftmax                     no        yes         yes     no
-contrastive        ContrastiveLoss                yes       no          no      no
-triplet            TripletLoss                    yes       no          no      no
-lifted_structure   LiftedStructureLoss            yes       no          no      no
-moco               MoCoLoss                       no        no          no      yes
-=================  =============================  ========  ==========  ======  =========
+============================  ==============================  ========  ==========  ======  =========
+name                          class                           pair (PK  classifier  margin  two views
+                                                              sampler)  weight      hook    (MoCo)
+============================  ==============================  ========  ==========  ======  =========
+circle                        CircleLoss                      yes       no          no      no
+circle_proxy                  CircleProxyLoss                 no        yes         no      no
+aam                           AAMSoftmax                      no        yes         yes     no
+contrastive                   ContrastiveLoss                 yes       no          no      no
+triplet                       TripletLoss                     yes       no          no      no
+lifted_structure              LiftedStructureLoss             yes       no          no      no
+lifted_structure_generalized  GeneralizedLiftedStructureLoss  yes       no          no      no
+moco                          MoCoLoss                        no        no          no      yes
+============================  ==============================  ========  ==========  ======  =========
 
 Common interface (see :mod:`speakerid.losses.base`): ``forward(embeddings, labels, labels_b=None,
 lam=1.0)`` (MoCo: ``forward(q, k)``), flags ``is_pair_based``, ``has_classifier``, ``has_margin``,
@@ -35,7 +36,9 @@ from .circle import CircleLoss, CircleProxyLoss
 from .margin import AAMSoftmax
 from .memory import CrossBatchMemory
 from .moco import MoCoLoss, MomentumEncoder
-from .pair import ContrastiveLoss, LiftedStructureLoss, TripletLoss
+from .lifted import GeneralizedLiftedStructureLoss, LiftedStructureLoss
+from .pair import ContrastiveLoss
+from .triplet import TripletLoss
 
 __all__ = [
     "LOSSES",
@@ -51,6 +54,7 @@ __all__ = [
     "ContrastiveLoss",
     "TripletLoss",
     "LiftedStructureLoss",
+    "GeneralizedLiftedStructureLoss",
     "CrossBatchMemory",
     "MoCoLoss",
     "MomentumEncoder",
@@ -63,6 +67,7 @@ LOSSES: dict[str, type[SpeakerLoss]] = {
     "contrastive": ContrastiveLoss,
     "triplet": TripletLoss,
     "lifted_structure": LiftedStructureLoss,
+    "lifted_structure_generalized": GeneralizedLiftedStructureLoss,
     "moco": MoCoLoss,
 }
 

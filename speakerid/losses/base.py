@@ -21,7 +21,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["LossConfigError", "SpeakerLoss", "PairLoss", "ClassifierLoss", "dominant_labels", "full_precision"]
+__all__ = [
+    "LossConfigError",
+    "SpeakerLoss",
+    "PairLoss",
+    "ClassifierLoss",
+    "dominant_labels",
+    "full_precision",
+    "full_precision_pair",
+    "pair_masks",
+    "l2_distances",
+    "normalized_pair",
+]
 
 
 class LossConfigError(ValueError):
@@ -31,6 +42,13 @@ class LossConfigError(ValueError):
 def full_precision(x: torch.Tensor) -> torch.Tensor:
     """``x`` as float32 if it is half/bfloat16 (AMP), else unchanged (float64 stays for gradcheck)."""
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def full_precision_pair(embeddings: torch.Tensor, ref_emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(embeddings, ref_emb)`` in full precision and one dtype; still one object when the reference set
+    is the batch itself (so it is normalised once)."""
+    emb = full_precision(embeddings)
+    return emb, emb if ref_emb is embeddings else full_precision(ref_emb).to(emb.dtype)
 
 
 def dominant_labels(labels: torch.Tensor, labels_b: torch.Tensor | None, lam: float) -> torch.Tensor:
@@ -56,7 +74,8 @@ class SpeakerLoss(nn.Module):
 class PairLoss(SpeakerLoss):
     """A loss over pairs/triplets of embeddings that can also mine against a reference set.
 
-    Subclasses implement :meth:`pair_forward`. ``forward`` compares the batch with itself;
+    Subclasses implement :meth:`compute_loss` (float32 or wider, autocast off; the formula and its
+    reduction). ``forward`` compares the batch with itself;
     :class:`~speakerid.losses.memory.CrossBatchMemory` passes the batch followed by a memory of past
     embeddings as the reference set.
     """
@@ -84,7 +103,16 @@ class PairLoss(SpeakerLoss):
 
         Contract: ``ref_emb[:B]`` IS the batch (same rows, same order), so the pairs ``(i, i)`` are
         self-comparisons and are excluded; ``ref_emb[B:]`` (if any) are other embeddings.
+        Half-precision (AMP) inputs are computed in float32.
         """
+        emb, ref = full_precision_pair(embeddings, ref_emb)
+        with torch.autocast(device_type=emb.device.type, enabled=False):
+            return self.compute_loss(emb, labels, ref, ref_labels)
+
+    def compute_loss(
+        self, emb: torch.Tensor, labels: torch.Tensor, ref: torch.Tensor, ref_labels: torch.Tensor
+    ) -> torch.Tensor:
+        """:meth:`pair_forward` in full precision: ``ref`` is ``emb`` itself when the batch is its own reference."""
         raise NotImplementedError
 
 
@@ -156,3 +184,27 @@ class ClassifierLoss(SpeakerLoss):
 
     def extra_repr(self) -> str:
         return f"embed_dim={self.embed_dim}, num_classes={self.num_classes}, sub_centers={self.sub_centers}"
+
+
+def pair_masks(labels: torch.Tensor, ref_labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boolean ``(positive, negative)`` masks ``[B, R]`` of anchors ``labels[B]`` against ``ref_labels[R]``.
+
+    Contract of :meth:`PairLoss.pair_forward`: ``ref[:B]`` is the batch, so the diagonal of the first B
+    columns (an anchor with itself) is no positive.
+    """
+    same = labels.view(-1, 1) == ref_labels.view(1, -1)
+    b, r = same.shape
+    not_self = torch.arange(b, device=same.device).view(-1, 1) != torch.arange(r, device=same.device).view(1, -1)
+    return same & not_self, ~same
+
+
+def l2_distances(embeddings: torch.Tensor, ref_emb: torch.Tensor) -> torch.Tensor:
+    """Euclidean distances ``[B, R]`` of the L2-normalised rows (pml's ``LpDistance()``: the same ``cdist``)."""
+    emb, ref = normalized_pair(embeddings, ref_emb)
+    return torch.cdist(emb, ref)
+
+
+def normalized_pair(embeddings: torch.Tensor, ref_emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """L2-normalised ``(embeddings, ref_emb)``; one normalisation when the reference set is the batch itself."""
+    emb = torch.nn.functional.normalize(embeddings, dim=1)
+    return emb, emb if ref_emb is embeddings else torch.nn.functional.normalize(ref_emb, dim=1)

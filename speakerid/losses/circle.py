@@ -19,7 +19,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .base import ClassifierLoss, LossConfigError, PairLoss, full_precision
+from .base import ClassifierLoss, LossConfigError, PairLoss, normalized_pair, pair_masks
+from .reduce import mean_over, neg_fill
 
 __all__ = ["CircleLoss", "CircleProxyLoss"]
 
@@ -27,17 +28,6 @@ __all__ = ["CircleLoss", "CircleProxyLoss"]
 def _check_circle_args(name: str, m: float, gamma: float) -> None:
     if not 0.0 <= m < 1.0 or gamma <= 0.0:
         raise LossConfigError(f"{name}: need 0 <= m < 1 and gamma > 0, got m={m}, gamma={gamma}")
-
-
-def _masked_logsumexp(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Row-wise logsumexp over ``mask``; rows with an empty mask give a finite dummy value.
-
-    Filling whole empty rows with 0 (instead of leaving all -inf) avoids the NaN gradient of
-    logsumexp at -inf; callers drop those rows.
-    """
-    x = x.masked_fill(~mask, float("-inf"))
-    x = x.masked_fill(~mask.any(dim=1, keepdim=True), 0.0)
-    return torch.logsumexp(x, dim=1)
 
 
 class CircleLoss(PairLoss):
@@ -69,31 +59,19 @@ class CircleLoss(PairLoss):
         self.gamma = float(gamma)
         self.detach_weights = detach_weights
 
-    def pair_forward(
-        self,
-        embeddings: torch.Tensor,
-        labels: torch.Tensor,
-        ref_emb: torch.Tensor,
-        ref_labels: torch.Tensor,
-    ) -> torch.Tensor:
-        emb = full_precision(embeddings)
-        ref = full_precision(ref_emb).to(emb.dtype)
-        with torch.autocast(device_type=emb.device.type, enabled=False):
-            sim = F.normalize(emb, dim=1) @ F.normalize(ref, dim=1).t()  # [B, R]
-        n, r = sim.shape
-        same = labels.view(-1, 1) == ref_labels.view(1, -1)
-        not_self = torch.arange(n, device=sim.device).view(-1, 1) != torch.arange(r, device=sim.device).view(1, -1)
-        pos = same & not_self
-        neg = ~same
+    def compute_loss(self, emb: torch.Tensor, labels: torch.Tensor, ref: torch.Tensor, ref_labels: torch.Tensor) -> torch.Tensor:
+        emb_n, ref_n = normalized_pair(emb, ref)
+        sim = emb_n @ ref_n.t()  # [B, R]
+        pos, neg = pair_masks(labels, ref_labels)
         m, gamma = self.m, self.gamma
         w = sim.detach() if self.detach_weights else sim
-        logit_p = -gamma * torch.relu(1.0 + m - w) * (sim - (1.0 - m))
-        logit_n = gamma * torch.relu(w + m) * (sim - m)
-        per_anchor = F.softplus(_masked_logsumexp(logit_p, pos) + _masked_logsumexp(logit_n, neg))
-        valid = pos.any(dim=1) & neg.any(dim=1)
-        if not bool(valid.any()):
-            return sim.sum() * 0.0  # no anchor with both a positive and a negative: zero, grad-connected
-        return per_anchor[valid].mean()
+        fill = neg_fill(sim.dtype)  # finite: an empty row stays NaN-free (exp of it is exactly 0 beside a real term)
+        logit_p = (-gamma * torch.relu(1.0 + m - w) * (sim - (1.0 - m))).masked_fill(~pos, fill)
+        logit_n = (gamma * torch.relu(w + m) * (sim - m)).masked_fill(~neg, fill)
+        lse_p, lse_n = torch.logsumexp(logit_p, dim=1), torch.logsumexp(logit_n, dim=1)
+        # An anchor without a positive or a negative gets a huge negative sum (softplus -> 0, zero
+        # gradient) and is left out of the mean.
+        return mean_over(F.softplus(lse_p + lse_n), pos.any(dim=1) & neg.any(dim=1))
 
     def extra_repr(self) -> str:
         return f"m={self.m}, gamma={self.gamma}"
