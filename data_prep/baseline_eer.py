@@ -11,7 +11,7 @@ speaker-dependent, and the raw log-energies make the plain cosine robust to leve
 (scikit-learn) fitted on the train dir's speakers, then cosine: if it is much better than
 the untrained one, speaker identity is there to be learned.
 
-EER: the crossing of miss and false-alarm rates, linearly interpolated (DESIGN.md).
+EER: the crossing of miss and false-alarm rates, linearly interpolated (docs/ARCHITECTURE.md).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def embed_dir(data_dir: Path, utts: list[str] | None = None) -> tuple[list[str],
 
 
 def trial_eer(ids: list[str], emb: np.ndarray, trials: list[tuple[str, str, bool]], labels: np.ndarray) -> float:
-    """EER of cosine scores of ``trials`` (the library's scorer and metric, as DESIGN.md defines them)."""
+    """EER of cosine scores of ``trials`` (the library's scorer and metric, as docs/ARCHITECTURE.md defines them)."""
     from speakerid.scoring.cosine import EmbeddingTable, score_trials
     from speakerid.scoring.metrics import compute_eer
 

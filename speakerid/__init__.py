@@ -1,6 +1,6 @@
 """speakerid: a speaker verification toolkit.
 
-See ``DESIGN.md`` (shared) for the architecture: audio -> features -> encoders + losses ->
+See ``docs/ARCHITECTURE.md`` for the architecture: audio -> features -> encoders + losses ->
 training -> embeddings -> scoring -> enrolment.
 
 ``speakerid.load_model()`` returns an embedder of the packaged default model, ``campplus``

@@ -362,7 +362,7 @@ def train(
     init_from: str | os.PathLike | None = None,
     threads: int | None = None,
 ) -> Path:
-    """Train an encoder on ``data_dir``; everything goes to ``exp_dir`` (see DESIGN.md).
+    """Train an encoder on ``data_dir``; everything goes to ``exp_dir`` (see docs/ARCHITECTURE.md, "Data formats").
 
     Run it in one process, or under ``torchrun --nproc_per_node=N -m speakerid train ...``
     (every rank calls this). ``resume``: continue from the newest checkpoint of ``exp_dir``.

@@ -1,5 +1,5 @@
 """Metrics: exact agreement with a brute-force threshold loop (many ties), with the usual
-sklearn ROC interpolation, the DCF normalisation of DESIGN.md, and clear errors."""
+sklearn ROC interpolation, the DCF normalisation of docs/ARCHITECTURE.md, and clear errors."""
 
 from __future__ import annotations
 

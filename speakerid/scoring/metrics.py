@@ -1,7 +1,7 @@
 """Verification metrics: EER, minDCF, actDCF and Cllr, exact under tied scores.
 
-Conventions (DESIGN.md, "Definitions")
--------------------------------------
+Conventions (docs/ARCHITECTURE.md, "Definitions")
+--------------------------------------------------
 * A trial is accepted as *target* when ``score >= threshold``. Every distinct score value
   ``v_1 < ... < v_m`` gives one operating point (accept scores ``>= v_k``), plus the point
   that rejects everything; thresholds therefore only fall *between* distinct score values
