@@ -182,10 +182,7 @@ def load_encoder_weights(source: str | os.PathLike) -> dict[str, torch.Tensor]:
     obj = load_checkpoint(source)
     if "model" in obj and isinstance(obj["model"], dict):
         obj = obj["model"]
-    bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
-    if bad:
-        raise CheckpointError(f"{source}: not an encoder state dict (non-tensor entries such as {bad[:3]})")
-    check_weights(obj, str(source))
+    check_weights(obj, str(source))  # named tensors only, finite
     return obj
 
 
