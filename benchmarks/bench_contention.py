@@ -73,7 +73,7 @@ def child_extract(work: Path) -> float:
 def child_train(work: Path) -> float:
     import speakerid  # noqa: F401
     from speakerid.config import load_config
-    from speakerid.train import train
+    from speakerid.train.trainer import train
 
     cfg = load_config(CONFIG, overrides=["epochs=6", "max_steps_per_epoch=5", "data.use_cached_features=false",
                                          "average_last=1", "keep_checkpoints=1"])

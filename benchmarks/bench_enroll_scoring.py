@@ -3,7 +3,7 @@
 
 On held-out speakers of the real speech in ``shared/data/speech`` (speaker-disjoint from the
 model's training data), every speaker with at least ``--enroll + 1`` utterances is enrolled
-into a :class:`speakerid.enroll.SpeakerDB` from ``--enroll`` files (all embeddings kept);
+into a :class:`speakerid.enroll.speaker_db.SpeakerDB` from ``--enroll`` files (all embeddings kept);
 each of its other files (at most ``--tests-per-speaker``) is a test. Trials: every test file
 against every enrolled speaker of the SAME corpus (the id prefix before ``_``; across corpora
 the channel alone gives the answer away). Each trial is scored through the DB with each rule
@@ -79,7 +79,7 @@ def make_cohort(exp: Path, train_dir: Path) -> None:
     """AS-norm cohort of the model: one embedding per training speaker (its first utterance)."""
     import torch
 
-    from speakerid.enroll import SpeakerModel
+    from speakerid.enroll.speaker_db import SpeakerModel
     from speakerid.scoring.embeddings import save_embeddings
 
     torch.set_num_threads(1)
@@ -124,7 +124,8 @@ def evaluate(exp: Path, data_dir: Path, work: Path, n_enroll: int, tests_per_spe
     import numpy as np
     import torch
 
-    from speakerid.enroll import SCORE_RULES, SpeakerDB, SpeakerModel
+    from speakerid.enroll.rules import SCORE_RULES
+    from speakerid.enroll.speaker_db import SpeakerDB, SpeakerModel
     from speakerid.scoring.metrics import compute_eer, compute_min_dcf
 
     torch.set_num_threads(1)

@@ -1,4 +1,4 @@
-"""Throughput of speakerid.features.fbank (batched) vs torchaudio.compliance.kaldi.fbank (per utterance).
+"""Throughput of speakerid.features.kaldi.fbank (batched) vs torchaudio.compliance.kaldi.fbank (per utterance).
 
 100 six-second utterances (real speech from ../shared/data/speech tiled to 6 s when present,
 else noise), 80 log-mel bins, dither 0. Both run in the same process, interleaved, repeated;
@@ -23,7 +23,7 @@ import torchaudio.compliance.kaldi as kaldi
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import speakerid.features as features  # noqa: E402
+import speakerid.features.kaldi as features  # noqa: E402
 from speakerid.fileio import write_text_atomic  # noqa: E402
 
 NUM_UTTS, SECONDS, SR = 100, 6.0, 16000
@@ -121,7 +121,7 @@ def main() -> None:
         for i in range(0, NUM_UTTS, 10)
     )
     lines = [
-        "bench_features: speakerid.features.fbank (batched) vs torchaudio.compliance.kaldi.fbank (per utterance)",
+        "bench_features: speakerid.features.kaldi.fbank (batched) vs torchaudio.compliance.kaldi.fbank (per utterance)",
         f"input: {NUM_UTTS} x {SECONDS:.0f} s utterances at {SR} Hz = {NUM_UTTS * SECONDS:.0f} s of audio; {source}",
         f"80 mel bins, 25/10 ms, dither 0; {args.repeats} interleaved repeats, medians",
         f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible, "

@@ -73,8 +73,8 @@ def _median_ms(fn, reps: int) -> tuple[float, object]:
 # --------------------------------------------------------------------------- children
 def _prepare(work: Path) -> dict:
     """The starter's fingerprint and the genuine speaker's enrolment and probe embeddings (torch)."""
-    from speakerid.enroll import SpeakerModel
-    from speakerid.inference import resolve_model_source
+    from speakerid.enroll.speaker_db import SpeakerModel
+    from speakerid.experiment import resolve_model_source
 
     model = SpeakerModel.from_experiment("starter")
     emb = model.embed([ENROL_CLIP, PROBE_CLIP])
@@ -87,13 +87,14 @@ def _prepare(work: Path) -> dict:
 def _light_model(work: Path, code_root: Path):
     """A SpeakerModel of the starter's fingerprint, cohort and calibration, without torch; its
     ``embed`` answers the probe embedding (so the ``before`` code's identify(path) runs too)."""
-    from speakerid.enroll import SpeakerModel, _unit
+    from speakerid.enroll.speaker_db import SpeakerModel
+    from speakerid.scoring.backend import unit_vectors
     from speakerid.scoring.calibrate import Calibration
 
     prep = json.loads((work / "prep.json").read_text())
     starter = Path(prep["starter"])
     with np.load(starter / "cohort.npz", allow_pickle=False) as z:
-        cohort = _unit(z["embeddings"].astype(np.float32))
+        cohort = unit_vectors(z["embeddings"].astype(np.float32))
     probe = np.load(work / "genuine.npy")[1:2]
     model = SpeakerModel(None, prep["fingerprint"], calibration=Calibration.load(starter / "calibration.json"),
                          source="starter", cohort=cohort)
@@ -112,7 +113,7 @@ def _vectors(n: int, dim: int, genuine: np.ndarray, seed: int = 0) -> tuple[list
 
 
 def child_build(work: Path, n: int) -> dict:
-    from speakerid.enroll import SpeakerDB
+    from speakerid.enroll.speaker_db import SpeakerDB
 
     model, _ = _light_model(work, ROOT)
     names, emb = _vectors(n, int(model.cohort.shape[1]), np.load(work / "genuine.npy")[0])
@@ -131,7 +132,7 @@ def child_build(work: Path, n: int) -> dict:
 
 
 def child_query(work: Path, n: int, reps: int) -> dict:
-    from speakerid.enroll import SpeakerDB
+    from speakerid.enroll.speaker_db import SpeakerDB
 
     model, probe = _light_model(work, ROOT)
     base = _current_rss_mb()
@@ -162,7 +163,7 @@ def child_query(work: Path, n: int, reps: int) -> dict:
 
 def child_before(work: Path, n: int, reps: int, build_max: int) -> dict:
     """Identify / verify through the code on PYTHONPATH (the code before the index)."""
-    from speakerid.enroll import SpeakerDB
+    from speakerid.enroll.speaker_db import SpeakerDB
 
     model, probe = _light_model(work, ROOT)
     out = {}

@@ -98,7 +98,7 @@ def main() -> None:
     from _peers import rel_diff
 
     from speakerid.export import export_onnx, export_torchscript
-    from speakerid.extract import load_experiment
+    from speakerid.inference import load_experiment
 
     print(f"# bench_import: torch {torch.__version__}, {platform.processor() or platform.machine()}, "
           f"allocator glibc malloc, {args.frames} frames x 80 bins (72 for ReDimNet), repeats {args.repeats}, medians")

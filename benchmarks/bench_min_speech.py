@@ -5,7 +5,7 @@
         --enroll-embeddings recipes/pretrained/exp/campplus_fp16/emb_dev --out benchmarks/results_min_speech.md
 
 Dev trials of the corpora with long clips (RAVDESS, Common Voice Persian, speechocean762) whose
-test clip holds at least ``max(--seconds)`` of speech after :func:`speakerid.vad.trim_silence`
+test clip holds at least ``max(--seconds)`` of speech after :func:`speakerid.features.vad.trim_silence`
 (at most ``--max-tests`` test clips, the first by id); the test side is cut to its first D seconds
 of speech, the enrolment side is the whole clip (``--enroll-embeddings``, ``speakerid extract``
 output of the same model). Cosine EER per D, pooled and per corpus; the same trials for every D.
@@ -25,16 +25,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from speakerid.audio import load_audio  # noqa: E402
 from speakerid.data.datadir import read_data_dir  # noqa: E402
-from speakerid.inference import SegmentPolicy, embed_waves, load_experiment, resolve_model_source  # noqa: E402
+from speakerid.inference import SegmentPolicy, embed_waves, load_experiment
+from speakerid.experiment import resolve_model_source
 from speakerid.scoring.embeddings import load_embeddings, lookup_ids  # noqa: E402
 from speakerid.scoring.metrics import compute_eer  # noqa: E402
 from speakerid.scoring.trials import read_trials  # noqa: E402
-from speakerid.vad import trim_silence  # noqa: E402
+from speakerid.features.vad import trim_silence  # noqa: E402
 
 CORPORA = ("ravdess", "cvfa", "speechocean762")
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
+def unit_vectors(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
@@ -65,13 +66,13 @@ def main(argv: list[str] | None = None) -> int:
     lab = np.array([bool(t[2]) for t in trials])
     corpus = np.array([t[0].split("_", 1)[0] for t in trials])
     ids, emb = load_embeddings(a.enroll_embeddings)
-    enroll = _unit(emb)[lookup_ids(ids, np.array([t[0] for t in trials]))]
+    enroll = unit_vectors(emb)[lookup_ids(ids, np.array([t[0] for t in trials]))]
     tests = sorted(speech)
     rows = []
     for d in a.seconds:
         with torch.no_grad():
             e = embed_waves(extractor, [speech[u][: int(d * sr)] for u in tests], SegmentPolicy()).numpy()
-        e = _unit(e)[lookup_ids(tests, np.array([t[1] for t in trials]))]
+        e = unit_vectors(e)[lookup_ids(tests, np.array([t[1] for t in trials]))]
         s = np.einsum("ij,ij->i", enroll, e)
         rows.append((d, compute_eer(s, lab)[0], {c: compute_eer(s[corpus == c], lab[corpus == c])[0]
                                                  for c in CORPORA if (corpus == c).any()}))

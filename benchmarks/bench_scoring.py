@@ -122,16 +122,16 @@ def _make_scoring_inputs(d: Path, n_trials: int, n_emb: int, dim: int, n_cohort:
 
 def _scoring_child(d: Path, norm: str, top_k: int) -> None:
     """One `speakerid score` run in this (fresh) process; prints a JSON line."""
-    from speakerid.scoring.cosine import score_files
+    from speakerid.scoring.trial_scores import score_files
 
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
     score_files(d / "trials.txt", d / "emb.npz", d / f"scores_{norm}.txt",
-                cohort=d / "cohort.npz" if norm != "none" else None, norm=norm, top_k=top_k)
+                cohort=d / "cohort.npz" if norm != "none" else None, scoring=norm, top_k=top_k)
     wall = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     # the vectorised part alone (ids -> rows, normalise, dot products, norm), files already read
-    from speakerid.scoring.cosine import EmbeddingTable, score_trials
+    from speakerid.scoring.trial_scores import EmbeddingTable, score_trials
     from speakerid.scoring.embeddings import load_embeddings
     from speakerid.scoring.trials import read_trial_list
 
@@ -139,7 +139,7 @@ def _scoring_child(d: Path, norm: str, top_k: int) -> None:
     table = EmbeddingTable.load(d / "emb.npz")
     cohort = load_embeddings(d / "cohort.npz")[1] if norm != "none" else None
     t0 = time.perf_counter()
-    score_trials(trials.enroll, trials.test, table, cohort=cohort, norm=norm, top_k=top_k)
+    score_trials(trials.enroll, trials.test, table, cohort=cohort, scoring=norm, top_k=top_k)
     compute = time.perf_counter() - t0
     print(json.dumps({"norm": norm, "wall_s": wall, "compute_s": compute, "peak_rss_mib": peak / 1024,
                       "after_imports_mib": base / 1024}))

@@ -63,18 +63,18 @@ def resemblyzer_embeddings(wav: dict[str, str], cache: Path) -> tuple[list[str],
     return ids, emb
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
+def unit_vectors(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def score(ids: list[str], emb: np.ndarray, trials: list, cohort: np.ndarray | None) -> np.ndarray:
     """Cosine (optionally AS-norm'd) scores of the trials."""
-    emb = _unit(emb.astype(np.float32))
+    emb = unit_vectors(emb.astype(np.float32))
     e = lookup_ids(ids, np.array([t[0] for t in trials]))
     t = lookup_ids(ids, np.array([t[1] for t in trials]))
     s = np.einsum("ij,ij->i", emb[e], emb[t]).astype(np.float64)
     if cohort is not None:
-        s = normalise_scores(s, emb, emb, e, t, _unit(cohort.astype(np.float32)), "asnorm", 300)
+        s = normalise_scores(s, emb, emb, e, t, unit_vectors(cohort.astype(np.float32)), "asnorm", 300)
     return s
 
 

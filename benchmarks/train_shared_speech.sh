@@ -56,7 +56,7 @@ import numpy as np, torch
 from speakerid.config import load_config
 from speakerid.data.datadir import read_data_dir
 from speakerid.scoring.metrics import compute_eer, compute_min_dcf
-from speakerid.train import DevSet, DistInfo, build_encoder
+from speakerid.train.trainer import DevSet, DistInfo, build_encoder
 
 work, minutes = sys.argv[1], sys.argv[2]
 cfg = load_config(f"{work}/conf.yaml", overrides=[f"dev_data={work}/data/dev", f"dev_trials={work}/data/dev/trials"])

@@ -61,7 +61,7 @@ def embed_dir(data_dir: Path, utts: list[str] | None = None) -> tuple[list[str],
 
 def trial_eer(ids: list[str], emb: np.ndarray, trials: list[tuple[str, str, bool]], labels: np.ndarray) -> float:
     """EER of cosine scores of ``trials`` (the library's scorer and metric, as docs/ARCHITECTURE.md defines them)."""
-    from speakerid.scoring.cosine import EmbeddingTable, score_trials
+    from speakerid.scoring.trial_scores import EmbeddingTable, score_trials
     from speakerid.scoring.metrics import compute_eer
 
     table = EmbeddingTable(np.asarray(ids), emb, "baseline embeddings")

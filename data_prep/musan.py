@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Noise folders (MUSAN or any flat folder) -> the noise list used by augmentation.
 
-Output (the contract of ``speakerid.augment.AddNoise``): one ``<absolute path> <category>``
+Output (the contract of ``speakerid.augment.spec.AddNoise``): one ``<absolute path> <category>``
 per line, sorted. The category is the MUSAN sub-folder a file is under (``noise``, ``music``,
 ``speech``; ``babble`` is accepted too), or ``--category`` for a flat folder. The SNR range
 of each category is set in the training config (``augment.noise.snr``).

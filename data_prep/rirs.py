@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Room impulse response folders -> the RIR list used by augmentation.
 
-Output (the contract of ``speakerid.augment.Reverb``): one absolute path per line, sorted.
+Output (the contract of ``speakerid.augment.spec.Reverb``): one absolute path per line, sorted.
 Files whose name matches ``--exclude-regex`` (default ``noise``: RIRS_NOISES keeps isotropic
 noise recordings next to its real RIRs) are left out and reported.
 """

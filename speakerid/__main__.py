@@ -1,4 +1,4 @@
-from speakerid.cli import main
+from speakerid.cli.main import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

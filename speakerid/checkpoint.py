@@ -167,25 +167,6 @@ def average_checkpoints(paths: list[Path], key: str = "model") -> dict[str, torc
     return average_state_dicts(states)
 
 
-def load_encoder_weights(source: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Encoder state dict from an experiment dir (its ``model.pt``), a ``model.pt`` or a checkpoint.
-
-    Used by fine-tuning (``--init-from``): only the encoder is taken, the loss head is rebuilt.
-    """
-    source = Path(source)
-    if source.is_dir():
-        candidates = [source / "model.pt"] + list(reversed(list_checkpoints(source)))
-        existing = [c for c in candidates if c.is_file()]
-        if not existing:
-            raise CheckpointError(f"{source}: experiment dir has neither model.pt nor checkpoints/epoch_*.pt")
-        source = existing[0]
-    obj = load_checkpoint(source)
-    if "model" in obj and isinstance(obj["model"], dict):
-        obj = obj["model"]
-    check_weights(obj, str(source))  # named tensors only, finite
-    return obj
-
-
 def get_rng_state() -> dict[str, Any]:
     """Global RNG states (torch CPU/CUDA, numpy, python) as weights_only-loadable values."""
     np_state = np.random.get_state()

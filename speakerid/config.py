@@ -69,7 +69,7 @@ Prob = Annotated[float, Probability]
 
 @dataclass
 class FeatureConfig:
-    """Kaldi-compatible log-mel fbank front end (``speakerid.features.fbank``)."""
+    """Kaldi-compatible log-mel fbank front end (``speakerid.features.kaldi.fbank``)."""
 
     sample_rate: PosInt = 16000
     num_mel_bins: PosInt = 80
@@ -85,8 +85,8 @@ class FeatureConfig:
     # Front-end choices of imported models (speakerid.interop); the defaults are speakerid's own.
     window_type: Literal["povey", "hamming", "hanning", "rectangular"] = "povey"  # hamming = WeSpeaker
     wave_scale: Literal["int16", "float"] = "int16"  # fbank of wave x 32768 (Kaldi/WeSpeaker) or as read ([-1, 1])
-    frontend: Literal["kaldi", "speechbrain"] = "kaldi"  # speakerid.features.Fbank or speakerid.features_speechbrain
-    # Embedding only: drop silence (speakerid.vad.trim_silence) before the segment policy cuts
+    frontend: Literal["kaldi", "speechbrain"] = "kaldi"  # speakerid.features.kaldi.Fbank or speakerid.features.speechbrain
+    # Embedding only: drop silence (speakerid.features.vad.trim_silence) before the segment policy cuts
     # an utterance; the starter model is trained and embeds on trimmed audio.
     trim_silence: bool = False
 
@@ -139,7 +139,7 @@ class SpeedConfig:
 
 @dataclass
 class TelephoneConfig:
-    """Telephone channel simulation (speakerid.augment_channel.TelephoneChannel)."""
+    """Telephone channel simulation (speakerid.augment.channel.TelephoneChannel)."""
 
     enabled: bool = False
     prob: Prob = 0.3  # probability that a chunk goes through the channel

@@ -55,7 +55,8 @@ def format_from_path(path: str | os.PathLike) -> str:
 
 def _metadata(extractor, cfg) -> dict:
     from speakerid.config import config_to_dict
-    from speakerid.inference import SegmentPolicy, model_fingerprint
+    from speakerid.inference import SegmentPolicy
+    from speakerid.extractor import model_fingerprint
 
     return {
         "format": "speakerid.EmbeddingExtractor",
@@ -77,7 +78,7 @@ def _check_inputs(sample_rate: int) -> list[torch.Tensor]:
     ]
 
 
-def _compare(name: str, run, extractor, atol: float) -> float:
+def compare_outputs(name: str, run, extractor, atol: float) -> float:
     """Max abs difference exported vs eager, relative to the embeddings' scale when that exceeds 1.
 
     ``|out - ref| <= atol * max(1, max|ref|)``: absolute for ordinary embeddings (entries of
@@ -118,7 +119,7 @@ def export_torchscript(extractor, path: str | os.PathLike, cfg=None, atol: float
         with atomic_path(path, suffix=".pt") as tmp:
             tmp.write_bytes(buf.getbuffer())
             loaded = torch.jit.load(str(tmp), map_location="cpu")
-            diff = _compare(str(path), lambda x: loaded(x).detach().numpy(), extractor, atol)
+            diff = compare_outputs(str(path), lambda x: loaded(x).detach().numpy(), extractor, atol)
     logger.info("%s: TorchScript model written (max abs diff to eager %.1e)", path, diff)
     return path
 
@@ -168,7 +169,7 @@ def export_onnx(extractor, path: str | os.PathLike, cfg=None, atol: float = CHEC
                 logger.warning("%s: onnxruntime not installed; the ONNX model was not checked against the eager one", path)
             else:
                 session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-                diff = _compare(str(path), lambda x: session.run(None, {"wave": x.numpy()})[0], extractor, atol)
+                diff = compare_outputs(str(path), lambda x: session.run(None, {"wave": x.numpy()})[0], extractor, atol)
                 logger.info("%s: ONNX model checked with onnxruntime (max abs diff to eager %.1e)", path, diff)
     return path
 

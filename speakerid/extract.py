@@ -31,27 +31,12 @@ from torch import Tensor
 from speakerid.data.jobs import PartStore, inputs_digest, remove_temporaries
 from speakerid.distributed import apply_thread_policy, barrier, setup_distributed
 from speakerid.fileio import write_text_atomic
-from speakerid.inference import (  # noqa: F401  (re-exported: the names users imported from here)
-    EmbeddingExtractor,
-    ExperimentError,
-    SegmentPolicy,
-    build_extractor,
-    cut_segments,
-    embed_files,
-    embed_waveform,
-    embed_waves,
-    load_experiment,
-    model_fingerprint,
-    segment_plan,
-)
+from speakerid.extractor import EmbeddingExtractor, model_fingerprint
+from speakerid.inference import SegmentPolicy, embed_waves, load_experiment
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "EmbeddingExtractor", "ExperimentError", "ExtractError", "SegmentPolicy", "build_extractor", "cut_segments",
-    "embed_files", "embed_waveform", "embed_waves", "extract_embeddings", "load_experiment", "model_fingerprint",
-    "output_paths", "segment_plan",
-]
+__all__ = ["ExtractError", "extract_embeddings", "output_paths"]
 
 PARTS_DIR = ".parts"
 META_FILE = "extract_meta.json"

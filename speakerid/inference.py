@@ -24,24 +24,18 @@ rule for ``speakerid extract``, ``enroll``/``verify``/``identify`` and
    embedding. Padding would change them: CMN and the encoders' statistics pooling would
    see the padded frames (the encoders take no lengths).
 
-Also here: where a model comes from (:func:`resolve_model_source`: an experiment dir, or a
-packaged name such as ``"campplus"`` (the default) or ``"starter"`` -> ``speakerid/pretrained/<name>/``, a folder with the
-files of an experiment dir), the readers/writers of the experiment dir's files
-(``dev_eval.json``, ``calibration.json``, ``speakers.txt``, ``cohort.npz``) and
-:class:`Embedder`, what :func:`speakerid.load_model` returns. Every path that embeds
-(``extract``, ``enroll``/``verify``/``identify``, ``export``, the trainer's dev evaluation)
-goes through :func:`embed_waves`, so a file gets one embedding whichever path it takes.
+Also here: :class:`Embedder`, what :func:`speakerid.load_model` returns, and
+:func:`model_fingerprint`. Where a model comes from and the experiment dir's other files are
+:mod:`speakerid.experiment`'s. Every path that embeds (``extract``, ``enroll``/``verify``/
+``identify``, ``export``, the trainer's dev evaluation) goes through :func:`embed_waves`, so a
+file gets one embedding whichever path it takes.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 import math
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -49,73 +43,14 @@ import torch
 from torch import Tensor, nn
 
 from speakerid.config import FeatureConfig, TrainConfig, load_config
-from speakerid.fileio import write_text_atomic
-
-PACKAGED_DIR = Path(__file__).resolve().parent / "pretrained"
-DEV_EVAL_FILE = "dev_eval.json"
-CALIBRATION_FILE = "calibration.json"
-SPEAKERS_FILE = "speakers.txt"
-COHORT_FILE = "cohort.npz"
-
-
-class ExperimentError(ValueError):
-    """An experiment dir is incomplete or does not match its config."""
-
+from speakerid.extractor import EmbeddingExtractor, model_fingerprint
+from speakerid.experiment import CONFIG_FILE, MODEL_FILE, ExperimentError, require_files, resolve_model_source
 
 # --------------------------------------------------------------------------- the model chain
-class EmbeddingExtractor(nn.Module):
-    """``waveform [B, T]`` (float in [-1, 1], at ``sample_rate``) -> ``embedding [B, D]``.
-
-    ``frontend`` is a :class:`speakerid.features.Fbank` in evaluation mode (no dither; CMN as
-    the training config says) and ``encoder`` the trained network. Both are TorchScript-able,
-    so ``torch.jit.script(extractor)`` works (used by :mod:`speakerid.export`).
-    """
-
-    def __init__(self, frontend: nn.Module, encoder: nn.Module, sample_rate: int, embed_dim: int) -> None:
-        super().__init__()
-        self.frontend = frontend
-        self.encoder = encoder
-        self.sample_rate = int(sample_rate)
-        self.embed_dim = int(embed_dim)
-
-    def forward(self, wave: Tensor) -> Tensor:
-        return self.encoder(self.frontend(wave))
-
-
-def resolve_model_source(name_or_path: str | os.PathLike) -> Path:
-    """An experiment dir for ``name_or_path``: an existing dir, else a packaged model name.
-
-    ``"starter"`` (or any name without a path separator) resolves to
-    ``speakerid/pretrained/<name>/``, which holds the files of an experiment dir.
-    """
-    path = Path(name_or_path)
-    if path.is_dir():
-        return path
-    name = str(name_or_path)
-    if name and os.sep not in name and "/" not in name and not path.suffix:
-        packaged = PACKAGED_DIR / name
-        if packaged.is_dir():
-            return packaged
-        known = sorted(p.name for p in PACKAGED_DIR.iterdir() if p.is_dir()) if PACKAGED_DIR.is_dir() else []
-        raise ExperimentError(
-            f"{name}: neither an experiment dir nor a packaged model "
-            f"({packaged} does not exist; packaged models here: {', '.join(known) or 'none'})"
-        )
-    raise ExperimentError(f"{path}: experiment dir not found (run the train stage first)")
-
-
-def _require_files(exp_dir: Path) -> None:
-    if not exp_dir.is_dir():
-        raise ExperimentError(f"{exp_dir}: experiment dir not found (run the train stage first)")
-    for name in ("config.yaml", "model.pt"):
-        if not (exp_dir / name).is_file():
-            raise ExperimentError(f"{exp_dir}: no {name} in the experiment dir (run the train stage first)")
-
-
 def build_frontend(cfg: FeatureConfig) -> nn.Module:
     """The evaluation front end that ``cfg.frontend`` names (speakerid's Kaldi fbank, or SpeechBrain's)."""
-    from speakerid.features import Fbank
-    from speakerid.features_speechbrain import SpeechBrainFbank
+    from speakerid.features.kaldi import Fbank
+    from speakerid.features.speechbrain import SpeechBrainFbank
 
     if cfg.frontend == "speechbrain":  # imported SpeechBrain models: same call signature and attributes
         return SpeechBrainFbank(cfg.sample_rate, cfg.num_mel_bins, cfg.frame_length_ms, cfg.frame_shift_ms, cfg.cmn)
@@ -150,17 +85,17 @@ def load_experiment(exp_dir: str | os.PathLike, device: str | torch.device = "cp
     """Load ``exp_dir/config.yaml`` and ``exp_dir/model.pt`` (weights_only) -> (extractor in eval mode, config).
 
     ``exp_dir`` is any model source :func:`resolve_model_source` accepts (a dir or a packaged name).
-    ``backend``: what runs the encoder, ``"torch"`` or ``"onnxruntime"`` (:mod:`speakerid.backends`:
+    ``backend``: what runs the encoder, ``"torch"`` or ``"onnxruntime"`` (:mod:`speakerid.encoder_runtime`:
     the same embeddings within float rounding, 1.5-1.8x as fast on a CPU for CAM++).
     """
-    from speakerid.backends import BackendError, apply_backend
+    from speakerid.encoder_runtime import BackendError, apply_backend
     from speakerid.checkpoint import CheckpointError, check_weights, file_budget, load_checkpoint, state_bytes
     from speakerid.models import build_encoder
 
     exp_dir = resolve_model_source(exp_dir)
-    _require_files(exp_dir)
-    cfg = load_config(exp_dir / "config.yaml")
-    weights = exp_dir / "model.pt"
+    require_files(exp_dir)
+    cfg = load_config(exp_dir / CONFIG_FILE)
+    weights = exp_dir / MODEL_FILE
     try:
         # sizes declared in the file are checked against the config's encoder before any tensor is read
         encoder = build_encoder(cfg)
@@ -177,33 +112,6 @@ def load_experiment(exp_dir: str | os.PathLike, device: str | torch.device = "cp
         raise ExperimentError(str(e)) from None
 
 
-def model_fingerprint(extractor: EmbeddingExtractor, policy: "SegmentPolicy | None" = None) -> str:
-    """sha256 over the encoder's state dict (names, dtypes, shapes, bytes), the front end's
-    settings and, when given, the segment policy (silence trimming changes the embeddings).
-
-    Two (extractor, policy) pairs share a fingerprint exactly when they compute the same
-    embeddings, so a speaker DB or a set of saved embeddings can refuse a different model.
-    """
-    extractor = getattr(extractor, "reference", extractor)  # a backend's extractor: the eager model's fingerprint
-    h = hashlib.sha256()
-    fe = extractor.frontend
-    front = {
-        k: getattr(fe, k, None)
-        for k in ("sample_rate", "num_mel_bins", "window", "shift", "fft_size", "cmn", "sliding_cmn_frames",
-                  "window_type", "wave_scale")
-    }
-    front["class"] = type(fe).__name__
-    meta = {"frontend": front, "embed_dim": extractor.embed_dim}
-    if policy is not None:
-        meta["policy"] = dataclasses.asdict(policy)
-    h.update(json.dumps(meta, sort_keys=True).encode())
-    for name, tensor in sorted(extractor.encoder.state_dict().items()):
-        t = tensor.detach().to("cpu").contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
-
-
 # --------------------------------------------------------------------------- segmentation
 MIN_TRIMMED_S = 0.3  # below this much speech after trimming, the untrimmed clip is embedded
 
@@ -215,7 +123,7 @@ class SegmentPolicy:
     max_window_seconds: float = 20.0
     min_seconds: float = 0.5
     length_quantum_frames: int = 10
-    trim_silence: bool = False  # drop leading/trailing/long silences first (speakerid.vad.trim_silence)
+    trim_silence: bool = False  # drop leading/trailing/long silences first (speakerid.features.vad.trim_silence)
 
     @classmethod
     def from_config(cls, cfg: TrainConfig) -> "SegmentPolicy":
@@ -235,7 +143,7 @@ def segment_plan(num_samples: int, window: int, shift: int, sample_rate: int, po
     When the utterance is shorter than ``min_seconds`` the single "segment" is longer than
     the utterance: the caller tiles the waveform up to it (see :func:`cut_segments`).
     """
-    from speakerid.features import frames_of
+    from speakerid.features.kaldi import frames_of
 
     q = policy.length_quantum_frames
     min_frames = max(q, q * math.ceil(policy.min_seconds * sample_rate / shift / q))
@@ -273,7 +181,7 @@ def segment_batches(
     Longest segments first; silence trimmed first when the policy says so.
     """
     if policy.trim_silence:
-        from speakerid.vad import trim_silence
+        from speakerid.features.vad import trim_silence
 
         trimmed = [trim_silence(w.reshape(-1), sample_rate) for w in waves]
         # almost nothing left (a quiet or very short clip): embed the whole clip rather than a fragment
@@ -378,7 +286,7 @@ class Embedder:
 def load_model(source: str | os.PathLike | None = None, device: str | torch.device = "cpu", backend: str = "torch") -> Embedder:
     """An :class:`Embedder` for a model source (experiment dir or packaged name; None: the packaged
     default, :data:`speakerid.pretrained.DEFAULT_MODEL`); ``backend="onnxruntime"`` runs the encoder in onnxruntime
-    (:mod:`speakerid.backends`)."""
+    (:mod:`speakerid.encoder_runtime`)."""
     if source is None:
         from speakerid.pretrained import DEFAULT_MODEL
 
@@ -386,83 +294,3 @@ def load_model(source: str | os.PathLike | None = None, device: str | torch.devi
     exp_dir = resolve_model_source(source)
     extractor, cfg = load_experiment(exp_dir, device=device, backend=backend)
     return Embedder(extractor, cfg, str(exp_dir))
-
-
-# --------------------------------------------------------------------------- experiment-dir files
-def write_dev_eval(exp_dir: str | os.PathLike, result: dict) -> Path:
-    path = Path(exp_dir) / DEV_EVAL_FILE
-    write_text_atomic(path, json.dumps(result, indent=2) + "\n")
-    return path
-
-
-def read_dev_eval(exp_dir: str | os.PathLike) -> dict | None:
-    """``dev_eval.json`` as a dict (None when absent); a malformed file is an error naming it."""
-    path = Path(exp_dir) / DEV_EVAL_FILE
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise ExperimentError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise ExperimentError(f"{path}: expected a JSON object")
-    return data
-
-
-def read_dev_threshold(exp_dir: str | os.PathLike) -> float | None:
-    """The dev-set EER threshold (cosine) of ``dev_eval.json``, or None."""
-    data = read_dev_eval(exp_dir)
-    value = None if data is None else data.get("threshold")
-    if value is None:
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise ExperimentError(f"{Path(exp_dir) / DEV_EVAL_FILE}: threshold: not a number ({value!r})") from None
-
-
-def read_calibration(exp_dir: str | os.PathLike):
-    """``calibration.json`` as a :class:`speakerid.scoring.calibrate.Calibration`, or None when absent."""
-    path = Path(exp_dir) / CALIBRATION_FILE
-    if not path.is_file():
-        return None
-    from speakerid.scoring.calibrate import Calibration
-
-    return Calibration.load(path)
-
-
-def write_speakers(exp_dir: str | os.PathLike, speakers: Sequence[str]) -> Path:
-    path = Path(exp_dir) / SPEAKERS_FILE
-    write_text_atomic(path, "".join(f"{s}\n" for s in speakers))
-    return path
-
-
-def read_speakers(exp_dir: str | os.PathLike) -> list[str]:
-    path = Path(exp_dir) / SPEAKERS_FILE
-    try:
-        return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except OSError as e:
-        raise ExperimentError(f"{path}: cannot read the speaker list ({e.strerror or e})") from None
-
-
-def write_cohort(exp_dir: str | os.PathLike, ids: Sequence[str], embeddings: np.ndarray) -> Path:
-    """``cohort.npz`` (the format of :func:`speakerid.scoring.embeddings.save_embeddings`)."""
-    from speakerid.scoring.embeddings import save_embeddings
-
-    path = Path(exp_dir) / COHORT_FILE
-    save_embeddings(path, ids, embeddings)
-    return path
-
-
-def read_cohort(exp_dir: str | os.PathLike) -> tuple[np.ndarray, np.ndarray] | None:
-    """(ids, embeddings) of ``cohort.npz``, or None when absent; a bad file is an error naming it."""
-    from speakerid.scoring.embeddings import EmbeddingsError, load_embeddings
-
-    path = Path(exp_dir) / COHORT_FILE
-    if not path.is_file():
-        return None
-    try:
-        ids, emb = load_embeddings(path)
-    except EmbeddingsError as e:
-        raise ExperimentError(str(e)) from None
-    return np.asarray(ids), emb

@@ -14,7 +14,7 @@ import soundfile as sf
 import torch
 
 from speakerid.audio import load_audio
-from speakerid.cli import main
+from speakerid.cli.main import main
 from speakerid.models import count_parameters
 
 from _peers import PARITY_RTOL, randomize, rel_diff
@@ -77,7 +77,7 @@ def test_campplus_matches_3dspeaker_through_extract(embed_dim: int, shared_speec
 
 
 def test_parameter_count_and_names_match(tmp_path: Path) -> None:
-    from speakerid.extract import load_experiment
+    from speakerid.inference import load_experiment
 
     peer = DTDNN.CAMPPlus(feat_dim=80, embedding_size=192)
     torch.save(peer.state_dict(), tmp_path / "c.pt")

@@ -203,11 +203,12 @@ def test_every_embedding_path_applies_the_minimum_length(tmp_path):
     from types import SimpleNamespace
 
     from speakerid import extract
+    from speakerid.inference import embed_files
 
     short = tmp_path / "short.wav"
     sf.write(short, _sine(300, 16000, 0.001), 16000)  # 16 samples
     with pytest.raises(AudioError, match="short.wav: 16 samples .* shorter than one analysis window"):
-        extract.embed_files(SimpleNamespace(sample_rate=16000), [short])
+        embed_files(SimpleNamespace(sample_rate=16000), [short])
     with pytest.raises(AudioError, match="short.wav: 16 samples"):
         extract._AudioList(["u"], {"u": str(short)}, 16000)[0]
 

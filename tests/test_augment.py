@@ -1,4 +1,4 @@
-"""speakerid.augment: determinism from a generator, and what each op does to its input."""
+"""speakerid.augment.spec: determinism from a generator, and what each op does to its input."""
 
 from __future__ import annotations
 
@@ -9,18 +9,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from speakerid.augment import (
-    AddNoise,
-    AugmentListError,
-    Reverb,
-    SpecAugment,
-    SpeedPerturb,
-    WaveAugment,
-    mixup,
-    read_noise_list,
-    read_rir_list,
-    time_warp,
-)
+from speakerid.augment.wave import AddNoise, AugmentListError, Reverb, SpeedPerturb, WaveAugment, read_noise_list, read_rir_list
+from speakerid.augment.spec import SpecAugment, mixup, time_warp
 from speakerid.config import AugmentConfig, NoiseConfig, SpecAugConfig, SpeedConfig
 
 
@@ -112,7 +102,7 @@ def test_mixup_lambda_distribution():
 
 
 def test_mixup_waveforms_and_the_one_domain_check():
-    from speakerid.augment import check_mixup, mixes_waveforms
+    from speakerid.augment.spec import check_mixup, mixes_waveforms
     from speakerid.config import AugmentConfig
 
     x, labels = torch.randn(4, 1600, generator=gen(1)), torch.arange(4)

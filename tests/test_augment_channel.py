@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from speakerid.augment import TelephoneChannel, WaveAugment
+from speakerid.augment.channel import TelephoneChannel
+from speakerid.augment.wave import WaveAugment
 from speakerid.config import AugmentConfig, ConfigError, TelephoneConfig, TrainConfig, config_from_dict
 
 SR = 16000

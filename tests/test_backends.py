@@ -1,4 +1,4 @@
-"""Inference backends (speakerid.backends): onnxruntime gives the eager model's embeddings and fingerprint."""
+"""Inference backends (speakerid.encoder_runtime): onnxruntime gives the eager model's embeddings and fingerprint."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from speakerid.config import config_from_dict, TrainConfig, save_config
-from speakerid.inference import ExperimentError, load_model
+from speakerid.experiment import ExperimentError
+from speakerid.inference import load_model
 
 pytest.importorskip("onnxruntime", reason="the onnxruntime backend needs the [onnx] extra")
 pytest.importorskip("onnx", reason="the onnxruntime backend needs the [onnx] extra")
@@ -61,7 +62,7 @@ def test_onnxruntime_matches_torch_and_keeps_fingerprint(exp, cache):
 def test_extract_cli_backend(exp, cache, tmp_path):
     import soundfile as sf
 
-    from speakerid.cli import main
+    from speakerid.cli.main import main
     from speakerid.data.datadir import write_data_dir
     from speakerid.scoring.embeddings import load_embeddings
 

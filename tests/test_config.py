@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from speakerid.cli import main
+from speakerid.cli.main import main
 from speakerid.config import ConfigError, FeatureConfig, TrainConfig, config_from_dict, load_config
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,14 +13,8 @@ import torch
 
 from speakerid.config import AugmentConfig, FeatureConfig
 from speakerid.data.datadir import DataDirError, write_data_dir
-from speakerid.data.dataset import (
-    BatchAugment,
-    ChunkDataset,
-    chunk_num_samples,
-    collate,
-    fit_length,
-    read_region,
-)
+from speakerid.data.batch import BatchAugment, collate
+from speakerid.data.dataset import ChunkDataset, chunk_num_samples, fit_length, read_region
 from speakerid.data.sampler import PKBatchSampler, SampleKey, SamplerError, ShuffleBatchSampler
 
 SR = 16000
@@ -289,7 +283,7 @@ def test_two_views_are_different_crops(data_dir):
 
 # -- shards ---------------------------------------------------------------------------------------
 def test_shards_round_trip_rank_split_and_equal_chunks(data_dir, tmp_path):
-    from speakerid.cli import main
+    from speakerid.cli.main import main
     from speakerid.data.shards import ShardDataset, write_shards
 
     out = tmp_path / "shards"

@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 
-from speakerid.cli import main
-from speakerid.enroll import MIN_ENROLL_SPEECH_S, SpeakerDB, SpeakerModel
+from speakerid.cli.main import main
+from speakerid.enroll.speaker_db import MIN_ENROLL_SPEECH_S, SpeakerDB, SpeakerModel
 from speakerid.scoring.calibrate import Calibration, fit_calibration, threshold_at_fa, with_operating_point
 from speakerid.scoring.metrics import bayes_threshold
 
@@ -90,7 +88,7 @@ def test_enrolment_below_the_minimum_speech_warns(tmp_path: Path, caplog) -> Non
     short = voice(tmp_path / "short.wav", 120, seconds=1.0)
     long = [voice(tmp_path / f"l{i}.wav", 120, seconds=MIN_ENROLL_SPEECH_S / 2 + 0.5, seed=i) for i in range(2)]
     model = SpeakerModel.from_experiment(exp)
-    with SpeakerDB(tmp_path / "s.db", model) as db, caplog.at_level(logging.WARNING, logger="speakerid.enroll"):
+    with SpeakerDB(tmp_path / "s.db", model) as db, caplog.at_level(logging.WARNING, logger="speakerid.enroll.speaker_db"):
         db.enroll("enough", long)
         assert not caplog.records
         db.enroll("little", [short])

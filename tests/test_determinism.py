@@ -37,7 +37,7 @@ def _assert_same_bytes(a: dict, b: dict, where: str) -> None:
 
 
 def test_same_settings_give_bit_identical_training(tmp_path, one_thread):
-    from speakerid.train import train
+    from speakerid.train.trainer import train
 
     data = make_data(tmp_path / "data", speakers=6, utts=3, seed=4)
     cfg = _cfg()

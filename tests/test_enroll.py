@@ -1,11 +1,10 @@
-"""SpeakerDB (speakerid/enroll.py) and the enroll / verify / identify CLI on a tiny random model."""
+"""SpeakerDB (speakerid/enroll/speaker_db.py) and the enroll / verify / identify CLI on a tiny random model."""
 
 from __future__ import annotations
 
 import json
 import multiprocessing as mp
 import os
-import random
 import signal
 import sqlite3
 import time
@@ -16,14 +15,8 @@ import pytest
 import torch
 
 from _use_helpers import make_tiny_experiment, voice
-from speakerid.enroll import (
-    ModelMismatchError,
-    SpeakerDB,
-    SpeakerDBError,
-    SpeakerModel,
-    UnknownSpeakerError,
-    bayes_threshold,
-)
+from speakerid.enroll.speaker_db import ModelMismatchError, SpeakerDB, SpeakerModel, bayes_threshold
+from speakerid.enroll.store import SpeakerDBError, UnknownSpeakerError
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
@@ -139,7 +132,7 @@ def test_threshold_from_dev_eval_and_calibration(setup, tmp_path):
 
 
 def test_cli_enroll_verify_identify(setup, tmp_path, capsys):
-    from speakerid.cli import main
+    from speakerid.cli.main import main
 
     _, exp, _, wavs, _ = setup
     db = str(tmp_path / "cli.db")
@@ -180,10 +173,10 @@ def _speaker_state(db: Path, name: str) -> tuple[int, int] | None:
 
 def _stop_at(step: str | None) -> None:
     """In a forked writer: SIGSTOP itself right after write step ``step`` (inside its transaction,
-    holding the DB's write lock); the steps are those of speakerid.enroll_index.write_step."""
+    holding the DB's write lock); the steps are those of speakerid.enroll.index.write_step."""
     if step is None:
         return
-    import speakerid.enroll_index as enroll_index
+    import speakerid.enroll.index as enroll_index
 
     def stop_here(name: str) -> None:
         if name == step:
@@ -247,7 +240,7 @@ def test_sigkill_during_enrolment_leaves_before_or_after(setup, tmp_path, stop_a
 
 def _index_agrees(db: Path, model, wav: Path) -> None:
     """identify through the index (rebuilt when stale) == the exact path, and the index is current."""
-    from speakerid.enroll_index import SpeakerIndex, cohort_key, index_path
+    from speakerid.enroll.index import SpeakerIndex, cohort_key, index_path
 
     with SpeakerDB(db, model, threshold=0.0) as reader:
         fast, exact = reader.identify(wav, top_k=10), reader.identify(wav, top_k=10, exact=True)

@@ -15,15 +15,12 @@ import soundfile as sf
 import torch
 
 from _use_helpers import make_tiny_experiment, voice
-from speakerid.cli import main
-from speakerid.enroll import (
-    SpeakerDB,
-    SpeakerDBError,
-    SpeakerModel,
-    score_pairs,
-)
-from speakerid.inference import PACKAGED_DIR, resolve_model_source
-from speakerid.scoring.calibrate import Calibration, decision_problem, fit_calibration
+from speakerid.cli.main import main
+from speakerid.enroll.speaker_db import SpeakerDB, SpeakerModel
+from speakerid.enroll.store import SpeakerDBError
+from speakerid.enroll.rules import score_pairs
+from speakerid.experiment import PACKAGED_DIR, resolve_model_source
+from speakerid.scoring.calibrate import Calibration, decision_problem
 from speakerid.scoring.embeddings import save_embeddings
 from speakerid.scoring.norm import normalise_scores
 
@@ -250,7 +247,7 @@ def test_short_speech_warning_names_the_file(setup, tmp_path, caplog):
     x, _ = sf.read(wavs["a1"], dtype="float32")
     short = tmp_path / "mostly_silence.wav"
     sf.write(short, np.concatenate([np.zeros(sr), x[: int(0.3 * sr)], np.zeros(2 * sr)]), sr)
-    with caplog.at_level(logging.WARNING, logger="speakerid.enroll"):
+    with caplog.at_level(logging.WARNING, logger="speakerid.enroll.speaker_db"):
         model.embed([wavs["a1"]])
         assert not caplog.records
         model.embed([short])
@@ -259,7 +256,7 @@ def test_short_speech_warning_names_the_file(setup, tmp_path, caplog):
 
 
 def test_model_defaults_to_the_packaged_default_and_starter_stays(tmp_path, capsys):
-    from speakerid.cli import build_parser
+    from speakerid.cli.main import build_parser
     from speakerid.pretrained import DEFAULT_MODEL
 
     args = build_parser().parse_args(["verify", "--db", "x.db", "--speaker", "a", "t.wav"])

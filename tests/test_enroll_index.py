@@ -1,4 +1,4 @@
-"""The speaker index beside the speaker DB (speakerid/enroll_index.py, enroll_sync.py) and batch
+"""The speaker index beside the speaker DB (speakerid/enroll/index.py, enroll_sync.py) and batch
 enrolment: indexed identify == the exact path, the index in step with SQLite after enroll /
 remove / external edits / SIGKILL at each write step, growth, and `enroll --batch`."""
 
@@ -14,16 +14,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from speakerid.cli import main
-from speakerid.enroll import SpeakerDB, SpeakerDBError, SpeakerModel
-from speakerid.enroll_index import INDEX_SUFFIX, SpeakerIndex, cohort_key, index_path
+from speakerid.cli.main import main
+from speakerid.enroll.speaker_db import SpeakerDB, SpeakerModel
+from speakerid.enroll.store import SpeakerDBError
+from speakerid.enroll.index import INDEX_SUFFIX, SpeakerIndex, cohort_key, index_path
 from speakerid.scoring.calibrate import Calibration
 
 DIM = 16
 FP = "f" * 64
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
+def unit_vectors(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
@@ -32,7 +33,7 @@ def _model(cohort: bool = True, calibrated: bool = False) -> SpeakerModel:
     rng = np.random.default_rng(7)
     cal = Calibration(a=2.0, b=-1.0, prior=0.5, score="asnorm" if cohort else "cosine") if calibrated else None
     return SpeakerModel(None, FP, calibration=cal, source="test-model",
-                        cohort=_unit(rng.standard_normal((40, DIM))).astype(np.float32) if cohort else None)
+                        cohort=unit_vectors(rng.standard_normal((40, DIM))).astype(np.float32) if cohort else None)
 
 
 def _speakers(n: int, seed: int = 0, per: int = 1) -> tuple[list[str], np.ndarray]:
@@ -68,7 +69,7 @@ def test_indexed_identify_equals_exact(tmp_path, cohort, calibrated, per):
         assert db.add_embeddings(names, emb) == {"speakers": 300, "embeddings": 300 * per}
         rng = np.random.default_rng(1)
         for i in (0, 17, 299):  # planted genuine probes
-            probe = _unit(emb[i * per : (i + 1) * per]).mean(axis=0) + 0.1 * rng.standard_normal(DIM)
+            probe = unit_vectors(emb[i * per : (i + 1) * per]).mean(axis=0) + 0.1 * rng.standard_normal(DIM)
             assert _same(db, probe)[0][0] == f"spk{i:05d}"
         _same(db, rng.standard_normal(DIM), top_k=300)  # every speaker ranked
     index = _current(tmp_path / "s.db", model)
@@ -123,7 +124,7 @@ def test_stale_missing_and_foreign_edits_are_rebuilt(tmp_path, caplog):
         elif damage == "garbage":
             index_path(db_path).write_bytes(b"SPKIDX01" + b"\x00" * 100)
         caplog.clear()
-        other = _model() if damage != "another cohort" else SpeakerModel(None, FP, cohort=_unit(emb[:30]), source="m2")
+        other = _model() if damage != "another cohort" else SpeakerModel(None, FP, cohort=unit_vectors(emb[:30]), source="m2")
         with caplog.at_level(logging.WARNING), SpeakerDB(db_path, other, threshold=0.0) as db:
             assert "spk00001" not in [name for name, _ in _same(db, emb[1], top_k=39)]
         assert "rebuilt from the DB (39 speakers)" in caplog.text, damage
@@ -131,7 +132,7 @@ def test_stale_missing_and_foreign_edits_are_rebuilt(tmp_path, caplog):
 
 
 def test_stale_index_that_cannot_be_written_is_rebuilt_in_memory(tmp_path, monkeypatch, caplog):
-    import speakerid.enroll_sync as enroll_sync
+    import speakerid.enroll.sync as enroll_sync
 
     model = _model()
     names, emb = _speakers(20)
@@ -153,7 +154,7 @@ def test_stale_index_that_cannot_be_written_is_rebuilt_in_memory(tmp_path, monke
 
 def _writer_child(db_path: Path, stop_at: str, action: str) -> None:
     """A forked writer that SIGSTOPs itself after write step ``stop_at`` (then is killed)."""
-    import speakerid.enroll_index as enroll_index
+    import speakerid.enroll.index as enroll_index
 
     def stop_here(name: str) -> None:
         if name == stop_at:

@@ -14,8 +14,9 @@ import pytest
 import torch
 
 from _use_helpers import make_tiny_experiment, voice
-from speakerid.cli import main
-from speakerid.enroll import SpeakerDB, SpeakerDBError, SpeakerModel
+from speakerid.cli.main import main
+from speakerid.enroll.speaker_db import SpeakerDB, SpeakerModel
+from speakerid.enroll.store import SpeakerDBError
 
 
 @pytest.fixture(scope="module")

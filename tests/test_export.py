@@ -10,7 +10,8 @@ import torch
 
 from _use_helpers import make_tiny_experiment
 from speakerid.export import ExportError, export_model, load_exported_metadata
-from speakerid.extract import load_experiment, model_fingerprint
+from speakerid.inference import load_experiment
+from speakerid.extractor import model_fingerprint
 from speakerid.inference import SegmentPolicy
 
 SR = 16000
@@ -53,7 +54,7 @@ def test_export_errors(exp, tmp_path):
 
 
 def test_cli_export(exp, tmp_path, capsys):
-    from speakerid.cli import main
+    from speakerid.cli.main import main
 
     assert main(["export", "--model", str(exp), "--out", str(tmp_path / "m.pt")]) == 0
     assert (tmp_path / "m.pt").is_file() and str(tmp_path / "m.pt") in capsys.readouterr().out
@@ -76,7 +77,7 @@ def test_onnx_equals_eager(exp, tmp_path):
 
 def test_check_is_relative_for_huge_embeddings():
     """A barely trained model can emit entries ~1e8; the check then scales atol by that size."""
-    from speakerid.export import _compare
+    from speakerid.export import compare_outputs
 
     class Big(torch.nn.Module):
         sample_rate = SR
@@ -85,13 +86,13 @@ def test_check_is_relative_for_huge_embeddings():
             return x[:, :4] * 1e8
 
     big = Big()
-    assert _compare("m", lambda x: (x[:, :4].double() * 1e8 * (1 + 1e-7)).numpy(), big, 1e-4) < 1e-4
+    assert compare_outputs("m", lambda x: (x[:, :4].double() * 1e8 * (1 + 1e-7)).numpy(), big, 1e-4) < 1e-4
     with pytest.raises(ExportError, match="differs from the eager model"):
-        _compare("m", lambda x: (x[:, :4] * 1e8 * (1 + 1e-3)).numpy(), big, 1e-4)
+        compare_outputs("m", lambda x: (x[:, :4] * 1e8 * (1 + 1e-3)).numpy(), big, 1e-4)
 
     class Small(Big):
         def forward(self, x):
             return x[:, :4]
 
     with pytest.raises(ExportError, match="differs"):  # ordinary embeddings: absolute 1e-4
-        _compare("m", lambda x: (x[:, :4] + 1e-3).numpy(), Small(), 1e-4)
+        compare_outputs("m", lambda x: (x[:, :4] + 1e-3).numpy(), Small(), 1e-4)

@@ -11,18 +11,10 @@ import torch
 
 from _use_helpers import make_tiny_experiment, voice
 from speakerid.data.datadir import write_data_dir
-from speakerid.extract import (
-    ExperimentError,
-    ExtractError,
-    SegmentPolicy,
-    cut_segments,
-    embed_files,
-    embed_waves,
-    extract_embeddings,
-    load_experiment,
-    model_fingerprint,
-    segment_plan,
-)
+from speakerid.experiment import ExperimentError
+from speakerid.inference import SegmentPolicy, cut_segments, embed_files, embed_waves, load_experiment, segment_plan
+from speakerid.extractor import model_fingerprint
+from speakerid.extract import ExtractError, extract_embeddings
 
 SR = 16000
 
@@ -163,7 +155,7 @@ def test_parts_of_another_model_are_not_reused(exp, tmp_path, monkeypatch):
 
 
 def test_cli_extract(exp, tmp_path, capsys):
-    from speakerid.cli import main
+    from speakerid.cli.main import main
 
     data, _ = _data_dir(tmp_path, n=2)
     assert main(["extract", "--exp", str(exp), "--data", str(data), "--out", str(tmp_path / "e"), "--format", "npz", "--no-progress"]) == 0

@@ -1,4 +1,4 @@
-"""speakerid.features: Kaldi-compatible fbank (batched), CMN, the Fbank module."""
+"""speakerid.features.kaldi: Kaldi-compatible fbank (batched), CMN, the Fbank module."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import torch
 import torchaudio.compliance.kaldi as kaldi
 import torchaudio.functional as AF
 
-import speakerid.features as features
+import speakerid.features.kaldi as features
 from speakerid.audio import load_audio
 from speakerid.config import FeatureConfig
-from speakerid.features import Fbank, apply_cmn, fbank, num_frames
+from speakerid.features.kaldi import Fbank, apply_cmn, fbank, num_frames
 
 torch.set_num_threads(1)
 
@@ -194,7 +194,7 @@ def test_compute_features_for_data_dir_and_resume(tmp_path):
 
 def test_compute_features_bad_audio_names_the_file(tmp_path):
     from speakerid.audio import AudioError
-    from speakerid.cli import main
+    from speakerid.cli.main import main
     from speakerid.data.feature_cache import compute_features_for_data_dir
 
     data, wav = _data_dir(tmp_path, n=3)

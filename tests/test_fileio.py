@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from speakerid import fileio
-from speakerid.cli import main
+from speakerid.cli.main import main
 from speakerid.fileio import atomic_path, write_text_atomic
 
 

@@ -11,7 +11,7 @@ import torchaudio.compliance.kaldi as kaldi
 
 from speakerid.audio import load_audio
 from speakerid.config import FeatureConfig
-from speakerid.features import Fbank, fbank
+from speakerid.features.kaldi import Fbank, fbank
 
 
 @pytest.mark.parametrize("window_type", ["povey", "hamming", "hanning", "rectangular"])

@@ -27,7 +27,7 @@ import torch
 import yaml
 
 import speakerid
-from speakerid.cli import main
+from speakerid.cli.main import main
 
 from _use_helpers import make_tiny_experiment, voice
 
@@ -88,7 +88,7 @@ if fsize:
 if address:
     resource.setrlimit(resource.RLIMIT_AS, (address, address))
 import speakerid
-from speakerid.cli import main
+from speakerid.cli.main import main
 try:
     rc = main(sys.argv[3:])
 finally:
@@ -131,7 +131,7 @@ def test_1_nan_weights_refused_at_every_model_load(exp, tmp_path, capsys) -> Non
     state["linear.bias"] = torch.full_like(state["linear.bias"], float("inf"))
     torch.save(state, bad / "model.pt")
     import speakerid
-    from speakerid.inference import ExperimentError
+    from speakerid.experiment import ExperimentError
 
     with pytest.raises(ExperimentError, match="linear.bias has 16 of 16 values NaN or infinite"):
         speakerid.load_model(str(bad))
@@ -162,7 +162,7 @@ def test_1_non_finite_output_refused_by_export_and_enroll(exp, tmp_path, capsys)
     assert main(["enroll", "--model", str(big), "--db", str(out / "s.db"), "--speaker", "a", str(wav)]) == 2
     _one_line_error(capsys, "a.wav", "NaN or infinite embedding")
     if (out / "s.db").exists():
-        from speakerid.enroll import SpeakerDB
+        from speakerid.enroll.speaker_db import SpeakerDB
 
         assert SpeakerDB(out / "s.db").list() == []
 
@@ -505,7 +505,7 @@ def test_11_constant_dc_clip_is_refused(tmp_path) -> None:
 
 
 def test_11_spellings_of_one_path_are_embedded_once(exp, tmp_path, monkeypatch) -> None:
-    from speakerid.enroll import SpeakerDB, SpeakerModel
+    from speakerid.enroll.speaker_db import SpeakerDB, SpeakerModel
 
     a = voice(tmp_path / "a.flac", 130, seconds=1.0)
     db = SpeakerDB(tmp_path / "s.db", exp, threshold=0.0)

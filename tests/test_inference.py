@@ -10,24 +10,9 @@ import torch
 
 import speakerid
 from _use_helpers import make_tiny_experiment, voice
-from speakerid.inference import (
-    Embedder,
-    ExperimentError,
-    SegmentPolicy,
-    embed_files,
-    embed_waves,
-    load_experiment,
-    read_calibration,
-    read_cohort,
-    read_dev_eval,
-    read_dev_threshold,
-    read_speakers,
-    resolve_model_source,
-    write_cohort,
-    write_dev_eval,
-    write_speakers,
-)
-from speakerid.vad import speech_mask, trim_silence
+from speakerid.inference import Embedder, SegmentPolicy, embed_files, embed_waves, load_experiment
+from speakerid.experiment import ExperimentError, read_calibration, read_cohort, read_dev_eval, read_dev_threshold, read_speakers, resolve_model_source, write_cohort, write_dev_eval, write_speakers
+from speakerid.features.vad import speech_mask, trim_silence
 
 
 @pytest.fixture(scope="module")

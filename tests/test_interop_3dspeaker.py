@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from speakerid.cli import main
+from speakerid.cli.main import main
 from speakerid.config import load_config
 from speakerid.models.campplus import CAMPPlus
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from speakerid.audio import load_audio
-from speakerid.cli import main
-from speakerid.extract import load_experiment
+from speakerid.cli.main import main
+from speakerid.inference import load_experiment
 
 from _peers import PARITY_RTOL, randomize, rel_diff, wespeaker_embed
 

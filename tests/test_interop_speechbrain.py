@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from speakerid.audio import load_audio
-from speakerid.cli import main
+from speakerid.cli.main import main
 from speakerid.config import load_config
-from speakerid.extract import load_experiment
+from speakerid.inference import load_experiment
 
 from _peers import PARITY_RTOL, SPEECHBRAIN_HYPERPARAMS, randomize, rel_diff
 

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from speakerid.audio import load_audio
-from speakerid.cli import main
+from speakerid.cli.main import main
 from speakerid.config import load_config
-from speakerid.extract import load_experiment
+from speakerid.inference import load_experiment
 
 from _peers import PARITY_RTOL, randomize, rel_diff, save_wespeaker, wespeaker_embed
 

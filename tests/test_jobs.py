@@ -45,7 +45,7 @@ def _hidden(out: Path) -> list[Path]:
 
 # ---------------------------------------------------------------- extract (issue 11 items 1, 2, 5)
 def test_extract_ignores_temp_parts_and_removes_corrupt_ones(exp, tmp_path, caplog):
-    from speakerid.cli import main
+    from speakerid.cli.main import main
 
     data, _ = _data_dir(tmp_path)
     out = tmp_path / "emb"

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from speakerid.cli import build_parser, main
+from speakerid.cli.main import build_parser, main
 from speakerid.pretrained import DEFAULT_MODEL, PACKAGED_FILES, examples_dir, packaged_dir, packaged_names
 
 

@@ -39,8 +39,8 @@ def test_missing_model_is_a_clear_error() -> None:
 
 def test_starter_separates_two_real_speakers(shared_speech) -> None:
     from speakerid.audio import load_audio
-    from speakerid.extract import embed_waves, load_experiment
-    from speakerid.vad import trim_silence
+    from speakerid.inference import embed_waves, load_experiment
+    from speakerid.features.vad import trim_silence
 
     extractor, _ = load_experiment(_starter())
     waves, spk = [], []

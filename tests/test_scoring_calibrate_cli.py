@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from speakerid.cli import main
+from speakerid.cli.main import main
 from speakerid.scoring.calibrate import Calibration, CalibrationError, fit_calibration
 from speakerid.scoring.embeddings import save_embeddings
 from speakerid.scoring.metrics import compute_cllr, compute_eer
@@ -114,7 +114,7 @@ def test_help_shows_an_example(command, capsys):
     ids=["one-class", "all-equal"],
 )
 def test_calibrate_unfittable_scores_name_the_score_file(tmp_path, capsys, lines, problem):
-    from speakerid.cli import main
+    from speakerid.cli.main import main
 
     path = tmp_path / "dev_scores.txt"
     path.write_text("\n".join(lines) + "\n")

@@ -13,15 +13,8 @@ from scipy.optimize import brentq
 from sklearn.metrics import roc_curve
 
 from speakerid.scoring import metrics as M
-from speakerid.scoring.metrics import (
-    MetricsError,
-    compute_act_dcf,
-    compute_cllr,
-    compute_eer,
-    compute_metrics,
-    compute_min_dcf,
-    operating_points,
-)
+from speakerid.scoring.sorting import MetricsError
+from speakerid.scoring.metrics import compute_act_dcf, compute_cllr, compute_eer, compute_metrics, compute_min_dcf, operating_points
 
 # --------------------------------------------------------------------------------------
 # independent brute force: every candidate threshold, counted with plain Python
@@ -107,7 +100,7 @@ def test_metrics_match_brute_force_with_ties(case):
         np.testing.assert_array_equal(op.thresholds(), ref.thresholds())
         assert M.compute_metrics(s, labels, method=method).eer == ref_eer[0]
         for block in (1, 3):
-            srt = M._SortedScores(s, labels, method)
+            srt = M.SortedScores(s, labels, method)
             scan = M._scan(srt, (0.01, 0.05), 1.0, 1.0, block=block)
             assert M._eer_from_pair(srt, scan.eer_pair) == ref_eer
             for p, (value, k) in ref_dcf.items():

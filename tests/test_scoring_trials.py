@@ -125,7 +125,7 @@ def test_pair_with_both_labels_is_an_error_naming_file_and_lines(tmp_path) -> No
 
 
 def test_score_and_eval_paths_follow_the_same_rule(tmp_path) -> None:
-    from speakerid.cli import main
+    from speakerid.cli.main import main
 
     scores = tmp_path / "s.txt"
     scores.write_text("a b 0.9 target\na c 0.1 nontarget\na b 0.2 nontarget\n", encoding="utf-8")

@@ -18,7 +18,7 @@ from tests.test_train import TINY_MODEL, _max_diff, _write_cfg, make_data, tiny_
 @pytest.fixture(scope="module")
 def base(tmp_path_factory) -> tuple[Path, Path]:
     """(trained experiment, another data dir with other speakers)."""
-    from speakerid.train import train
+    from speakerid.train.trainer import train
 
     root = tmp_path_factory.mktemp("init")
     data = make_data(root / "data", speakers=6, utts=3, seed=4)
@@ -32,13 +32,14 @@ def base(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def _trainer(cfg, data: Path, exp: Path, init):
-    from speakerid.train import Trainer, setup_distributed
+    from speakerid.train.trainer import Trainer
+    from speakerid.distributed import setup_distributed
 
     return Trainer(cfg, data, exp, setup_distributed(), init_from=init)
 
 
 def test_aam_head_is_imprinted_with_speaker_means(base, tmp_path):
-    from speakerid.train_init import speaker_means
+    from speakerid.train.warm_start import speaker_means
 
     exp, other = base
     t = _trainer(tiny_cfg(loss={"name": "aam", "kwargs": {"sub_centers": 2}}), other, tmp_path / "ft", exp)
@@ -59,7 +60,7 @@ def test_speed_classes_take_their_speakers_mean(base, tmp_path):
 
 
 def test_pair_loss_needs_no_head_and_trains(base, tmp_path):
-    from speakerid.train import train
+    from speakerid.train.trainer import train
 
     exp, other = base
     cfg = tiny_cfg(epochs=1, max_steps_per_epoch=1, loss={"name": "circle", "kwargs": {"gamma": 32.0}},
@@ -98,7 +99,7 @@ def test_packaged_name_and_missing_source(base, tmp_path, monkeypatch):
 
 
 def test_cli_init_error_exits_2(base, tmp_path, capsys):
-    from speakerid.cli import main
+    from speakerid.cli.main import main
 
     exp, other = base
     bad = _write_cfg(tiny_cfg(features={"num_mel_bins": 32}), tmp_path / "bad.yaml")

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from speakerid.audio import load_audio
-from speakerid.features import Fbank
+from speakerid.features.kaldi import Fbank
 from speakerid.models import build_model, count_parameters
 
 from _peers import PARITY_RTOL, randomize, rel_diff, wespeaker_embed
@@ -55,7 +55,7 @@ def _imported(peer: torch.nn.Module, name: str, model_args: dict, tmp_path: Path
     """Save ``peer`` as WeSpeaker does, import it, and load the experiment's extractor."""
     from _peers import save_wespeaker
 
-    from speakerid.extract import load_experiment
+    from speakerid.inference import load_experiment
     from speakerid.interop import import_model
 
     ckpt, config = save_wespeaker(peer, name, model_args, tmp_path / "ws")
@@ -101,7 +101,7 @@ def test_redimnet_matches_wespeaker(config: str, clip: torch.Tensor, tmp_path: P
             w.normal_()
     from _peers import save_wespeaker
 
-    from speakerid.extract import load_experiment
+    from speakerid.inference import load_experiment
     from speakerid.interop import import_model
 
     ckpt, cfg_path = save_wespeaker(peer, f"ReDimNet{config}", args, tmp_path / "ws")

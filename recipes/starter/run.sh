@@ -59,7 +59,7 @@ if stage 0 "speaker-disjoint split of $src -> $raw/{train,dev}; noise and RIR li
   $PYTHON "$repo/data_prep/rirs.py" "$rir_src" data/rir.list --force
 fi
 
-if stage 1 "silence trimming (speakerid.vad.trim_silence) -> $data"; then
+if stage 1 "silence trimming (speakerid.features.vad.trim_silence) -> $data"; then
   require $raw/dev/trials -- "run stage 0 first (--stage 0)"
   for part in train dev; do $PYTHON local/trim_dir.py $raw/$part $data/$part; done
 fi

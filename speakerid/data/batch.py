@@ -8,9 +8,9 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from speakerid.augment import check_mixup
+from speakerid.augment.spec import check_mixup
 from speakerid.config import AugmentConfig, FeatureConfig
-from speakerid.features import fbank_from_config
+from speakerid.features.kaldi import fbank_from_config
 
 from speakerid.data.seeding import STREAM_SPECAUG, STREAM_CHUNK, batch_generator, sample_generator
 
@@ -59,7 +59,7 @@ class BatchAugment:
         self.train = train
         self.specaug = None
         if train and augment_cfg.specaug.enabled:
-            from speakerid.augment import SpecAugment
+            from speakerid.augment.spec import SpecAugment
 
             self.specaug = SpecAugment.from_config(augment_cfg.specaug)
 
@@ -98,7 +98,7 @@ class BatchAugment:
         return batch_generator(self.seed, epoch, which)
 
     def _mixup(self, x: Tensor, labels: Tensor, g: torch.Generator) -> tuple[Tensor, Tensor, Tensor, float]:
-        from speakerid.augment import mixup
+        from speakerid.augment.spec import mixup
 
         mixed, la, lb, lam = mixup(x, labels, self.cfg.mixup.alpha, g)
         return mixed, la, lb, float(lam)

@@ -7,7 +7,7 @@ WeSpeaker and Kaldi recipes use; the *why* of each step is in the step's comment
 2. speed perturbation of that region (before cropping, so the chunk has the exact length);
 3. crop to ``chunk_samples = (chunk_frames - 1) * shift + window`` samples, or repeat a short
    utterance (``pad_mode="repeat"``, default) / zero-pad it (``"zero"``);
-4. reverb and additive noise on the chunk (:class:`speakerid.augment.WaveAugment`);
+4. reverb and additive noise on the chunk (:class:`speakerid.augment.spec.WaveAugment`);
 5. Kaldi fbank with the training dither, then CMN over the chunk -> ``[chunk_frames, bins]``.
 
 When MixUp works on waveforms (``augment.mixup.domain == "waveform"``) step 5 moves to the batch
@@ -36,13 +36,12 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from speakerid.audio import FFMPEG_ONLY_EXTENSIONS, AudioError, load_audio
-from speakerid.augment import WAVEFORM_SECTIONS, check_mixup, mixes_waveforms
+from speakerid.augment.spec import WAVEFORM_SECTIONS, check_mixup, mixes_waveforms
 from speakerid.config import AugmentConfig, FeatureConfig
-from speakerid.data.batch import BatchAugment, collate, worker_init_fn  # noqa: F401  (re-exported)
 from speakerid.data.datadir import DataDir, DataDirError, read_data_dir
 from speakerid.data.sampler import SampleKey
-from speakerid.data.seeding import STREAM_BATCH, STREAM_CHUNK, STREAM_SPECAUG, sample_generator  # noqa: F401  (re-exported)
-from speakerid.features import apply_cmn, fbank_from_config, frame_geometry
+from speakerid.data.seeding import STREAM_CHUNK, sample_generator
+from speakerid.features.kaldi import apply_cmn, fbank_from_config, frame_geometry
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +49,7 @@ logger = logging.getLogger(__name__)
 PAD_MODES = ("repeat", "zero")
 
 
-def _randint(g: torch.Generator, high: int) -> int:
+def randint_below(g: torch.Generator, high: int) -> int:
     """Uniform integer in ``[0, high)``."""
     return int(torch.randint(high, (1,), generator=g).item()) if high > 1 else 0
 
@@ -63,13 +62,13 @@ def fit_length(x: Tensor, length: int, g: torch.Generator, pad_mode: str = "repe
     """
     n = x.size(0)
     if n >= length:
-        start = _randint(g, n - length + 1)
+        start = randint_below(g, n - length + 1)
         return x[start : start + length]
     if pad_mode == "zero":
         pad = torch.zeros((length - n,) + tuple(x.shape[1:]), dtype=x.dtype)
         return torch.cat([x, pad], dim=0)
     reps = -(-(length + n) // n)
-    phase = _randint(g, n)
+    phase = randint_below(g, n)
     return x.repeat((reps,) + (1,) * (x.dim() - 1))[phase : phase + length]
 
 
@@ -146,13 +145,13 @@ def _build_wave_augment(cfg: AugmentConfig, sample_rate: int) -> tuple[Any, Any]
     speed = None
     wave_aug = None
     if cfg.speed.enabled:
-        from speakerid.augment import SpeedPerturb
+        from speakerid.augment.wave import SpeedPerturb
 
         if 1.0 not in cfg.speed.speeds:
             raise ValueError(f"augment.speed.speeds must contain 1.0, got {cfg.speed.speeds}")
         speed = SpeedPerturb.from_config(cfg.speed, sample_rate)
     if any(getattr(cfg, name).enabled for name in WAVEFORM_SECTIONS if name != "speed"):
-        from speakerid.augment import WaveAugment
+        from speakerid.augment.wave import WaveAugment
 
         no_speed = dataclasses.replace(cfg, speed=dataclasses.replace(cfg.speed, enabled=False))
         wave_aug = WaveAugment.from_config(no_speed, sample_rate)
@@ -324,9 +323,9 @@ def read_region(path: str, num_samples: int, sample_rate: int, g: torch.Generato
         wave, _ = load_audio(path, sample_rate)
         if wave.numel() <= num_samples:
             return wave
-        start = _randint(g, wave.numel() - num_samples + 1)
+        start = randint_below(g, wave.numel() - num_samples + 1)
         return wave[start : start + num_samples]
-    start = _randint(g, info.frames - num_samples + 1)
+    start = randint_below(g, info.frames - num_samples + 1)
     try:
         data, _ = sf.read(path, start=start, frames=num_samples, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, ValueError) as e:

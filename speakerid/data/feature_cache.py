@@ -28,7 +28,7 @@ import torch
 
 from speakerid.config import FeatureConfig
 from speakerid.data.jobs import die_with_parent, inputs_digest, unique_temp
-from speakerid.features import fbank_from_config
+from speakerid.features.kaldi import fbank_from_config
 
 logger = logging.getLogger(__name__)
 

@@ -39,8 +39,8 @@ from torch.utils.data import IterableDataset, get_worker_info
 from speakerid.audio import AudioError, load_audio
 from speakerid.config import AugmentConfig, FeatureConfig
 from speakerid.data.datadir import DataDirError, read_data_dir
-from speakerid.augment import check_mixup, mixes_waveforms
-from speakerid.data.dataset import ChunkPipeline, _randint, build_item
+from speakerid.augment.spec import check_mixup, mixes_waveforms
+from speakerid.data.dataset import ChunkPipeline, randint_below, build_item
 from speakerid.data.jobs import die_with_parent, inputs_digest
 
 from speakerid.data.sampler import derive_seed
@@ -304,7 +304,7 @@ class ShardDataset(IterableDataset):
                         if len(buf) < self.shuffle_buffer:
                             buf.append(sample)
                             continue
-                        j = _randint(g, len(buf))
+                        j = randint_below(g, len(buf))
                         out, buf[j] = buf[j], sample
                         yield out
             for j in torch.randperm(len(buf), generator=g).tolist():
@@ -339,7 +339,7 @@ class ShardDataset(IterableDataset):
         def make_chunk(g: torch.Generator) -> tuple[torch.Tensor, int]:
             region = wave
             if wave.numel() > need:  # the same random region ChunkDataset's read_region takes
-                start = _randint(g, wave.numel() - need + 1)
+                start = randint_below(g, wave.numel() - need + 1)
                 region = wave[start : start + need]
             return self.pipeline(region, g)
 

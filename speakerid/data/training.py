@@ -25,7 +25,8 @@ class TrainError(ValueError):
 
 def build_train_data(cfg: TrainConfig, data_dir: Path, info: "DistInfo", two_views: bool, pair_based: bool):
     """Dataset, batch sampler and collate function for this rank."""
-    from speakerid.data.dataset import BatchAugment, ChunkDataset
+    from speakerid.data.batch import BatchAugment
+    from speakerid.data.dataset import ChunkDataset
     from speakerid.data.sampler import PKBatchSampler, ShuffleBatchSampler
 
     collate = BatchCollate(BatchAugment(cfg.augment, cfg.features, cfg.seed, train=True))
@@ -115,6 +116,6 @@ class BatchCollate:
         self.batch_augment = batch_augment
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
-        from speakerid.data.dataset import collate
+        from speakerid.data.batch import collate
 
         return self.batch_augment(collate(items))

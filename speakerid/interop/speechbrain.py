@@ -6,7 +6,7 @@ pretrained model in a HyperPyYAML file: ``compute_features`` (``lobes.features.F
 ``mean_var_norm_emb`` (the global embedding statistics, ``mean_var_norm_emb.ckpt``). The import
 reads the YAML without executing it (tags become plain data; ``!ref <key>`` is resolved), maps
 the ECAPA-TDNN arguments onto :class:`speakerid.models.ECAPATDNNSpeechBrain` (same state-dict
-names) and sets ``features.frontend: speechbrain`` (:mod:`speakerid.features_speechbrain`).
+names) and sets ``features.frontend: speechbrain`` (:mod:`speakerid.features.speechbrain`).
 Feature and normalisation settings other than the ones implemented are refused by name.
 With ``norm_stats`` (``mean_var_norm_emb.ckpt``) the embedding mean is subtracted, as
 SpeechBrain's ``encode_batch(normalize=True)``; its ``verify_batch`` does not normalise.

@@ -36,7 +36,9 @@ import numpy as np
 
 from speakerid.fileio import write_text_atomic
 from speakerid.limits import shorten
-from speakerid.scoring.metrics import DEFAULT_P_TARGETS, _validate, compute_act_dcf, compute_cllr
+from speakerid.scoring.backend import BACKENDS
+from speakerid.scoring.metrics import DEFAULT_P_TARGETS, compute_act_dcf, compute_cllr
+from speakerid.scoring.sorting import validate_scores
 
 __all__ = [
     "CalibrationError",
@@ -45,7 +47,6 @@ __all__ = [
     "calibration_report",
     "calibrate_score_file",
     "apply_calibration_file",
-    "SCORE_KINDS",
     "plausible_score_range",
     "decision_problem",
     "check_fit",
@@ -58,7 +59,6 @@ logger = logging.getLogger(__name__)
 _FORMAT = "speakerid-calibration"
 _C = 1e4
 #: the raw scores a calibration can be fitted on: cosine similarity, or cosine after AS-norm
-SCORE_KINDS = ("cosine", "asnorm")
 
 
 class CalibrationError(ValueError):
@@ -74,7 +74,7 @@ def _logit(p: float) -> float:
 class Calibration:
     """``llr = a * score + b``; ``prior`` is the effective target prior it was trained at.
 
-    ``score`` names the raw score the map expects (:data:`SCORE_KINDS`; files written before
+    ``score`` names the raw score the map expects (:data:`speakerid.scoring.backend.BACKENDS`; files written before
     it existed mean "cosine"); ``score_min``/``score_max`` the range of the dev scores it was
     fitted on (None when unknown). ``default_p_target``: the prior whose Bayes threshold is the
     measured default operating point, about ``target_fa`` false accepts on the dev trials (None:
@@ -125,8 +125,8 @@ class Calibration:
             value = getattr(cal, key)
             if value is not None and not 0 < value < 1:
                 raise CalibrationError(f"{path}: {key} must be in (0, 1), got {value}")
-        if cal.score not in SCORE_KINDS:
-            raise CalibrationError(f"{path}: 'score' must be one of {', '.join(SCORE_KINDS)}, got {cal.score!r}")
+        if cal.score not in BACKENDS:
+            raise CalibrationError(f"{path}: 'score' must name a scoring backend ({', '.join(BACKENDS)}), got {cal.score!r}")
         if not all(math.isfinite(v) for v in (cal.a, cal.b, cal.prior)) or not 0 < cal.prior < 1:
             raise CalibrationError(f"{path}: a, b must be finite and prior in (0, 1)")
         return cal
@@ -138,13 +138,13 @@ def fit_calibration(
 ) -> Calibration:
     """Fit ``llr = a*score + b`` on labelled dev scores (see the module docstring).
 
-    ``score_kind``: what the scores are (:data:`SCORE_KINDS`), stored with the map so that
+    ``score_kind``: what the scores are (:data:`speakerid.scoring.backend.BACKENDS`), stored with the map so that
     ``verify`` applies it to the same kind of score."""
-    if score_kind not in SCORE_KINDS:
-        raise ValueError(f"score kind must be one of {', '.join(SCORE_KINDS)}, got {score_kind!r}")
+    if score_kind not in BACKENDS:
+        raise ValueError(f"score kind must name a scoring backend ({', '.join(BACKENDS)}), got {score_kind!r}")
     from sklearn.linear_model import LogisticRegression
 
-    s, lab = _validate(scores, labels)
+    s, lab = validate_scores(scores, labels)
     s = s.astype(np.float64, copy=False)
     n_t = int(lab.sum())
     n_n = s.size - n_t

@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Iterable
 
 from speakerid.scoring import plots
-from speakerid.scoring.metrics import DEFAULT_P_TARGETS, Metrics, MetricsError, compute_metrics
+from speakerid.scoring.metrics import DEFAULT_P_TARGETS, Metrics, compute_metrics
+from speakerid.scoring.sorting import MetricsError
 from speakerid.scoring.trials import read_labelled_scores
 
 

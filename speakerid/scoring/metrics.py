@@ -62,8 +62,7 @@ __all__ = [
 
 DEFAULT_P_TARGETS: tuple[float, ...] = (0.01, 0.05)
 
-# re-exported: MetricsError, _validate and SORT_METHODS are used from here by calibrate, tests, benchmarks
-from speakerid.scoring.sorting import _BLOCK, SORT_METHODS, MetricsError, _SortedScores, _validate  # noqa: F401
+from speakerid.scoring.sorting import SORT_BLOCK, MetricsError, SortedScores, validate_scores
 
 
 # --------------------------------------------------------------------------------------
@@ -85,7 +84,7 @@ class OperatingPoints:
     targets_below: np.ndarray
     nontargets_below: np.ndarray
     positions: np.ndarray
-    _sorted: _SortedScores = field(repr=False)
+    _sorted: SortedScores = field(repr=False)
 
     @property
     def num_points(self) -> int:
@@ -118,7 +117,7 @@ def operating_points(
     ``method``: "auto" (packed keys), "packed64" (force the two-part float64 packing) or
     "argsort" (the plain reference route). All give identical results; only speed differs.
     """
-    srt = _SortedScores(scores, labels, method)
+    srt = SortedScores(scores, labels, method)
     n, n_t = srt.n, srt.n_targets
     keys, lab = srt.block(0, n)
     boundaries = np.flatnonzero(keys[1:] != keys[:-1])
@@ -141,7 +140,7 @@ class _ScanResult:
     min_dcf: dict[float, tuple[float, int]]  # p_target -> (normalised value, position)
 
 
-def _scan(srt: _SortedScores, p_targets: tuple[float, ...], c_miss: float, c_fa: float, block: int = _BLOCK) -> _ScanResult:
+def _scan(srt: SortedScores, p_targets: tuple[float, ...], c_miss: float, c_fa: float, block: int = SORT_BLOCK) -> _ScanResult:
     """Visit every operating point (in order) block by block, keeping in cache what
     :func:`operating_points` would hold as full arrays; same points, same tie-breaking (the
     first minimum; the first point with P_miss >= P_fa)."""
@@ -198,7 +197,7 @@ def _scan(srt: _SortedScores, p_targets: tuple[float, ...], c_miss: float, c_fa:
     return _ScanResult(nt, nn, eer_pair, {p: (max(v, 0.0), pos) for p, (v, pos) in best.items()})
 
 
-def _eer_from_pair(srt: _SortedScores, pair: tuple[tuple[int, int, int], tuple[int, int, int]]) -> tuple[float, float]:
+def _eer_from_pair(srt: SortedScores, pair: tuple[tuple[int, int, int], tuple[int, int, int]]) -> tuple[float, float]:
     """Interpolate P_miss = P_fa between the two straddling points (tb, nb, position)."""
     nt, nn = srt.n_targets, srt.n - srt.n_targets
     (tb0, nb0, pos0), (tb1, nb1, pos1) = pair
@@ -284,7 +283,7 @@ def compute_act_dcf(
     c_fa: float = 1.0,
 ) -> float:
     """Normalised actual DCF of calibrated LLRs at the Bayes threshold (accept ``llr >= thr``)."""
-    s, lab = _validate(llrs, labels)
+    s, lab = validate_scores(llrs, labels)
     norm = _dcf_norm(p_target, c_miss, c_fa)
     accept = s >= bayes_threshold(p_target, c_miss, c_fa)
     n_t = int(np.count_nonzero(lab))
@@ -295,7 +294,7 @@ def compute_act_dcf(
 
 def compute_cllr(llrs: np.ndarray | Iterable[float], labels: np.ndarray | Iterable) -> float:
     """Cllr in bits (Brümmer & du Preez 2006, eq. 11); 1.0 = a system that always says LLR 0."""
-    s, lab = _validate(llrs, labels)
+    s, lab = validate_scores(llrs, labels)
     s = s.astype(np.float64, copy=False)
     c_tar = np.mean(np.logaddexp(0.0, -s[lab]))
     c_non = np.mean(np.logaddexp(0.0, s[~lab]))
@@ -348,7 +347,7 @@ def compute_metrics(
     p_targets = tuple(float(p) for p in p_targets)
     for p in p_targets:
         _dcf_norm(p, c_miss, c_fa)
-    srt = _SortedScores(scores, labels, method)
+    srt = SortedScores(scores, labels, method)
     scan = _scan(srt, p_targets, c_miss, c_fa)
     eer, eer_thr = _eer_from_pair(srt, scan.eer_pair)
     min_dcf = {p: (value, srt.threshold(pos)) for p, (value, pos) in scan.min_dcf.items()}

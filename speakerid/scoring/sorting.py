@@ -22,7 +22,7 @@ class MetricsError(ValueError):
 # validation
 
 
-def _validate(scores: np.ndarray | Iterable[float], labels: np.ndarray | Iterable) -> tuple[np.ndarray, np.ndarray]:
+def validate_scores(scores: np.ndarray | Iterable[float], labels: np.ndarray | Iterable) -> tuple[np.ndarray, np.ndarray]:
     """Return (scores as float32 or float64 1-D, labels as bool 1-D) or raise MetricsError."""
     s = np.asarray(scores)
     if s.dtype != np.float32:
@@ -74,7 +74,7 @@ def _as_float32_exact(s: np.ndarray) -> np.ndarray | None:
     return s32 if np.array_equal(s32, s) else None
 
 
-_BLOCK = 1 << 16  # elements per block of the streaming passes (~0.5 MiB of int64: stays in cache)
+SORT_BLOCK = 1 << 16  # elements per block of the streaming passes (~0.5 MiB of int64: stays in cache)
 
 
 def _pack32(s32: np.ndarray, lab: np.ndarray) -> np.ndarray:
@@ -88,8 +88,8 @@ def _pack32(s32: np.ndarray, lab: np.ndarray) -> np.ndarray:
     """
     packed = np.empty(s32.size, dtype=np.int64)
     label_bits = lab.view(np.uint8)
-    for lo in range(0, s32.size, _BLOCK):
-        blk = slice(lo, lo + _BLOCK)
+    for lo in range(0, s32.size, SORT_BLOCK):
+        blk = slice(lo, lo + SORT_BLOCK)
         k = s32[blk] + np.float32(0.0)  # -0.0 -> +0.0: equal floats must get equal keys
         packed[blk] = _sortable_int(k.view(np.int32), _MASK31)
         packed[blk] <<= 1
@@ -111,8 +111,8 @@ def _pack64(s: np.ndarray, lab: np.ndarray) -> tuple[np.ndarray, int]:
     out = np.empty(s.size, dtype=np.uint64)
     label_bits = lab.view(np.uint8)
     i_neg, i_pos = 0, n_neg  # write cursors of the two parts
-    for lo in range(0, s.size, _BLOCK):  # block by block: temporaries stay in cache
-        blk = slice(lo, lo + _BLOCK)
+    for lo in range(0, s.size, SORT_BLOCK):  # block by block: temporaries stay in cache
+        blk = slice(lo, lo + SORT_BLOCK)
         bits = (s[blk] + 0.0).view(np.int64)  # -0.0 -> +0.0
         neg = bits < 0
         mag = bits & _MASK63
@@ -134,7 +134,7 @@ def _pack64(s: np.ndarray, lab: np.ndarray) -> tuple[np.ndarray, int]:
 SORT_METHODS = ("auto", "packed64", "argsort")
 
 
-class _SortedScores:
+class SortedScores:
     """Scores in ascending order with their labels, from one sort, read block by block.
 
     Routes (identical results): float32-representable scores (e.g. cosine scores of float32
@@ -148,7 +148,7 @@ class _SortedScores:
     def __init__(self, scores: np.ndarray | Iterable[float], labels: np.ndarray | Iterable, method: str = "auto"):
         if method not in SORT_METHODS:
             raise MetricsError(f"unknown sort method {method!r}; choose from {', '.join(SORT_METHODS)}")
-        s, lab = _validate(scores, labels)
+        s, lab = validate_scores(scores, labels)
         self.n = s.size
         self.n_targets = int(np.count_nonzero(lab))
         s32 = _as_float32_exact(s)

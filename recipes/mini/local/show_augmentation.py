@@ -28,7 +28,8 @@ import torch
 
 from speakerid.config import AugmentConfig, FeatureConfig
 from speakerid.data.datadir import write_data_dir
-from speakerid.data.dataset import BatchAugment, ChunkDataset, collate
+from speakerid.data.batch import BatchAugment, collate
+from speakerid.data.dataset import ChunkDataset
 from speakerid.data.sampler import ShuffleBatchSampler
 from speakerid.fileio import atomic_path, write_text_atomic
 

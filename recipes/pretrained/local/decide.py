@@ -28,7 +28,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
 from speakerid.scoring.calibrate import calibrate_score_file, fit_calibration, with_operating_point  # noqa: E402
-from speakerid.scoring.cosine import score_files  # noqa: E402
+from speakerid.scoring.trial_scores import score_files  # noqa: E402
 from speakerid.scoring.evaluate import evaluate_score_file  # noqa: E402
 from speakerid.scoring.metrics import bayes_threshold  # noqa: E402
 from speakerid.scoring.trials import read_labelled_scores  # noqa: E402
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     for kind in ("cosine", "asnorm"):
         out = a.exp / f"scores_dev_{kind}.txt"
         score_files(a.trials, a.exp / "emb_dev", out, cohort=candidate if kind == "asnorm" else None,
-                    norm="asnorm" if kind == "asnorm" else "none", top_k=a.top_k)
+                    scoring="asnorm" if kind == "asnorm" else "none", top_k=a.top_k)
         figures[kind] = {**evaluate_score_file(str(out)).to_dict(), **operating_rates(out, a.target_fa)}
     kind = "asnorm" if figures["asnorm"]["miss"] < figures["cosine"]["miss"] else "cosine"
     cohort = a.exp / "cohort.npz"

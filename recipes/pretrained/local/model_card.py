@@ -193,7 +193,7 @@ def model_card(exp: Path, split: str, bench_md: str, bench: dict, decision: dict
         "  accepts more impostors on some corpora than on others (the per-corpus FA column).",
         "- FSDD is 8 kHz digits under 1 s; Speech Commands one word of 1 s: short clips are the weakest case.",
         "  `enroll` / `verify` warn about a file with under 1.5 s of speech and an enrolment with under 3 s in all",
-        "  (`speakerid.enroll`; dev EER by seconds of speech: `benchmarks/results_min_speech.md`).",
+        "  (`speakerid.enroll.speaker_db`; dev EER by seconds of speech: `benchmarks/results_min_speech.md`).",
         "- Nothing here measures children, whispering, far-field rooms or codecs beyond what the dev corpora hold.",
         "",
     ]

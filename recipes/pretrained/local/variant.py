@@ -7,7 +7,7 @@
 ``--half`` stores every floating-point tensor of model.pt as float16 (what the package ships
 when the dev figures allow: half the size); loading casts them back to float32, so the variant
 measures exactly what the rounding costs. ``--trim-silence`` sets ``features.trim_silence``
-(:func:`speakerid.vad.trim_silence` before the segment policy), the starter's front end, so it
+(:func:`speakerid.features.vad.trim_silence` before the segment policy), the starter's front end, so it
 can be measured on this model. Other files of the dir are not copied.
 """
 from __future__ import annotations

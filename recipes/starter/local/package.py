@@ -151,7 +151,7 @@ def model_card(exp: Path, split: str, bench: str, bench_json: dict, loss_study: 
         "## How it embeds audio (the front end a caller must reproduce)",
         "",
         "1. load mono, resample to 16 kHz (`speakerid.audio.load_audio`);",
-        "2. `speakerid.vad.trim_silence(wave, 16000)` (energy VAD); when it keeps under 0.3 s the",
+        "2. `speakerid.features.vad.trim_silence(wave, 16000)` (energy VAD); when it keeps under 0.3 s the",
         "   untrimmed audio is used (`recipes/starter/local/trim_dir.py`); training audio was trimmed the same way;",
         "3. 80-bin Kaldi fbank, no dither, per-utterance CMN (`features` in config.yaml);",
         "4. `speakerid extract`'s segment policy: utterances under 0.5 s are tiled to 0.5 s, longer ones",

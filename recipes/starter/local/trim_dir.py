@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Copy a data dir with every utterance silence-trimmed (speakerid.vad.trim_silence) as FLAC.
+"""Copy a data dir with every utterance silence-trimmed (speakerid.features.vad.trim_silence) as FLAC.
 
     python recipes/starter/local/trim_dir.py data/speech/dev data/speech_trim/dev
 
@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
 from speakerid.audio import load_audio  # noqa: E402
 from speakerid.data.datadir import read_data_dir, write_data_dir  # noqa: E402
-from speakerid.vad import trim_silence  # noqa: E402
+from speakerid.features.vad import trim_silence  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

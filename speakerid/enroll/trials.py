@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from speakerid.enroll_db import SpeakerDBError
+from speakerid.enroll.store import SpeakerDBError
 from speakerid.limits import shorten
 
 logger = logging.getLogger(__name__)
@@ -41,11 +41,11 @@ def _resolve_audio(test_id: str, trials: Path) -> Path | None:
 
 def verify_trial_list(db, trials: str | os.PathLike, output: str | os.PathLike,
                       decisions: str | os.PathLike | None = None, progress: bool = True) -> dict:
-    """Score the trials of ``trials`` against ``db`` (a :class:`speakerid.enroll.SpeakerDB`);
+    """Score the trials of ``trials`` against ``db`` (a :class:`speakerid.enroll.speaker_db.SpeakerDB`);
     return a summary (counts of trials / accepts, output paths)."""
     from tqdm import tqdm
 
-    from speakerid.enroll_scoring import score_pairs
+    from speakerid.enroll.rules import score_pairs
     from speakerid.fileio import atomic_write
     from speakerid.scoring.trials import read_trial_list, write_scores
 
@@ -81,7 +81,7 @@ def verify_trial_list(db, trials: str | os.PathLike, output: str | os.PathLike,
     bar.close()
     spk_idx = np.searchsorted(np.asarray(speakers), tl.enroll)
     test_idx = row_of_test[np.searchsorted(np.asarray(tests), tl.test)]
-    s = score_pairs([r.refs for r in refs], emb, spk_idx, test_idx, db.score_rule, db.score_top_k, model.cohort)
+    s = score_pairs([r.refs for r in refs], emb, spk_idx, test_idx, db.score_rule, db.score_top_k, rule.backend)
     dec, _ = rule.apply(s)
     accept = dec >= rule.threshold
     write_scores(output, tl.enroll, tl.test, dec, tl.labels)

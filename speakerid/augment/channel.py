@@ -7,7 +7,7 @@ chunk and returns it at the original rate, so the model sees narrow-band speech 
 same front end as wide-band speech (the approach of the NIST SRE recipes that mix telephone
 and microphone data; Kaldi's ``sre16`` recipe downsamples its wide-band data to 8 kHz).
 
-The chain, each step with the generator of the caller (see :mod:`speakerid.augment`):
+The chain, each step with the generator of the caller (see :mod:`speakerid.augment.spec`):
   1. resample ``sample_rate -> band_rate`` (torchaudio's windowed-sinc low-pass at
      ``band_rate / 2``; 4 kHz for 8 kHz telephony);
   2. high-pass at ``highpass_hz`` (a 2nd-order biquad: the telephone band's low edge);
@@ -23,7 +23,7 @@ import torchaudio.functional as AF
 import torchaudio.transforms as AT
 from torch import Tensor
 
-from speakerid.augment_draws import _bernoulli
+from speakerid.augment.draws import draw_bernoulli
 from speakerid.config import TelephoneConfig
 
 
@@ -65,6 +65,6 @@ class TelephoneChannel:
         return x[:length].to(wave.dtype)
 
     def __call__(self, wave: Tensor, generator: torch.Generator) -> Tensor:
-        if not _bernoulli(generator, self.prob):
+        if not draw_bernoulli(generator, self.prob):
             return wave
-        return self.apply(wave, _bernoulli(generator, self.mulaw_prob))
+        return self.apply(wave, draw_bernoulli(generator, self.mulaw_prob))

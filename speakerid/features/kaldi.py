@@ -43,7 +43,7 @@ import torchaudio.compliance.kaldi as kaldi
 from torch import Tensor, nn
 
 from speakerid.config import FeatureConfig
-from speakerid.frontend_choices import WAVE_SCALES, WINDOW_TYPES, wave_scale_factor, window_function  # noqa: F401
+from speakerid.features.windows import wave_scale_factor, window_function
 
 logger = logging.getLogger(__name__)
 
@@ -376,7 +376,7 @@ class Fbank(nn.Module):
         """Build from a :class:`speakerid.config.FeatureConfig`; dither only when ``train``.
 
         The Kaldi front end only; :func:`speakerid.inference.build_frontend` picks the class that
-        ``cfg.frontend`` names (``speechbrain``: :mod:`speakerid.features_speechbrain`).
+        ``cfg.frontend`` names (``speechbrain``: :mod:`speakerid.features.speechbrain`).
         """
         if cfg.frontend != "kaldi":
             raise ValueError(f"features.frontend: {cfg.frontend!r} is not the Kaldi front end; use speakerid.inference.build_frontend")

@@ -1,4 +1,4 @@
-"""Argument-parsing pieces shared by :mod:`speakerid.cli` and :mod:`speakerid.cli_db`: the
+"""Argument-parsing pieces shared by :mod:`speakerid.cli.main` and :mod:`speakerid.cli.db`: the
 sub-command parser (one-line usage errors, an example in every --help), argument types
 (finite floats, integer sizes) and ``--threads``.
 """
@@ -73,7 +73,7 @@ def apply_threads(a: argparse.Namespace, workers: int = 0) -> None:
 
 
 def add_backend(p: argparse.ArgumentParser) -> None:
-    """``--backend``: what runs the encoder (speakerid.backends)."""
+    """``--backend``: what runs the encoder (speakerid.encoder_runtime)."""
     p.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch",
                    help="what runs the encoder: torch (default) or onnxruntime (the [onnx] extra; same embeddings "
                         "within 1e-4, 1.5-1.8x as fast for CAM++ on a CPU; exported once into ~/.cache/speakerid)")

@@ -18,7 +18,7 @@ Rules:
 - Writers take the lock ``BEGIN EXCLUSIVE`` (readers wait for the transaction to end, so none
   reads the speaker index while it changes) and store a new random ``index_token`` in ``meta``
   (triggers do it for any UPDATE / DELETE, by any program): the speaker index beside the DB
-  (:mod:`speakerid.enroll_index`) carries the token of the state it reflects. ``identify``
+  (:mod:`speakerid.enroll.index`) carries the token of the state it reflects. ``identify``
   reads inside one read transaction (a consistent snapshot of the rows and the index).
 - Every SQLite error becomes :class:`SpeakerDBError` naming the file; every stored row is
   checked (blob sizes, finite values, ``num_utts >= 1``), the error naming file and speaker.
@@ -37,7 +37,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from speakerid import enroll_index
+from speakerid.enroll import index as enroll_index
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ CREATE INDEX IF NOT EXISTS utterances_by_speaker ON utterances(speaker);
 """
 
 # Any UPDATE / DELETE of the rows, by speakerid or by another program, gives the DB a new index
-# token, so the speaker index beside it (speakerid/enroll_index.py) is seen to be stale; inserts
+# token, so the speaker index beside it (speakerid/enroll/index.py) is seen to be stale; inserts
 # are speakerid's own and set the token themselves (one statement per transaction, not per row).
 TOKEN_KEY = "index_token"
 _TRIGGERS = [

@@ -1,8 +1,8 @@
 """The speaker index kept in step with the speaker DB: the writers' side (inside their SQLite
 transaction) and the readers' side (a current index, rebuilt from SQLite when it is stale).
 
-The file format and the search are :mod:`speakerid.enroll_index`'s; the rows and transactions
-:mod:`speakerid.enroll_db`'s. Nothing here loops over speakers in Python.
+The file format and the search are :mod:`speakerid.enroll.index`'s; the rows and transactions
+:mod:`speakerid.enroll.store`'s. Nothing here loops over speakers in Python.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Callable
 
 import numpy as np
 
-from speakerid.enroll_db import IndexChange, SpeakerStore
-from speakerid.enroll_index import (
+from speakerid.enroll.store import IndexChange, SpeakerStore
+from speakerid.enroll.index import (
     IndexRows,
     SpeakerIndex,
     cohort_key,
@@ -25,7 +25,7 @@ from speakerid.enroll_index import (
     update_index,
     write_index,
 )
-from speakerid.enroll_scoring import COHORT_TOP_K
+from speakerid.enroll.rules import COHORT_TOP_K
 
 logger = logging.getLogger(__name__)
 

@@ -1,9 +1,10 @@
 """How a test embedding is scored against a speaker's enrolment embeddings: the score rules.
 
 ``mean``: cosine with the unit mean of the references; ``max``: the best reference; ``topk``:
-the mean of the ``k`` best. With an AS-norm cohort each scored vector is also AS-normalised
-(:func:`speakerid.scoring.norm.normalise_scores`, the top :data:`COHORT_TOP_K` cohort scores
-per side), then the rule applies to the normalised scores. Vectorised over all trials.
+the mean of the ``k`` best. Every pair is scored by cosine and, when the decision uses another
+scoring backend (:mod:`speakerid.scoring.backend`: AS-norm with the model's cohort, the top
+:data:`COHORT_TOP_K` cohort scores per side; PLDA), by that backend too; the rule then applies to
+each kind of score. Vectorised over all trials.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from typing import Sequence
 
 import numpy as np
 
-from speakerid.enroll_db import SpeakerDBError
+from speakerid.enroll.store import SpeakerDBError
+from speakerid.scoring.backend import ScoringBackend, rowwise_dot, unit_vectors
 
 SCORE_RULES = ("mean", "max", "topk")
 DEFAULT_SCORE_RULE = "mean"
@@ -21,34 +23,39 @@ DEFAULT_SCORE_TOP_K = 2
 COHORT_TOP_K = 300
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-
 @dataclass
 class Scores:
-    """Raw scores of trials: ``cosine`` and, with a cohort, ``asnorm`` (float64 arrays or floats)."""
+    """Raw scores of trials (float64 arrays or floats): ``cosine`` always, and ``backend`` of the
+    scoring backend ``kind`` when that is not cosine."""
 
     cosine: np.ndarray
-    asnorm: np.ndarray | None = None
+    kind: str = "cosine"
+    backend: np.ndarray | None = None
 
     def of(self, kind: str) -> np.ndarray:
-        return self.asnorm if kind == "asnorm" else self.cosine
+        if kind == "cosine":
+            return self.cosine
+        if kind != self.kind or self.backend is None:
+            raise SpeakerDBError(f"no {kind} scores were computed (scored with {self.kind})")
+        return self.backend
+
+    @property
+    def asnorm(self) -> np.ndarray | None:
+        """The AS-norm scores when the backend is AS-norm, else None (the field speaker DB results report)."""
+        return self.backend if self.kind == "asnorm" else None
 
 
 def score_pairs(refs: Sequence[np.ndarray], tests: np.ndarray, spk_idx: np.ndarray, test_idx: np.ndarray,
-                rule: str, k: int, cohort: np.ndarray | None) -> Scores:
+                rule: str, k: int, backend: "ScoringBackend | None" = None) -> Scores:
     """Trial ``i`` scores speaker ``refs[spk_idx[i]]`` (``[N_s, D]`` unit rows) against ``tests[test_idx[i]]``.
 
     ``mean``: one vector per speaker (unit mean of the references); ``max`` / ``topk``: every
     reference is scored (and AS-normalised), then the best one / the mean of the ``k`` best."""
-    from speakerid.scoring.norm import normalise_scores
-
     if rule not in SCORE_RULES:
         raise SpeakerDBError(f"unknown score rule {rule!r}; choose from {', '.join(SCORE_RULES)}")
     spk_idx, test_idx = np.asarray(spk_idx, dtype=np.int64), np.asarray(test_idx, dtype=np.int64)
     if rule == "mean":
-        vecs = _unit(np.stack([r.mean(axis=0) for r in refs]))
+        vecs = unit_vectors(np.stack([r.mean(axis=0) for r in refs]))
         counts = np.ones(len(refs), dtype=np.int64)
     else:
         vecs = np.concatenate(refs)
@@ -59,11 +66,11 @@ def score_pairs(refs: Sequence[np.ndarray], tests: np.ndarray, spk_idx: np.ndarr
     pair_vec = offsets[spk_idx][pair_trial] + (np.arange(pair_trial.size) - np.repeat(np.cumsum(per_trial) - per_trial, per_trial))
     pair_test = test_idx[pair_trial]
     vecs32, tests32 = vecs.astype(np.float32), np.asarray(tests, dtype=np.float32)
-    cos = np.einsum("ij,ij->i", vecs.astype(np.float64)[pair_vec], tests32.astype(np.float64)[pair_test])
-    asn = None
-    if cohort is not None:
-        asn = normalise_scores(cos, vecs32, tests32, pair_vec, pair_test, cohort, "asnorm", min(COHORT_TOP_K, cohort.shape[0]))
-    return Scores(*(None if x is None else _reduce(x, per_trial, rule, k) for x in (cos, asn)))
+    cos = rowwise_dot(vecs.astype(np.float64), tests32.astype(np.float64), pair_vec, pair_test)
+    if backend is None or backend.name == "cosine":
+        return Scores(_reduce(cos, per_trial, rule, k))
+    other = backend.score_pairs(vecs32, tests32, pair_vec, pair_test)
+    return Scores(_reduce(cos, per_trial, rule, k), backend.name, _reduce(other, per_trial, rule, k))
 
 
 def _reduce(pair_scores: np.ndarray, per_trial: np.ndarray, rule: str, k: int) -> np.ndarray:

@@ -1,5 +1,5 @@
 """The speaker-DB commands of ``speakerid``: enroll, verify, identify, list, remove (argument
-parsing only; the work is :class:`speakerid.enroll.SpeakerDB`'s).
+parsing only; the work is :class:`speakerid.enroll.speaker_db.SpeakerDB`'s).
 
 Each of them sets ``catch_all``: any error ends with one line on stderr and exit status 2
 (``verify``'s 1 means "reject", so no error may end with 1).
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from speakerid.cli_args import add_backend, add_threads, apply_threads, finite_float, positive_int, subparser
+from speakerid.cli.args import add_backend, add_threads, apply_threads, finite_float, positive_int, subparser
 
 
 def _db_model_arg(p: argparse.ArgumentParser) -> None:
@@ -23,7 +23,9 @@ def _db_model_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _decision_args(p: argparse.ArgumentParser) -> None:
-    from speakerid.enroll import DEFAULT_P_TARGET, DEFAULT_SCORE_RULE, DEFAULT_SCORE_TOP_K, SCORE_RULES
+    from speakerid.enroll.decision import DEFAULT_P_TARGET
+    from speakerid.enroll.rules import DEFAULT_SCORE_RULE, DEFAULT_SCORE_TOP_K, SCORE_RULES
+    from speakerid.scoring.backend import BACKENDS
 
     p.add_argument("--threshold", type=finite_float, default=None,
                    help="accept when the decision score >= this (the LLR when the model is calibrated, else the "
@@ -40,6 +42,10 @@ def _decision_args(p: argparse.ArgumentParser) -> None:
                         f"the best --score-top-k (default {DEFAULT_SCORE_RULE}: best on benchmarks/bench_enroll_scoring.py)")
     p.add_argument("--score-top-k", type=positive_int, default=DEFAULT_SCORE_TOP_K,
                    help=f"k of --score topk (default {DEFAULT_SCORE_TOP_K})")
+    p.add_argument("--scoring", choices=list(BACKENDS), default=None,
+                   help="scoring backend (default: the one the model's calibration.json was fitted on, else asnorm "
+                        "when the model has cohort.npz, else cosine; plda needs plda.npz in the model dir: "
+                        "speakerid train-plda)")
 
 
 def _json_arg(p: argparse.ArgumentParser) -> None:
@@ -53,14 +59,14 @@ def _print_json(obj) -> None:
 
 
 def _open_db(a: argparse.Namespace, with_model: bool = True):
-    from speakerid.enroll import SpeakerDB
+    from speakerid.enroll.speaker_db import SpeakerDB
 
     if not with_model:
         return SpeakerDB(a.db)
     apply_threads(a)
     return SpeakerDB(a.db, a.model, p_target=getattr(a, "p_target", None), threshold=getattr(a, "threshold", None),
                      score_rule=getattr(a, "score_rule", "mean"), score_top_k=getattr(a, "score_top_k", 2),
-                     backend=getattr(a, "backend", "torch"))
+                     scoring=getattr(a, "scoring", None), backend=getattr(a, "backend", "torch"))
 
 
 def _list_speakers(a: argparse.Namespace) -> int:
@@ -109,7 +115,7 @@ def add_enroll(sub: argparse._SubParsersAction) -> None:
         if a.remove:
             return _remove_speakers(a, [a.remove])
         if a.batch:
-            from speakerid.enroll import read_batch_list
+            from speakerid.enroll.speaker_db import read_batch_list
 
             if a.speaker or a.wavs:
                 raise ValueError("--batch FILE takes neither --speaker nor audio files")
@@ -187,7 +193,7 @@ def add_verify(sub: argparse._SubParsersAction) -> None:
         if a.json:
             _print_json(r.to_dict())
         else:
-            extra = "".join(f" {k}={v:.3f}" for k, v in (("asnorm", r.asnorm), ("llr", r.llr)) if v is not None)
+            extra = "".join(f" {k}={v:.3f}" for k, v in ((r.score_kind, r.backend_score), ("llr", r.llr)) if v is not None)
             print(f"{'accept' if r.accept else 'reject'} {r.speaker} {r.test} cosine={r.score:.4f}{extra} "
                   f"threshold={r.threshold:.4f} ({r.threshold_source})")
         return 0 if r.accept else 1
@@ -217,7 +223,7 @@ def add_identify(sub: argparse._SubParsersAction) -> None:
         else:
             print(f"{r.decision}\t(threshold {r.threshold:.4f}, {r.threshold_source})")
             for rank, m in enumerate(r.candidates, 1):
-                extra = "".join(f"\t{k}={v:.3f}" for k, v in (("asnorm", m.asnorm), ("llr", m.llr)) if v is not None)
+                extra = "".join(f"\t{k}={v:.3f}" for k, v in ((r.score_kind, m.backend_score), ("llr", m.llr)) if v is not None)
                 print(f"{rank}\t{m.speaker}\tcosine={m.score:.4f}{extra}")
         return 0
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from speakerid.augment_draws import _rand
+from speakerid.augment.draws import draw_rand
 from speakerid.config import AugmentConfig, SpecAugConfig, check_field
 
 logger = logging.getLogger(__name__)
@@ -37,8 +37,8 @@ def _band_mask(size: int, num: int, max_width: int, batch: int, generator: torch
     """
     if num <= 0 or max_width <= 0 or size <= 0:
         return torch.zeros(batch, size, dtype=torch.bool, device=device)
-    width = (_rand((batch, num), generator, device) * (min(max_width, size) + 1)).floor()
-    start = (_rand((batch, num), generator, device) * (size - width + 1)).floor()
+    width = (draw_rand((batch, num), generator, device) * (min(max_width, size) + 1)).floor()
+    start = (draw_rand((batch, num), generator, device) * (size - width + 1)).floor()
     pos = torch.arange(size, device=device).view(1, 1, size)
     inside = (pos >= start.unsqueeze(-1)) & (pos < (start + width).unsqueeze(-1))
     return inside.any(dim=1)
@@ -52,8 +52,8 @@ def time_warp(feats: Tensor, window: int, generator: torch.Generator) -> Tensor:
     if window <= 0 or num_f <= 2 * window + 1:
         return feats
     device = feats.device
-    centre = window + (_rand((batch,), generator, device) * (num_f - 2 * window)).floor()  # [B]
-    shift = (_rand((batch,), generator, device) * (2 * window + 1)).floor() - window
+    centre = window + (draw_rand((batch,), generator, device) * (num_f - 2 * window)).floor()  # [B]
+    shift = (draw_rand((batch,), generator, device) * (2 * window + 1)).floor() - window
     target = (centre + shift).clamp(1, num_f - 2)  # where the centre lands
     t = torch.arange(num_f, device=device, dtype=feats.dtype).unsqueeze(0)  # [1, F]
     c, tg = centre.unsqueeze(1).to(feats.dtype), target.unsqueeze(1).to(feats.dtype)
@@ -106,7 +106,7 @@ class SpecAugment(nn.Module):
             raise ValueError(f"SpecAugment expects feats [batch, frames, bins], got shape {tuple(feats.shape)}")
         batch, num_f, bins = feats.shape
         device = feats.device
-        apply = _rand((batch,), generator, device) < self.prob  # [B]
+        apply = draw_rand((batch,), generator, device) < self.prob  # [B]
         out = feats
         if self.time_warp > 0:
             warped = time_warp(feats, self.time_warp, generator)
@@ -171,15 +171,3 @@ def mixes_waveforms(cfg: AugmentConfig, train: bool) -> bool:
     """True when MixUp mixes waveforms (so the fbank moves to the batch step)."""
     check_mixup(cfg)
     return bool(train and cfg.mixup.enabled and cfg.mixup.domain == "waveform")
-
-
-_WAVEFORM_OPS = {"AugmentListError", "AddNoise", "Reverb", "SpeedPerturb", "TelephoneChannel", "WaveAugment", "read_noise_list", "read_rir_list"}
-
-
-def __getattr__(name: str):
-    """The waveform ops live in :mod:`speakerid.augment_wave` (which uses this module's helpers)."""
-    if name in _WAVEFORM_OPS:
-        from speakerid import augment_wave
-
-        return getattr(augment_wave, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -7,7 +7,7 @@
 >>> db.identify("test.wav", top_k=3).decision          # a speaker's name or "unknown"
 
 Speaker model: the DB keeps EVERY enrolment embedding (length-normalised; the SQLite layer is
-:mod:`speakerid.enroll_db`), so a speaker enrolled from a headset and from a phone call keeps
+:mod:`speakerid.enroll.store`), so a speaker enrolled from a headset and from a phone call keeps
 both. A test is scored against them by one of :data:`SCORE_RULES`: ``mean`` (cosine with the
 unit mean of the references), ``max`` (the best reference) or ``topk`` (mean of the ``k``
 best). The default, :data:`DEFAULT_SCORE_RULE` = ``mean``, is what
@@ -36,10 +36,10 @@ best candidate is the answer only when its decision score reaches the threshold,
 "unknown".
 
 Scale: the speakers' scoring vectors (unit means, the ``mean`` rule) also live in a speaker
-index beside the DB, ``<db>.index`` (:mod:`speakerid.enroll_index`: one memory-mapped float32
+index beside the DB, ``<db>.index`` (:mod:`speakerid.enroll.index`: one memory-mapped float32
 matrix with each speaker's AS-norm statistics, computed at enrolment), kept in step by every
 writer inside its transaction and rebuilt from SQLite, with a logged message, when it is
-missing or stale (:mod:`speakerid.enroll_sync`). ``identify`` ranks every speaker with one
+missing or stale (:mod:`speakerid.enroll.sync`). ``identify`` ranks every speaker with one
 matrix product and a partition, then scores the best ``top_k + RESCORE_MARGIN`` exactly from
 their rows, so its answer and scores are those of ``identify(..., exact=True)`` (every speaker
 read from SQLite); ``verify`` reads one speaker by primary key. :meth:`SpeakerDB.add_many`
@@ -49,53 +49,42 @@ embeddings) enrol many speakers in one transaction.
 Safety: every speaker row stores the model fingerprint (:func:`speakerid.inference.model_fingerprint`);
 scoring with another model raises :class:`ModelMismatchError`. Enrolment embeds all audio
 first, then writes in one transaction (all or nothing, also under SIGKILL). Audio with less
-than :data:`MIN_SPEECH_S` of speech after silence trimming (:func:`speakerid.vad.trim_silence`)
+than :data:`MIN_SPEECH_S` of speech after silence trimming (:func:`speakerid.features.vad.trim_silence`)
 is used, with a warning naming the file; so is an enrolment whose files hold less than
 :data:`MIN_ENROLL_SPEECH_S` of speech together.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 
-from speakerid.enroll_db import (  # noqa: F401  (re-exported: the DB's public names live here)
-    SCHEMA_VERSION,
-    Batch,
-    SpeakerDBError,
-    SpeakerInfo,
-    SpeakerRefs,
-    SpeakerStore,
-    UnknownSpeakerError,
+from speakerid.enroll.decision import (
+    DEFAULT_P_TARGET,
+    Decision,
+    IdentifyResult,
+    Match,
+    VerifyResult,
+    bayes_threshold,
 )
-from speakerid.enroll_scoring import (  # noqa: F401  (re-exported)
-    COHORT_TOP_K,
-    DEFAULT_SCORE_RULE,
-    DEFAULT_SCORE_TOP_K,
-    SCORE_RULES,
-    Scores,
-    _unit,
-    score_pairs,
-)
-from speakerid.scoring import metrics
+from speakerid.enroll.model import MIN_ENROLL_SPEECH_S, SpeakerModel, unit_rows
+from speakerid.enroll.rules import COHORT_TOP_K, DEFAULT_SCORE_RULE, DEFAULT_SCORE_TOP_K, SCORE_RULES, Scores, score_pairs
+from speakerid.scoring.backend import BACKENDS, unit_vectors
+from speakerid.enroll.store import Batch, SpeakerDBError, SpeakerInfo, SpeakerRefs, SpeakerStore
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_P_TARGET = 0.01
-# Warn below these (benchmarks/bench_min_speech.py, benchmarks/results_min_speech.md: with the default
-# model, a test side of 2 / 1.5 / 1 / 0.5 s of speech gave dev EER 5.3 / 6.3 / 11.0 / 20.6 %).
-MIN_SPEECH_S = 1.5  # per file (a test clip, or one enrolment file)
-MIN_ENROLL_SPEECH_S = 3.0  # over the files of one enrolment
 # identify through the index ranks this many candidates more than asked, then scores them all
 # exactly (float64, from their SQLite rows): float32 near-ties cannot change the answer
 RESCORE_MARGIN = 16
+# the scoring backends the speaker index ranks by (cosine, and AS-norm from the statistics it
+# stores); identify with any other backend scores every speaker exactly
+INDEX_RANKS = ("cosine", "asnorm")
 _CONTROL = re.compile(r"[\x00-\x1f]")
 
 
@@ -103,194 +92,15 @@ class ModelMismatchError(SpeakerDBError):
     """The DB's speakers were enrolled with a different model than the one given."""
 
 
-def bayes_threshold(p_target: float) -> float:
-    """``-logit(P_target)`` (:func:`speakerid.scoring.metrics.bayes_threshold`) with the DB's error type."""
-    if not 0.0 < p_target < 1.0:
-        raise SpeakerDBError(f"p_target must be in (0, 1), got {p_target}")
-    return metrics.bayes_threshold(p_target)
 
-
-# --------------------------------------------------------------------------- the model side
-@dataclass
-class SpeakerModel:
-    """An embedding extractor with what decisions need: fingerprint, calibration, dev threshold, cohort."""
-
-    extractor: object  # speakerid.inference.EmbeddingExtractor
-    fingerprint: str
-    calibration: object | None = None  # speakerid.scoring.calibrate.Calibration
-    dev_threshold: float | None = None
-    source: str = "<model>"
-    cohort: np.ndarray | None = None  # [C, D] unit length, float32
-    calibration_path: str = "calibration.json"
-    policy: object = None  # speakerid.inference.SegmentPolicy; None = the default policy
-
-    @classmethod
-    def from_experiment(cls, exp_dir: str | os.PathLike, device: str = "cpu", backend: str = "torch") -> "SpeakerModel":
-        """Load a model dir (model.pt + config.yaml) and, when present, calibration.json,
-        dev_eval.json and cohort.npz (the readers of :mod:`speakerid.inference`); a packaged
-        name (``"campplus"``, the default model, or ``"starter"``) is the packaged model."""
-        from speakerid.inference import (CALIBRATION_FILE, COHORT_FILE, SegmentPolicy, load_experiment,
-                                         model_fingerprint, read_calibration, read_cohort, read_dev_threshold,
-                                         resolve_model_source)
-
-        exp_dir = resolve_model_source(exp_dir)
-        extractor, cfg = load_experiment(exp_dir, device=device, backend=backend)
-        policy = SegmentPolicy.from_config(cfg)  # the embedding rule of `extract`, calibration and cohort
-        model = cls(extractor, model_fingerprint(extractor, policy), source=str(exp_dir),
-                    calibration_path=str(exp_dir / CALIBRATION_FILE), policy=policy)
-        model.calibration = read_calibration(exp_dir)
-        model.dev_threshold = read_dev_threshold(exp_dir)
-        cohort = read_cohort(exp_dir)
-        if cohort is not None:
-            model.cohort = check_cohort(exp_dir / COHORT_FILE, cohort[1], int(extractor.embed_dim))
-        return model
-
-    @classmethod
-    def from_extractor(cls, extractor, calibration=None, dev_threshold: float | None = None,
-                       cohort: np.ndarray | None = None, policy=None) -> "SpeakerModel":
-        from speakerid.inference import model_fingerprint
-
-        return cls(extractor, model_fingerprint(extractor, policy), calibration, dev_threshold,
-                   cohort=None if cohort is None else _unit(np.asarray(cohort, dtype=np.float32)), policy=policy)
-
-    def embed(self, wav_paths: Sequence[str | os.PathLike]) -> np.ndarray:
-        """Length-normalised embeddings ``[N, D]`` (float32) of whole files; a file with less
-        than MIN_SPEECH_S of speech after silence trimming gets a warning naming it."""
-        return self.embed_with_speech(wav_paths)[0]
-
-    def embed_with_speech(self, wav_paths: Sequence[str | os.PathLike]) -> tuple[np.ndarray, list[float]]:
-        """:meth:`embed` and each file's seconds of speech (after :func:`speakerid.vad.trim_silence`)."""
-        import torch
-
-        from speakerid.audio import load_audio
-        from speakerid.inference import SegmentPolicy, embed_waves
-        from speakerid.vad import trim_silence
-
-        sr = int(self.extractor.sample_rate)
-        waves = [load_audio(p, sr)[0] for p in wav_paths]
-        speech = [trim_silence(wave, sr).numel() / sr for wave in waves]
-        for path, seconds in zip(wav_paths, speech):
-            if seconds < MIN_SPEECH_S:
-                logger.warning("%s: only %.2f s of speech after silence trimming (< %.1f s): its score is unreliable",
-                               path, seconds, MIN_SPEECH_S)
-        with torch.no_grad():
-            emb = embed_waves(self.extractor, waves, self.policy or SegmentPolicy()).numpy().astype(np.float64)
-        bad = np.flatnonzero(~np.isfinite(emb).all(axis=1))
-        if bad.size:  # an overflowing model: refused before anything is stored or scored
-            raise SpeakerDBError(f"{wav_paths[int(bad[0])]}: the model gives a NaN or infinite embedding for this file")
-        return _unit(emb).astype(np.float32), speech
-
-    def embed_batches(self, wav_paths: Sequence[str | os.PathLike], batch_size: int = 64,
-                      progress: bool = True) -> np.ndarray:
-        """:meth:`embed` over ``batch_size`` files at a time, with a progress bar."""
-        from tqdm import tqdm
-
-        parts = []
-        with tqdm(total=len(wav_paths), desc="embedding", unit="file", disable=not progress) as bar:
-            for start in range(0, len(wav_paths), batch_size):
-                parts.append(self.embed(wav_paths[start : start + batch_size]))
-                bar.update(len(parts[-1]))
-        return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
-
-
-def unit_rows(emb: np.ndarray, what: str, chunk: int = 65536) -> np.ndarray:
-    """float32 unit-length copies of the rows of ``emb [N, D]`` (normalised in float64, as
-    :meth:`SpeakerModel.embed` does); NaN/inf or zero rows are an error naming ``what``."""
-    emb = np.asarray(emb)
-    if emb.ndim != 2 or emb.shape[0] == 0 or emb.shape[1] == 0:
-        raise SpeakerDBError(f"{what}: expected embeddings [N, D] with N, D >= 1, got shape {emb.shape}")
-    out = np.empty(emb.shape, dtype=np.float32)
-    for start in range(0, emb.shape[0], chunk):
-        part = emb[start : start + chunk].astype(np.float64)
-        norms = np.linalg.norm(part, axis=1, keepdims=True)
-        bad = ~(np.isfinite(part).all(axis=1) & (norms[:, 0] > 0))
-        if bad.any():
-            raise SpeakerDBError(f"{what}: embedding row {start + int(np.flatnonzero(bad)[0])} has NaN/inf or zero values")
-        out[start : start + chunk] = part / norms
-    return out
-
-
-def check_cohort(path: Path, emb: np.ndarray, embed_dim: int) -> np.ndarray:
-    """The AS-norm cohort ``[C, D]`` of ``path`` made unit length; errors name the file."""
-    if emb.shape[1] != embed_dim:
-        raise SpeakerDBError(f"{path}: cohort embeddings of dimension {emb.shape[1]}, the model's are {embed_dim}")
-    if emb.shape[0] < 2:
-        raise SpeakerDBError(f"{path}: a cohort needs at least 2 embeddings, got {emb.shape[0]}")
-    return _unit(emb.astype(np.float32))
-
-
-# --------------------------------------------------------------------------- results
-@dataclass
-class VerifyResult:
-    """``score`` is the cosine, ``asnorm`` its AS-norm (or None), ``llr`` the calibrated
-    ``score_kind`` score (or None); ``accept = decision_score >= threshold``."""
-
-    speaker: str
-    test: str
-    score: float
-    llr: float | None
-    threshold: float
-    threshold_source: str
-    accept: bool
-    asnorm: float | None = None
-    score_kind: str = "cosine"
-    rule: str = DEFAULT_SCORE_RULE
-    decision_score: float = float("nan")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-@dataclass
-class Match:
-    speaker: str
-    score: float
-    llr: float | None = None
-    asnorm: float | None = None
-    decision_score: float = float("nan")
-    accept: bool = False
-
-
-@dataclass
-class IdentifyResult:
-    """Open-set answer: ``decision`` is the best candidate when it reaches ``threshold``, else "unknown"."""
-
-    test: str
-    decision: str
-    candidates: list[Match] = field(default_factory=list)
-    threshold: float = float("nan")
-    threshold_source: str = ""
-    score_kind: str = "cosine"
-    rule: str = DEFAULT_SCORE_RULE
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-@dataclass(frozen=True)
-class Decision:
-    """How a raw score becomes accept/reject: which score kind, the calibration (or None), the threshold."""
-
-    kind: str
-    calibration: object | None
-    threshold: float
-    source: str
-
-    def apply(self, scores: Scores) -> tuple[np.ndarray, np.ndarray | None]:
-        """(decision scores, LLRs or None) of the chosen kind."""
-        raw = np.asarray(scores.of(self.kind), dtype=np.float64)
-        llr = None if self.calibration is None else self.calibration.apply(raw)
-        return (raw if llr is None else llr), llr
-
-
-# --------------------------------------------------------------------------- the DB
 class SpeakerDB:
     """A speaker enrolment database in one SQLite file.
 
     ``model``: a model dir (path or packaged name, e.g. ``"campplus"``), a :class:`SpeakerModel`, an
     ``EmbeddingExtractor``, or None (then only :meth:`list`, :meth:`info` and :meth:`remove`
     work). ``threshold`` overrides the decision threshold; ``p_target`` sets the Bayes threshold
-    of calibrated models (None: the model's default operating point, else 0.01); ``score_rule``/``score_top_k`` choose the rule of :data:`SCORE_RULES`.
+    of calibrated models (None: the model's default operating point, else 0.01); ``score_rule``/``score_top_k`` choose the rule of :data:`SCORE_RULES`;
+    ``scoring`` names the scoring backend (:data:`speakerid.scoring.backend.BACKENDS`; None: the model's).
     ``timeout``: seconds a writer waits for another one (busy timeout).
     """
 
@@ -303,6 +113,7 @@ class SpeakerDB:
         threshold: float | None = None,
         score_rule: str = DEFAULT_SCORE_RULE,
         score_top_k: int = DEFAULT_SCORE_TOP_K,
+        scoring: str | None = None,
         timeout: float = 60.0,
         device: str = "cpu",
         backend: str = "torch",
@@ -317,10 +128,13 @@ class SpeakerDB:
             raise SpeakerDBError(f"unknown score rule {score_rule!r}; choose from {', '.join(SCORE_RULES)}")
         if int(score_top_k) < 1:
             raise SpeakerDBError(f"score top-k must be >= 1, got {score_top_k}")
+        if scoring is not None and scoring not in BACKENDS:
+            raise SpeakerDBError(f"unknown scoring backend {scoring!r}; choose from {', '.join(BACKENDS)}")
+        self.scoring = scoring
         self.threshold = threshold
         self.score_rule, self.score_top_k = score_rule, int(score_top_k)
         self.store = SpeakerStore(self.path, timeout)
-        self._index = None  # the speaker index last used (speakerid.enroll_index.SpeakerIndex)
+        self._index = None  # the speaker index last used (speakerid.enroll.index.SpeakerIndex)
         self._cohort_key: str | None = None
         if model is None or isinstance(model, SpeakerModel):
             self.model = model
@@ -405,7 +219,7 @@ class SpeakerDB:
         self.store.delete(speaker, self._index_hook())
 
     def _index_hook(self):
-        from speakerid.enroll_sync import writer_hook
+        from speakerid.enroll.sync import writer_hook
 
         m = self.model
         return writer_hook(self.store, None if m is None else m.fingerprint, None if m is None else m.cohort)
@@ -427,45 +241,49 @@ class SpeakerDB:
 
     def speaker_embedding(self, speaker: str) -> np.ndarray:
         """The unit-length mean of the speaker's enrolment embeddings ``[D]``."""
-        return _unit(self.references([speaker])[0].refs.mean(axis=0))
+        return unit_vectors(self.references([speaker])[0].refs.mean(axis=0))
 
     def score_references(self, speaker: str, test_emb: np.ndarray, rule: str | None = None) -> Scores:
         """Raw scores (floats) of one unit test embedding against ``speaker`` by ``rule``."""
         model = self._require_model("scoring")
+        backend = model.scoring_backend(self.scoring or model.default_scoring())
         s = score_pairs([self.references([speaker])[0].refs], np.asarray(test_emb)[None, :], [0], [0],
-                        rule or self.score_rule, self.score_top_k, model.cohort)
-        return Scores(float(s.cosine[0]), None if s.asnorm is None else float(s.asnorm[0]))
+                        rule or self.score_rule, self.score_top_k, backend)
+        return Scores(float(s.cosine[0]), s.kind, None if s.backend is None else float(s.backend[0]))
 
     def decision(self) -> Decision:
-        """The decision rule of this model and settings, or a SpeakerDBError saying what is missing."""
+        """The decision rule of this model and settings, or a SpeakerDBError saying what is missing.
+
+        The scoring backend is ``scoring`` when given, else the model's (:meth:`SpeakerModel.default_scoring`:
+        the one its calibration was fitted on, else AS-norm with a cohort, else cosine). A calibration
+        applies only to scores of the backend it was fitted on."""
         from speakerid.scoring.calibrate import decision_problem
 
         model = self._require_model("a decision")
-        cal = model.calibration
+        kind = self.scoring or model.default_scoring()
+        backend = model.scoring_backend(kind)  # an error naming the missing file (cohort.npz, plda.npz)
+        cal = model.calibration if model.calibration is not None and model.calibration.score == kind else None
         if cal is not None and self.threshold is not None and not cal.a > 0:
             logger.warning("%s: degenerate calibration (slope %.3g) ignored: --threshold applies to the raw %s score",
                            model.calibration_path, cal.a, cal.score)
-            return Decision(cal.score, None, float(self.threshold), "given")
+            return Decision(kind, None, float(self.threshold), "given", backend)
         if cal is not None:
-            if cal.score == "asnorm" and model.cohort is None:
-                raise SpeakerDBError(f"{model.calibration_path}: fitted on AS-norm scores, but {model.source} has no "
-                                     "cohort.npz; add the cohort or refit on cosine scores")
             if self.threshold is not None:
-                return Decision(cal.score, cal, float(self.threshold), "given")
+                return Decision(kind, cal, float(self.threshold), "given", backend)
             p_target, why = self._p_target(cal)
             problem = decision_problem(cal, p_target, model.calibration_path)
             if problem:
                 raise SpeakerDBError(problem)
-            return Decision(cal.score, cal, bayes_threshold(p_target),
-                            f"Bayes threshold of the calibration at P_target={p_target:.4g}{why}")
-        kind = "asnorm" if model.cohort is not None else "cosine"
+            return Decision(kind, cal, bayes_threshold(p_target),
+                            f"Bayes threshold of the calibration at P_target={p_target:.4g}{why}", backend)
         if self.threshold is not None:
-            return Decision(kind, None, float(self.threshold), "given")
+            return Decision(kind, None, float(self.threshold), "given", backend)
         if kind == "cosine" and model.dev_threshold is not None:
-            return Decision(kind, None, model.dev_threshold, "dev-set EER threshold (dev_eval.json)")
+            return Decision(kind, None, model.dev_threshold, "dev-set EER threshold (dev_eval.json)", backend)
+        fitted = "" if model.calibration is None else f" (its calibration.json is for {model.calibration.score} scores)"
         raise SpeakerDBError(
-            f"{model.source}: no decision threshold for {kind} scores: the model has no calibration.json"
-            f"{'' if kind == 'asnorm' else ' nor dev_eval.json'}; give one (--threshold)"
+            f"{model.source}: no decision threshold for {kind} scores{fitted}: the model has no calibration.json"
+            f" for them{'' if kind != 'cosine' else ' nor dev_eval.json'}; give one (--threshold)"
         )
 
     def _p_target(self, cal) -> tuple[float, str]:
@@ -491,20 +309,19 @@ class SpeakerDB:
         speaker's rows are read by primary key."""
         refs = refs or self.references([speaker])
         rule = self.decision()
-        model = self._require_model("verify")
         emb = unit_rows(np.asarray(embedding).reshape(1, -1), f"verifying {test}")
-        s = score_pairs([refs[0].refs], emb, [0], [0], self.score_rule, self.score_top_k, model.cohort)
+        s = score_pairs([refs[0].refs], emb, [0], [0], self.score_rule, self.score_top_k, rule.backend)
         dec, llr = rule.apply(s)
         return VerifyResult(
             speaker, test, float(s.cosine[0]), None if llr is None else float(llr[0]), rule.threshold,
             rule.source, bool(dec[0] >= rule.threshold), None if s.asnorm is None else float(s.asnorm[0]),
-            rule.kind, self.score_rule, float(dec[0]),
+            rule.kind, self.score_rule, float(dec[0]), None if s.backend is None else float(s.backend[0]),
         )
 
     def verify_trials(self, trials: str | os.PathLike, output: str | os.PathLike,
                       decisions: str | os.PathLike | None = None, progress: bool = True) -> dict:
-        """Score a list of (enrolled speaker, audio file) trials; see :mod:`speakerid.enroll_trials`."""
-        from speakerid.enroll_trials import verify_trial_list
+        """Score a list of (enrolled speaker, audio file) trials; see :mod:`speakerid.enroll.trials`."""
+        from speakerid.enroll.trials import verify_trial_list
 
         return verify_trial_list(self, trials, output, decisions, progress)
 
@@ -514,7 +331,7 @@ class SpeakerDB:
         if top_k < 1:
             raise SpeakerDBError(f"top_k must be >= 1, got {top_k}")
         model = self._require_model("identify")
-        if exact or self.score_rule != "mean":
+        if exact or self.score_rule != "mean" or self.decision().kind not in INDEX_RANKS:
             self._exact_refs()  # an empty DB or another model's speakers: an error before any audio work
         else:
             with self.store.read_transaction(" identifying") as conn:
@@ -527,7 +344,7 @@ class SpeakerDB:
         """Identify a test embedding ``[D]`` of this model (made unit length).
 
         With the ``mean`` rule (the default) the speaker index beside the DB
-        (:mod:`speakerid.enroll_index`) ranks every speaker in one matrix product (AS-norm
+        (:mod:`speakerid.enroll.index`) ranks every speaker in one matrix product (AS-norm
         statistics stored at enrolment) and the best ``top_k + RESCORE_MARGIN`` are scored
         exactly from their rows, so the answer equals the ``exact`` path's (every speaker read
         from SQLite and scored); ``max`` / ``topk`` rules always take the exact path."""
@@ -536,7 +353,7 @@ class SpeakerDB:
         model = self._require_model("identify")
         emb = unit_rows(np.asarray(embedding).reshape(1, -1), f"identifying {test}")
         rule = self.decision()
-        if exact or self.score_rule != "mean":
+        if exact or self.score_rule != "mean" or rule.kind not in INDEX_RANKS:
             return self._ranked(self._exact_refs(), emb, top_k, rule, test)
         with self.store.read_transaction(" identifying") as conn:
             index = self._current_index(conn)
@@ -563,11 +380,11 @@ class SpeakerDB:
     def _current_index(self, conn):
         """The index of the DB's committed state (rebuilt when stale); errors when the DB is empty
         or of another model."""
-        from speakerid.enroll_sync import current_index
+        from speakerid.enroll.sync import current_index
 
         model = self._require_model("identify")
         if self._cohort_key is None:
-            from speakerid.enroll_index import cohort_key
+            from speakerid.enroll.index import cohort_key
 
             self._cohort_key = cohort_key(model.cohort)
         index = current_index(self.store, conn, model.cohort, self._index, self._cohort_key)
@@ -582,14 +399,14 @@ class SpeakerDB:
 
     def _ranked(self, refs: list[SpeakerRefs], test: np.ndarray, top_k: int, rule: Decision, name: str) -> IdentifyResult:
         """Score ``test [1, D]`` against ``refs`` (in name order) and rank them by decision score."""
-        model = self._require_model("identify")
         s = score_pairs([r.refs for r in refs], test, np.arange(len(refs)), np.zeros(len(refs), dtype=np.int64),
-                        self.score_rule, self.score_top_k, model.cohort)
+                        self.score_rule, self.score_top_k, rule.backend)
         dec, llr = rule.apply(s)
         order = np.argsort(-dec, kind="stable")[:top_k]
         cands = [
             Match(refs[i].name, float(s.cosine[i]), None if llr is None else float(llr[i]),
-                  None if s.asnorm is None else float(s.asnorm[i]), float(dec[i]), bool(dec[i] >= rule.threshold))
+                  None if s.asnorm is None else float(s.asnorm[i]), float(dec[i]), bool(dec[i] >= rule.threshold),
+                  None if s.backend is None else float(s.backend[i]))
             for i in order
         ]
         answer = cands[0].speaker if cands[0].accept else "unknown"

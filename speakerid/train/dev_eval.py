@@ -75,7 +75,7 @@ class DevSet:
 
     def evaluate(self, encoder: nn.Module) -> dict[str, float]:
         """EER, its threshold and minDCF(0.01) of ``encoder`` on the dev trials."""
-        from speakerid.scoring.cosine import EmbeddingTable, score_trials
+        from speakerid.scoring.trial_scores import EmbeddingTable, score_trials
         from speakerid.scoring.metrics import compute_metrics
 
         table = EmbeddingTable(np.asarray(self.utts), self.embeddings(encoder), "dev embeddings")

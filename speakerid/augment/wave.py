@@ -1,6 +1,6 @@
 """Waveform augmentation: additive noise (MUSAN categories at per-category SNRs), reverberation
 with measured/simulated RIRs, speed perturbation, and :class:`WaveAugment`, their chain
-(speed -> reverb -> noise, as WeSpeaker and Kaldi's recipes do). See :mod:`speakerid.augment`
+(speed -> reverb -> noise, as WeSpeaker and Kaldi's recipes do). See :mod:`speakerid.augment.spec`
 for the rules every op follows (explicit generators, ``from_config``).
 """
 
@@ -19,8 +19,8 @@ import torchaudio.transforms as AT
 from torch import Tensor
 
 from speakerid.audio import load_audio
-from speakerid.augment_draws import _bernoulli, _randint, _uniform
-from speakerid.augment_channel import TelephoneChannel
+from speakerid.augment.draws import draw_bernoulli, draw_randint, draw_uniform
+from speakerid.augment.channel import TelephoneChannel
 from speakerid.config import AugmentConfig, NoiseConfig, ReverbConfig, SpeedConfig
 
 logger = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ def _segment(noise: Tensor, length: int, generator: torch.Generator) -> Tensor:
     if noise.numel() < length:
         reps = math.ceil(length / noise.numel()) + 1
         noise = noise.repeat(reps)
-    start = _randint(generator, 0, noise.numel() - length + 1)
+    start = draw_randint(generator, 0, noise.numel() - length + 1)
     return noise[start : start + length]
 
 
@@ -173,23 +173,23 @@ class AddNoise:
 
     def __call__(self, wave: Tensor, generator: torch.Generator, category: Optional[str] = None) -> Tensor:
         """``wave [T]`` plus noise (or ``wave`` itself with probability ``1 - prob``)."""
-        if not _bernoulli(generator, self.prob):
+        if not draw_bernoulli(generator, self.prob):
             return wave
         speech_power = _power(wave)
         if speech_power == 0.0:
             return wave  # a silent chunk has no SNR; leave it
-        cat = category if category is not None else self.categories[_randint(generator, 0, len(self.categories))]
+        cat = category if category is not None else self.categories[draw_randint(generator, 0, len(self.categories))]
         low, high = self.snr[cat]
         length = wave.numel()
         if cat == "babble":
             files = self.noises[self.BABBLE_SOURCE]
-            count = min(_randint(generator, self.babble_speakers[0], self.babble_speakers[1] + 1), len(files))
+            count = min(draw_randint(generator, self.babble_speakers[0], self.babble_speakers[1] + 1), len(files))
             picks = torch.randperm(len(files), generator=generator, device=generator.device)[:count].tolist()
-            noise = sum(self._scaled(files[i], length, speech_power, _uniform(generator, low, high), generator) for i in picks)
+            noise = sum(self._scaled(files[i], length, speech_power, draw_uniform(generator, low, high), generator) for i in picks)
         else:
             files = self.noises[cat]
-            path = files[_randint(generator, 0, len(files))]
-            noise = self._scaled(path, length, speech_power, _uniform(generator, low, high), generator)
+            path = files[draw_randint(generator, 0, len(files))]
+            noise = self._scaled(path, length, speech_power, draw_uniform(generator, low, high), generator)
         return wave + noise.to(device=wave.device, dtype=wave.dtype)
 
 
@@ -230,9 +230,9 @@ class Reverb:
         return out * (in_peak / out_peak)
 
     def __call__(self, wave: Tensor, generator: torch.Generator) -> Tensor:
-        if not _bernoulli(generator, self.prob):
+        if not draw_bernoulli(generator, self.prob):
             return wave
-        rir = self.cache.get(self.rirs[_randint(generator, 0, len(self.rirs))])
+        rir = self.cache.get(self.rirs[draw_randint(generator, 0, len(self.rirs))])
         return self.apply_rir(wave, rir)
 
 
@@ -284,9 +284,9 @@ class SpeedPerturb:
         return resampler(wave)
 
     def __call__(self, wave: Tensor, generator: torch.Generator) -> tuple[Tensor, int]:
-        if self.num_speeds == 1 or not _bernoulli(generator, self.prob):
+        if self.num_speeds == 1 or not draw_bernoulli(generator, self.prob):
             return wave, 0
-        index = 1 + _randint(generator, 0, self.num_speeds - 1)
+        index = 1 + draw_randint(generator, 0, self.num_speeds - 1)
         return self.perturb(wave, index), index
 
 

@@ -55,7 +55,7 @@ from speakerid.checkpoint import (
 )
 from speakerid.config import TrainConfig, config_to_dict, save_config
 from speakerid.data.training import ShardEpochs, TrainError, build_train_data
-from speakerid.dev_eval import DevSet
+from speakerid.train.dev_eval import DevSet
 from speakerid.distributed import (
     DistInfo,
     GlobalBatchNorm,
@@ -65,12 +65,12 @@ from speakerid.distributed import (
     teardown,
 )
 from speakerid.fileio import atomic_path
-from speakerid.inference import write_dev_eval, write_speakers
+from speakerid.experiment import write_dev_eval, write_speakers
 from speakerid.models import build_encoder
-from speakerid.schedule import LRSchedule, margin_at, set_lr
-from speakerid.train_log import History, plot_curves, train_logging
-from speakerid.train_init import imprint_classifier, load_init_encoder, speaker_means
-from speakerid.train_model import SpeakerNet, build_head, build_optimizer
+from speakerid.train.schedule import LRSchedule, margin_at, set_lr
+from speakerid.train.log import History, plot_curves, train_logging
+from speakerid.train.warm_start import imprint_classifier, load_init_encoder, speaker_means
+from speakerid.train.model import SpeakerNet, build_head, build_optimizer
 
 logger = logging.getLogger(__name__)
 
@@ -211,7 +211,7 @@ class Trainer:
     def _train_epoch(self, epoch: int) -> float:
         from tqdm import tqdm
 
-        from speakerid.data.dataset import worker_init_fn
+        from speakerid.data.batch import worker_init_fn
 
         cfg, info = self.cfg, self.info
         self.model.train()
@@ -369,7 +369,7 @@ def train(
     ``init_from`` (``--init``): an experiment dir (trained or imported), a packaged model name,
     a ``model.pt`` or a checkpoint whose ENCODER weights start the training (fine-tuning): the
     config's model and front end must match the source's; a classifier head (AAM, Circle proxy)
-    starts from the initial encoder's speaker means, see :mod:`speakerid.train_init`.
+    starts from the initial encoder's speaker means, see :mod:`speakerid.train.warm_start`.
     ``threads``: torch threads (default: :func:`speakerid.distributed.thread_count`).
     """
     data_dir, exp_dir = Path(data_dir), Path(exp_dir)

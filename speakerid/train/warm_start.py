@@ -30,7 +30,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from speakerid.checkpoint import CheckpointError, load_checkpoint, load_encoder_weights
+from speakerid.checkpoint import CheckpointError, load_checkpoint
+from speakerid.experiment import load_encoder_weights
 from speakerid.config import ConfigError, FeatureConfig, TrainConfig, config_from_dict, load_config
 from speakerid.data.training import TrainError
 
@@ -49,7 +50,7 @@ def resolve_init_source(source: str | os.PathLike) -> Path:
     path = Path(source)
     if path.exists():
         return path
-    from speakerid.inference import ExperimentError, resolve_model_source
+    from speakerid.experiment import ExperimentError, resolve_model_source
 
     try:
         return resolve_model_source(source)

@@ -11,21 +11,21 @@ import torch
 from torch import Tensor
 
 
-def _uniform(generator: torch.Generator, low: float, high: float) -> float:
+def draw_uniform(generator: torch.Generator, low: float, high: float) -> float:
     """One draw of U[low, high) from ``generator``."""
     u = torch.rand((), generator=generator, device=generator.device).item()
     return low + (high - low) * u
 
 
-def _randint(generator: torch.Generator, low: int, high: int) -> int:
+def draw_randint(generator: torch.Generator, low: int, high: int) -> int:
     """One draw of U{low, ..., high - 1} from ``generator``."""
     return int(torch.randint(low, high, (), generator=generator, device=generator.device).item())
 
 
-def _bernoulli(generator: torch.Generator, prob: float) -> bool:
-    return prob >= 1.0 or (prob > 0.0 and _uniform(generator, 0.0, 1.0) < prob)
+def draw_bernoulli(generator: torch.Generator, prob: float) -> bool:
+    return prob >= 1.0 or (prob > 0.0 and draw_uniform(generator, 0.0, 1.0) < prob)
 
 
-def _rand(shape: Sequence[int], generator: torch.Generator, device: torch.device) -> Tensor:
+def draw_rand(shape: Sequence[int], generator: torch.Generator, device: torch.device) -> Tensor:
     """U[0, 1) of ``shape`` drawn on the generator's device, then moved to ``device``."""
     return torch.rand(tuple(shape), generator=generator, device=generator.device).to(device)

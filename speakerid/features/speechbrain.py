@@ -17,7 +17,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from speakerid.features import apply_cmn
+from speakerid.features.kaldi import apply_cmn
 
 __all__ = ["SpeechBrainFbank", "speechbrain_mel_matrix"]
 

@@ -71,7 +71,7 @@ def check_same_embeddings(eager: nn.Module, fast: nn.Module, feat_dim: int, sour
 
 def onnxruntime_extractor(extractor: nn.Module, source: str) -> nn.Module:
     """The extractor with its encoder run by onnxruntime (see the module doc); same fingerprint."""
-    from speakerid.inference import EmbeddingExtractor, model_fingerprint
+    from speakerid.extractor import EmbeddingExtractor, model_fingerprint
     from speakerid.models.onnx_encoder import OnnxEncoder
 
     try:

@@ -1,9 +1,9 @@
-"""Cosine scoring of a trial list, optionally with mean subtraction and S-/AS-norm.
+"""Scoring of a trial list by a scoring backend (cosine, S-/AS-norm, PLDA), optionally after mean subtraction.
 
 Vectorised: trial ids are mapped to the UNIQUE enroll/test ids with ``np.unique``, those to
 embedding rows with a sort + ``np.searchsorted`` (:func:`lookup_ids`); the unique embeddings are
-mean-subtracted and length-normalised once, and the trial scores are row-wise dot products
-computed in chunks of trials (bounded memory, no Python loop per trial).
+mean-subtracted and length-normalised once, and the backend (:mod:`speakerid.scoring.backend`)
+scores the trials from them in chunks (bounded memory, no Python loop per trial).
 """
 
 from __future__ import annotations
@@ -17,14 +17,15 @@ import numpy as np
 
 from speakerid.limits import shorten
 from speakerid.scoring.embeddings import MissingIdsError, load_embeddings, lookup_ids, missing_ids
-from speakerid.scoring.norm import DEFAULT_TOP_K, NORM_METHODS, normalise_scores
+from speakerid.scoring.backend import BACKENDS, BackendResources, build_backend, unit_vectors
+from speakerid.scoring.norm import DEFAULT_TOP_K
 from speakerid.scoring.trials import ScoreList, TrialList, read_trial_list, write_scores
 
-__all__ = ["EmbeddingTable", "factorise", "length_normalise", "rowwise_cosine", "score_trials", "score_files"]
+__all__ = ["EmbeddingTable", "factorise", "length_normalise", "score_trials", "score_files", "scoring_name"]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_CHUNK = 1 << 16  # trials per chunk: 2 x 65536 x D float32 gathered rows (64 MiB at D=256)
+OLD_NORM_NAMES = {"none": "cosine"}  # ``--norm none`` (the option's spelling before scoring backends)
 
 
 @dataclass(frozen=True)
@@ -46,27 +47,22 @@ class EmbeddingTable:
 
 
 def length_normalise(emb: np.ndarray, mean: np.ndarray | None = None, source: str = "embeddings") -> np.ndarray:
-    """``(emb - mean) / ||emb - mean||`` row-wise, float32 (a new array)."""
+    """``(emb - mean) / ||emb - mean||`` row-wise, float32 (a new array); zero rows are an error naming ``source``."""
     x = np.array(emb, dtype=np.float32, copy=True)
     if mean is not None:
         x -= np.asarray(mean, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    if (norms == 0).any():
-        raise ValueError(f"{source}: {int((norms == 0).sum())} embedding(s) have zero length (after mean subtraction)")
-    x /= norms
-    return x
+    zero = np.linalg.norm(x, axis=1) == 0
+    if zero.any():
+        raise ValueError(f"{source}: {int(zero.sum())} embedding(s) have zero length (after mean subtraction)")
+    return unit_vectors(x)
 
 
-def rowwise_cosine(
-    a: np.ndarray, b: np.ndarray, a_index: np.ndarray, b_index: np.ndarray, chunk_size: int = DEFAULT_CHUNK
-) -> np.ndarray:
-    """``sum(a[a_index[i]] * b[b_index[i]])`` for every i, in chunks (rows already normalised)."""
-    n = a_index.size
-    out = np.empty(n, dtype=np.float32)
-    for start in range(0, n, chunk_size):
-        sl = slice(start, start + chunk_size)
-        out[sl] = np.einsum("ij,ij->i", a[a_index[sl]], b[b_index[sl]])
-    return out
+def scoring_name(name: str) -> str:
+    """A scoring backend's name (``"none"``, the old ``--norm`` spelling, means ``"cosine"``); unknown names are errors."""
+    name = OLD_NORM_NAMES.get(name, name)
+    if name not in BACKENDS:
+        raise ValueError(f"unknown scoring backend {name!r}; choose from {', '.join(BACKENDS)}")
+    return name
 
 
 def factorise(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -109,22 +105,19 @@ def score_trials(
     embeddings: EmbeddingTable,
     enroll_embeddings: EmbeddingTable | None = None,
     cohort: np.ndarray | None = None,
-    norm: str = "none",
+    scoring: str = "cosine",
     top_k: int = DEFAULT_TOP_K,
     mean: np.ndarray | None = None,
-    chunk_size: int = DEFAULT_CHUNK,
+    plda: str | os.PathLike | None = None,
 ) -> np.ndarray:
-    """Cosine scores (float64) of the trials ``enroll_ids[i]`` vs ``test_ids[i]``.
+    """Scores (float64) of the trials ``enroll_ids[i]`` vs ``test_ids[i]`` by the backend ``scoring``.
 
     Enroll ids are looked up in ``enroll_embeddings`` (default: ``embeddings``), test ids in
     ``embeddings``. ``mean`` is subtracted from every embedding (enroll, test and cohort)
-    before length normalisation. ``norm`` "snorm"/"asnorm" needs ``cohort`` [C, D] raw
-    embeddings; ``top_k`` applies to AS-norm.
+    before length normalisation. ``snorm``/``asnorm`` need ``cohort`` [C, D] raw embeddings
+    (``top_k`` applies to AS-norm); ``plda`` needs the ``plda.npz`` file of ``speakerid train-plda``.
     """
-    if norm not in NORM_METHODS:
-        raise ValueError(f"unknown score normalisation {norm!r}; choose from {', '.join(NORM_METHODS)}")
-    if norm != "none" and cohort is None:
-        raise ValueError(f"--norm {norm} needs a cohort of embeddings")
+    scoring = scoring_name(scoring)
     enroll_table = enroll_embeddings or embeddings
     uniq_e, e_index = factorise(enroll_ids)
     uniq_t, t_index = factorise(test_ids)
@@ -136,14 +129,13 @@ def score_trials(
             f"enroll embeddings ({enroll_table.source}) have dimension {e_emb.shape[1]}, "
             f"test embeddings ({embeddings.source}) {t_emb.shape[1]}"
         )
-    logger.info("scoring %d trials: %d enroll x %d test embeddings", e_index.size, uniq_e.size, uniq_t.size)
-    scores = rowwise_cosine(e_emb, t_emb, e_index, t_index, chunk_size)
-    if norm == "none":
-        return scores.astype(np.float64)
-    cohort_n = length_normalise(cohort, mean, "cohort")
-    if cohort_n.shape[1] != e_emb.shape[1]:
+    cohort_n = None if cohort is None else length_normalise(cohort, mean, "cohort")
+    if cohort_n is not None and cohort_n.shape[1] != e_emb.shape[1]:
         raise ValueError(f"cohort embeddings have dimension {cohort_n.shape[1]}, trials {e_emb.shape[1]}")
-    return normalise_scores(scores, e_emb, t_emb, e_index, t_index, cohort_n, norm, top_k)
+    files = {} if plda is None else {"plda.npz": Path(plda)}
+    backend = build_backend(scoring, BackendResources(cohort=cohort_n, files=files, top_k=top_k, source="--" + scoring))
+    logger.info("scoring %d trials (%s): %d enroll x %d test embeddings", e_index.size, scoring, uniq_e.size, uniq_t.size)
+    return backend.score_pairs(e_emb, t_emb, e_index, t_index)
 
 
 def score_files(
@@ -152,9 +144,10 @@ def score_files(
     output: str | os.PathLike,
     enroll_embeddings: str | os.PathLike | None = None,
     cohort: str | os.PathLike | None = None,
-    norm: str = "none",
+    scoring: str = "cosine",
     top_k: int = DEFAULT_TOP_K,
     subtract_mean: str | os.PathLike | None = None,
+    plda: str | os.PathLike | None = None,
 ) -> ScoreList:
     """The ``speakerid score`` command: trial list + embedding files -> score file (atomic).
 
@@ -162,8 +155,9 @@ def score_files(
     subtracted from all embeddings. The score file keeps the trial order and, for labelled
     lists, the label column.
     """
-    if cohort is not None and norm == "none":
-        logger.warning("a cohort was given but --norm is none: the cohort is not used")
+    scoring = scoring_name(scoring)
+    if cohort is not None and not BACKENDS[scoring].uses_cohort:
+        logger.warning("a cohort was given but scoring is %s: the cohort is not used", scoring)
     trial_list: TrialList = read_trial_list(trials)
     table = EmbeddingTable.load(embeddings)
     enroll_table = EmbeddingTable.load(enroll_embeddings) if enroll_embeddings else None
@@ -171,10 +165,8 @@ def score_files(
     if subtract_mean is not None:
         _, mean_src = load_embeddings(subtract_mean)
         mean = mean_src.mean(axis=0, dtype=np.float64).astype(np.float32)
-    cohort_emb = load_embeddings(cohort)[1] if (cohort is not None and norm != "none") else None
-    scores = score_trials(
-        trial_list.enroll, trial_list.test, table, enroll_table, cohort_emb, norm, top_k, mean
-    )
+    cohort_emb = load_embeddings(cohort)[1] if (cohort is not None and BACKENDS[scoring].uses_cohort) else None
+    scores = score_trials(trial_list.enroll, trial_list.test, table, enroll_table, cohort_emb, scoring, top_k, mean, plda)
     write_scores(output, trial_list.enroll, trial_list.test, scores, trial_list.labels)
-    logger.info("%s: %d scores written (norm=%s)", Path(output), scores.size, norm)
+    logger.info("%s: %d scores written (scoring=%s)", Path(output), scores.size, scoring)
     return ScoreList(trial_list.enroll, trial_list.test, scores, trial_list.labels, str(output))

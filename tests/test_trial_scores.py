@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from speakerid.scoring.cosine import EmbeddingTable, score_files, score_trials
+from speakerid.scoring.trial_scores import EmbeddingTable, score_files, score_trials
 from speakerid.scoring.embeddings import (
     EmbeddingsError,
     MissingIdsError,
@@ -68,7 +68,7 @@ def test_cosine_matches_naive_loop_with_mean_and_enroll_table():
     ids, emb, e_ids, t_ids, cohort = _data()
     table = EmbeddingTable(np.array(ids), emb)
     mean = cohort.mean(axis=0)
-    got = score_trials(e_ids, t_ids, table, mean=mean, chunk_size=37)  # chunk edges mid-list
+    got = score_trials(e_ids, t_ids, table, mean=mean)  # chunk edges mid-list
     lookup = dict(zip(ids, emb))
     want = [_cos(lookup[a] - mean, lookup[b] - mean) for a, b in zip(e_ids, t_ids)]
     np.testing.assert_allclose(got, want, rtol=0, atol=2e-6)
@@ -98,7 +98,7 @@ def _naive_norm(e_ids, t_ids, lookup, cohort, top_k):
 def test_norms_match_naive_per_trial_loop(norm, top_k):
     ids, emb, e_ids, t_ids, cohort = _data(n_trials=150)
     table = EmbeddingTable(np.array(ids), emb)
-    got = score_trials(e_ids, t_ids, table, cohort=cohort, norm=norm, top_k=top_k)
+    got = score_trials(e_ids, t_ids, table, cohort=cohort, scoring=norm, top_k=top_k)
     k = len(cohort) if norm == "snorm" else top_k
     want = _naive_norm(e_ids, t_ids, dict(zip(ids, emb)), cohort, k)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
@@ -130,7 +130,7 @@ def test_missing_ids_error_counts_and_names(tmp_path):
     assert "ghost/b/2" in str(err.value)
     assert not (tmp_path / "out.txt").exists()
     with pytest.raises(ValueError, match="needs a cohort"):
-        score_trials(np.array(ids[:1]), np.array(ids[:1]), EmbeddingTable(np.array(ids), emb), norm="snorm")
+        score_trials(np.array(ids[:1]), np.array(ids[:1]), EmbeddingTable(np.array(ids), emb), scoring="snorm")
 
 
 def test_score_files_end_to_end(tmp_path):
@@ -142,7 +142,7 @@ def test_score_files_end_to_end(tmp_path):
     trials = tmp_path / "trials.txt"
     trials.write_text("".join(f"{a} {b} {'target' if a[:4] == b[:4] else 'nontarget'}\n" for a, b in zip(e_ids, t_ids)))
     out = tmp_path / "scores.txt"
-    sl = score_files(trials, tmp_path / "emb.scp", out, cohort=tmp_path / "cohort.npz", norm="asnorm", top_k=20)
+    sl = score_files(trials, tmp_path / "emb.scp", out, cohort=tmp_path / "cohort.npz", scoring="asnorm", top_k=20)
     back = read_scores(out)
     assert back.enroll.tolist() == e_ids.tolist() and back.test.tolist() == t_ids.tolist()
     np.testing.assert_allclose(back.scores, sl.scores, atol=1e-6)
@@ -151,7 +151,7 @@ def test_score_files_end_to_end(tmp_path):
 
 def test_scoring_package_imports_no_torch():
     code = (
-        "import sys, speakerid.scoring, speakerid.scoring.cosine, speakerid.scoring.norm, "
+        "import sys, speakerid.scoring, speakerid.scoring.trial_scores, speakerid.scoring.norm, "
         "speakerid.scoring.calibrate, speakerid.scoring.plots, speakerid.scoring.embeddings;"
         "assert 'torch' not in sys.modules, 'torch imported';"
         "assert 'matplotlib' not in sys.modules and 'sklearn' not in sys.modules, 'eager import'"
@@ -160,7 +160,7 @@ def test_scoring_package_imports_no_torch():
 
 
 def test_factorise_matches_np_unique():
-    from speakerid.scoring.cosine import factorise
+    from speakerid.scoring.trial_scores import factorise
 
     ids = np.array(["b/2", "a/1", "b/2", "c/3", "a/1", "a/10"])
     u, inv = factorise(ids)

@@ -14,7 +14,10 @@ import sys
 from typing import Callable
 
 from speakerid import __version__
-from speakerid.cli_args import Parser, add_backend, add_threads, apply_threads, nonneg_int, positive_int, subparser
+from speakerid.cli.args import Parser, add_backend, add_threads, apply_threads, nonneg_int, positive_int, subparser
+from speakerid.cli.db import add_enroll as _add_enroll, add_identify as _add_identify
+from speakerid.cli.db import add_list as _add_list, add_remove as _add_remove, add_verify as _add_verify
+from speakerid.scoring.backend import BACKENDS
 
 
 # --- commands ---------------------------------------------------------------------------
@@ -41,7 +44,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
     def run(args: argparse.Namespace) -> int:
         from speakerid.config import load_config
-        from speakerid.train import train
+        from speakerid.train.trainer import train
 
         cfg = load_config(args.config, overrides=args.overrides)
         train(cfg, args.data, args.exp, resume=args.resume, init_from=args.init_from, threads=args.threads)
@@ -121,10 +124,6 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-from speakerid.cli_db import add_enroll as _add_enroll, add_identify as _add_identify  # noqa: E402
-from speakerid.cli_db import add_list as _add_list, add_remove as _add_remove, add_verify as _add_verify  # noqa: E402
-
-
 def _add_export(sub: argparse._SubParsersAction) -> None:
     p = subparser(sub, "export", "Export waveform -> fbank -> CMN -> encoder -> embedding as TorchScript or ONNX (checked against the eager model)",
                 "speakerid export --model exp/ecapa --out exp/ecapa/embedder.ts")
@@ -146,26 +145,34 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
     p = subparser(
         sub,
         "score",
-        "Cosine-score a trial list from embeddings (optional mean subtraction and S-/AS-norm); "
-        "writes 'enroll test score [label]' lines.",
+        "Score a trial list from embeddings by a scoring backend (cosine, S-/AS-norm, PLDA; optional "
+        "mean subtraction); writes 'enroll test score [label]' lines.",
         "speakerid score --trials data/trials.txt --embeddings exp/ecapa/embeddings/test "
-        "--cohort exp/ecapa/embeddings/train/embeddings.npz --norm asnorm --top-k 300 --output exp/ecapa/scores.txt",
+        "--cohort exp/ecapa/embeddings/train/embeddings.npz --scoring asnorm --top-k 300 --output exp/ecapa/scores.txt\n"
+        "  speakerid score --trials data/trials.txt --embeddings exp/ecapa/embeddings/test "
+        "--scoring plda --plda exp/ecapa/plda.npz --output exp/ecapa/scores_plda.txt",
     )
     p.add_argument("--trials", required=True, help="trial list: '1 enroll test' (VoxCeleb), 'enroll test target|nontarget' (Kaldi) or 'enroll test'")
     p.add_argument("--embeddings", required=True, help="embeddings (.npz, Kaldi .scp/.ark, or a dir holding embeddings.npz / embedding.scp)")
     p.add_argument("--enroll-embeddings", help="separate embeddings for the enroll ids (default: --embeddings)")
-    p.add_argument("--cohort", help="cohort embeddings for --norm snorm/asnorm (e.g. training utterances)")
-    p.add_argument("--norm", choices=["none", "snorm", "asnorm"], default="none", help="score normalisation (default none)")
+    p.add_argument("--cohort", help="cohort embeddings for --scoring snorm/asnorm (e.g. training utterances)")
+    p.add_argument("--scoring", choices=list(BACKENDS), help="scoring backend (default cosine)")
+    p.add_argument("--norm", choices=["none", "snorm", "asnorm"], help="the older spelling of --scoring (none = cosine)")
+    p.add_argument("--plda", metavar="NPZ", help="--scoring plda: the PLDA model (plda.npz of speakerid train-plda)")
     p.add_argument("--top-k", type=positive_int, default=300, help="AS-norm: highest cohort scores used per side (default 300)")
     p.add_argument("--subtract-mean", metavar="EMB", help="subtract the mean of these embeddings before length normalisation")
     p.add_argument("--output", required=True, help="score file to write (atomically)")
 
     def run(args: argparse.Namespace) -> int:
-        from speakerid.scoring.cosine import score_files
+        from speakerid.scoring.trial_scores import score_files, scoring_name
 
+        names = {scoring_name(n) for n in (args.scoring, args.norm) if n is not None}
+        if len(names) > 1:
+            raise ValueError(f"--scoring {args.scoring} and --norm {args.norm} disagree; give --scoring only")
         sl = score_files(
             args.trials, args.embeddings, args.output, enroll_embeddings=args.enroll_embeddings,
-            cohort=args.cohort, norm=args.norm, top_k=args.top_k, subtract_mean=args.subtract_mean,
+            cohort=args.cohort, scoring=names.pop() if names else "cosine", top_k=args.top_k,
+            subtract_mean=args.subtract_mean, plda=args.plda,
         )
         print(f"{len(sl)} scores written to {args.output}")
         return 0
@@ -215,7 +222,7 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trials", help="labelled trial list (when the score file has no label column)")
     p.add_argument("--apply", metavar="JSON", help="apply this calibration instead of fitting one")
     p.add_argument("--prior", type=float, help="fit: effective target prior of the training (default: the dev list's)")
-    p.add_argument("--score-kind", choices=["cosine", "asnorm"], default="cosine",
+    p.add_argument("--score-kind", choices=list(BACKENDS), default="cosine",
                    help="fit: what the scores are, stored so that verify applies the map to the same kind (default cosine)")
     p.add_argument("--target-fa", type=float, metavar="RATE",
                    help="fit: also store the default operating point of verify / identify: the threshold that accepts "

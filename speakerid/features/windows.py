@@ -2,7 +2,7 @@
 
 ``FeatureConfig.window_type`` (Kaldi's ``--window-type``) and ``FeatureConfig.wave_scale`` (the
 fbank of the wave x 32768, as Kaldi and WeSpeaker's training read int16 samples, or of the [-1, 1]
-wave, as WeSpeaker's CLI reads audio for CAM++) select what :class:`speakerid.features.Fbank`
+wave, as WeSpeaker's CLI reads audio for CAM++) select what :class:`speakerid.features.kaldi.Fbank`
 computes; the defaults (povey, int16) are speakerid's own front end.
 """
 

@@ -1,6 +1,6 @@
 """The speaker index: every speaker's scoring vector in one contiguous float32 matrix beside the DB.
 
-SQLite (:mod:`speakerid.enroll_db`) stays the source of truth; ``<db>.index`` is derived from it
+SQLite (:mod:`speakerid.enroll.store`) stays the source of truth; ``<db>.index`` is derived from it
 and serves ``identify`` without reading every row: the unit mean of each speaker's enrolment
 embeddings (the ``mean`` score rule) as a row of a memory-mapped ``[capacity, D]`` float32
 matrix, the speaker's SQLite ``rowid``, and its AS-norm statistics against the model's cohort
