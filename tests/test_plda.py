@@ -15,6 +15,10 @@ def _identity_model(dim: int, **kw) -> PLDA:
     return PLDA(np.zeros(dim), np.eye(dim), np.zeros(dim), np.eye(dim), np.eye(dim), **kw)
 
 
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
 def _random_spd(rng: np.random.Generator, d: int, scale: float = 1.0) -> np.ndarray:
     a = rng.normal(size=(d, d))
     return scale * (a @ a.T / d + 0.3 * np.eye(d))
@@ -34,8 +38,7 @@ def test_identity_plda_ranks_like_cosine(normalize_length):
     rng = np.random.default_rng(0)
     enroll, test = rng.normal(size=(7, 16)), rng.normal(size=(300, 16))
     llr = _identity_model(16, normalize_length=normalize_length).score_matrix(enroll, test)
-    unit = lambda v: v / np.linalg.norm(v, axis=1, keepdims=True)  # noqa: E731
-    cos = unit(enroll) @ unit(test).T
+    cos = _unit(enroll) @ _unit(test).T
     assert scipy_stats.spearmanr(llr.ravel(), cos.ravel())[0] == pytest.approx(1.0, abs=1e-12)
     slope, icpt = np.polyfit(cos.ravel(), llr.ravel(), 1)
     assert slope > 0 and np.abs(slope * cos + icpt - llr).max() < 1e-9
@@ -85,12 +88,11 @@ def test_fit_recovers_covariances_and_beats_cosine_on_anisotropic_noise():
     assert np.linalg.norm(model.between - between) / np.linalg.norm(between) < 0.2
     assert model.info["n_speakers"] == 400 and model.info["n_speakers_multi"] == 400
     # held-out speakers: 1 enrolment vs 1 test utterance
-    xe, le = _speakers(rng, 60, 2, between, within)
+    xe, _ = _speakers(rng, 60, 2, between, within)
     enroll, test = xe[0::2], xe[1::2]
     labels_m = np.eye(60, dtype=bool)
     llr = model.score_matrix(enroll, test)
-    unit = lambda v: v / np.linalg.norm(v, axis=1, keepdims=True)  # noqa: E731
-    cos = unit(enroll - model.mean) @ unit(test - model.mean).T
+    cos = _unit(enroll - model.mean) @ _unit(test - model.mean).T
     eer_plda, _ = compute_eer(llr.ravel(), labels_m.ravel())
     eer_cos, _ = compute_eer(cos.ravel(), labels_m.ravel())
     assert eer_plda <= eer_cos
