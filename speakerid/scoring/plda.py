@@ -189,6 +189,8 @@ class PLDA:
     info: dict = field(default_factory=dict)
     transform_: np.ndarray = field(init=False, repr=False)
     psi: np.ndarray = field(init=False, repr=False)
+    _offset: np.ndarray = field(init=False, repr=False)
+    _identity_lda: bool = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         for name in ("mean", "lda", "plda_mean", "between", "within"):
@@ -199,6 +201,9 @@ class PLDA:
         a, psi = joint_diagonaliser(self.between, self.within)
         object.__setattr__(self, "transform_", a)
         object.__setattr__(self, "psi", np.maximum(psi, 0.0))
+        object.__setattr__(self, "_offset", a @ self.plda_mean)
+        d_in, d = self.lda.shape
+        object.__setattr__(self, "_identity_lda", d_in == d and np.array_equal(self.lda, np.eye(d)))
 
     @property
     def dim(self) -> int:
@@ -268,32 +273,46 @@ class PLDA:
         x = np.asarray(x, dtype=np.float64)
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"PLDA: expected embeddings of shape [N, {self.dim}], got {x.shape}")
-        y = (x - self.mean) @ self.lda
+        y = x - self.mean
+        if not self._identity_lda:
+            y = y @ self.lda
         return length_normalise_sqrt_dim(y) if self.length_norm else y
 
     def transform(self, x: np.ndarray) -> np.ndarray:
-        """Raw embeddings [N, D] -> the diagonal PLDA space [N, d] (``A (preprocess(x) - plda_mean)``)."""
-        return (self.preprocess(x) - self.plda_mean) @ self.transform_.T
+        """Raw embeddings [N, D] -> the diagonal PLDA space [N, d] (``A (preprocess(x) - plda_mean)``).
+
+        For repeated scoring of the same test set, transform it once and call :meth:`llr`.
+        """
+        u = self.preprocess(x) @ self.transform_.T
+        u -= self._offset
+        return u
 
     def speaker_vector(self, utterances: np.ndarray) -> tuple[np.ndarray, int]:
         """(mean of the transformed utterance embeddings [d], n): the enrolment input of :meth:`llr`."""
         u = self.transform(np.atleast_2d(utterances))
         return u.mean(axis=0), u.shape[0]
 
-    def _kaldi_scale(self, u: np.ndarray, n: np.ndarray) -> np.ndarray:
-        """Kaldi's ``GetNormalizationFactor``: rows scaled so ``sum u_i^2 / (psi_i + 1/n) = d``."""
+    def _kaldi_dot(self, u: np.ndarray, n: np.ndarray, uu: np.ndarray | None = None) -> np.ndarray:
+        """``sum_i u_i^2 / (psi_i + 1/n)`` per row (Kaldi's ``GetNormalizationFactor``)."""
+        uu = u * u if uu is None else uu
+        if np.all(n == n[0]):
+            return uu @ (1.0 / (self.psi + 1.0 / n[0]))
+        return np.einsum("ij,ij->i", uu, 1.0 / (self.psi[None, :] + 1.0 / n[:, None]))
+
+    def _kaldi_factor(self, dot: np.ndarray) -> np.ndarray:
+        """The length-normalisation factor ``sqrt(d / dot)`` (1 where dot is 0 or it is off)."""
         if not self.normalize_length:
-            return u
-        dot = np.einsum("ij,ij->i", u * u, 1.0 / (self.psi[None, :] + 1.0 / n[:, None]))
-        with np.errstate(divide="ignore"):
-            factor = np.where(dot > 0, np.sqrt(u.shape[1] / np.where(dot > 0, dot, 1.0)), 1.0)
-        return u * factor[:, None]
+            return np.ones_like(dot)
+        ok = dot > 0
+        return np.where(ok, np.sqrt(self.plda_dim / np.where(ok, dot, 1.0)), 1.0)
 
     def llr(self, enroll: np.ndarray, test: np.ndarray, n_enroll: np.ndarray | None = None) -> np.ndarray:
         """Log-likelihood ratios [E, T] (float64) of vectors ALREADY in the diagonal space.
 
         ``enroll`` [E, d]: each row the mean of ``n_enroll[e]`` transformed utterances (default 1);
-        ``test`` [T, d]: single utterances. See the module docstring for the formula.
+        ``test`` [T, d]: single utterances. See the module docstring for the formula. With
+        ``normalize_length`` the test factor f is applied to the two terms (f t.r + f^2 t^2.q)
+        rather than to a scaled copy of ``test``.
         """
         enroll = np.atleast_2d(np.asarray(enroll, dtype=np.float64))
         test = np.atleast_2d(np.asarray(test, dtype=np.float64))
@@ -302,19 +321,26 @@ class PLDA:
             raise ValueError(f"PLDA: expected vectors of dimension {d}, got enroll {enroll.shape}, test {test.shape}")
         n = _check_counts(n_enroll, enroll.shape[0])
         psi = self.psi
-        enroll = self._kaldi_scale(enroll, n)
-        test = self._kaldi_scale(test, np.ones(test.shape[0]))
+        if self.normalize_length:
+            enroll = enroll * self._kaldi_factor(self._kaldi_dot(enroll, n))[:, None]
         npsi = n[:, None] * psi[None, :]
         a = npsi / (npsi + 1.0)                      # [E, d] shrinkage of the enrolment mean
         v = 1.0 + psi[None, :] / (npsi + 1.0)        # [E, d] same-speaker predictive variance
-        r = a * enroll / v                           # linear term
+        r = a * enroll / v                           # linear term in t_i
         q = -0.5 * (1.0 / v - 1.0 / (1.0 + psi[None, :]))  # quadratic term in t_i^2
         const = -0.5 * (np.log(v).sum(axis=1) - np.log1p(psi).sum()) - 0.5 * ((a * enroll) ** 2 / v).sum(axis=1)
-        coef = np.concatenate([r, q], axis=1)        # [E, 2d]
         out = np.empty((enroll.shape[0], test.shape[0]))
+        ones = np.ones(1)
         for start in range(0, test.shape[0], _CHUNK_ROWS):
             t = test[start : start + _CHUNK_ROWS]
-            out[:, start : start + t.shape[0]] = coef @ np.concatenate([t, t * t], axis=1).T
+            tt = t * t
+            f = self._kaldi_factor(self._kaldi_dot(t, ones, tt)) if self.normalize_length else None
+            lin, quad = r @ t.T, q @ tt.T  # [E, rows] each
+            if f is not None:
+                lin *= f
+                quad *= f * f
+            lin += quad
+            out[:, start : start + t.shape[0]] = lin
         out += const[:, None]
         return out
 
@@ -328,9 +354,9 @@ class PLDA:
         u_e = self.transform(enroll)
         n = _check_counts(n_enroll, u_e.shape[0])
         test = np.asarray(test)
-        out = np.empty((u_e.shape[0], test.shape[0] if test.ndim == 2 else 0))
         if test.ndim != 2:
             raise ValueError(f"PLDA: expected test embeddings of shape [T, {self.dim}], got {test.shape}")
+        out = np.empty((u_e.shape[0], test.shape[0]))
         for start in range(0, test.shape[0], _CHUNK_ROWS):
             block = test[start : start + _CHUNK_ROWS]
             out[:, start : start + block.shape[0]] = self.llr(u_e, self.transform(block), n)
