@@ -19,7 +19,7 @@ are the pretrained recipe's, ``recipes/pretrained/run.sh`` stages 2-3)::
         --cohort starter=speakerid/pretrained/starter/cohort.npz \
         --system campplus_fp16=$D/exp/campplus_fp16/emb_dev --train campplus_fp16=/tmp/plda/campplus_train \
         --cohort campplus_fp16=$D/exp/campplus_fp16/cohort_candidate.npz \
-        --lda-dims none,128,64 --out benchmarks/results_plda.md
+        --lda-dims none,128,64 --multi-only --out benchmarks/results_plda.md
 
 (``--model campplus`` is the packaged default, CAM++ fp16: the same model.pt as
 ``exp/campplus_fp16``.) Every system is scored on the same trials.
@@ -65,12 +65,18 @@ def metrics(s: np.ndarray, lab: np.ndarray, corpus: np.ndarray) -> dict:
     return out
 
 
-def train_model(train_emb: str, utt2spk: dict[str, str], lda_dim: int | None, iters: int) -> PLDA:
+def train_model(train_emb: str, utt2spk: dict[str, str], lda_dim: int | None, iters: int, multi_only: bool) -> PLDA:
+    """PLDA on a system's train-split embeddings (``multi_only``: speakers with 2+ utterances only)."""
     ids, emb = load_embeddings(train_emb)
     missing = [i for i in ids if i not in utt2spk]
     if missing:
         raise SystemExit(f"{train_emb}: {len(missing)} utterance(s) not in the train utt2spk, e.g. {missing[0]}")
-    return PLDA.fit(emb, [utt2spk[i] for i in ids], lda_dim=lda_dim, iters=iters)
+    labels = np.array([utt2spk[i] for i in ids])
+    if multi_only:
+        _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+        keep = counts[inverse.ravel()] >= 2
+        emb, labels = emb[keep], labels[keep]
+    return PLDA.fit(emb, labels, lda_dim=lda_dim, iters=iters)
 
 
 def table(results: dict[str, dict[str, dict]]) -> str:
@@ -97,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cohort", action="append", default=[], metavar="NAME=NPZ", help="AS-norm cohort of a system")
     p.add_argument("--lda-dims", default="none,128", help="comma-separated LDA dims for PLDA ('none': no LDA)")
     p.add_argument("--iters", type=int, default=DEFAULT_ITERS, help="PLDA EM iterations")
+    p.add_argument("--multi-only", action="store_true",
+                   help="also PLDA trained on the speakers with 2+ utterances only (extra columns)")
     p.add_argument("--out", type=Path, help="markdown table (and the .json beside it)")
     a = p.parse_args(argv)
     t0 = time.time()
@@ -116,18 +124,21 @@ def main(argv: list[str] | None = None) -> int:
         if name not in train:
             continue
         for d in lda_dims:
-            t1 = time.time()
-            model = train_model(train[name], utt2spk, d, a.iters)
-            cols[f"plda (lda {d or 'none'})"] = metrics(plda_scores(model, ids, emb, trials), lab, corpus)
-            i = model.info
-            notes.append(f"- {name}, PLDA lda {d or 'none'} (dim {emb.shape[1]} -> {model.plda_dim}): trained on "
-                         f"{i['n_utterances']} utterances of {i['n_speakers']} speakers, {i['n_speakers_multi']} "
-                         f"speakers ({i['n_utterances_multi']} utterances) with 2+ utterances; {i['iters']} EM "
-                         f"iterations; {time.time() - t1:.1f} s to train and score")
+            for multi_only in (False, True) if a.multi_only else (False,):
+                t1 = time.time()
+                model = train_model(train[name], utt2spk, d, a.iters, multi_only)
+                label = f"plda (lda {d or 'none'}{', 2+ only' if multi_only else ''})"
+                cols[label] = metrics(plda_scores(model, ids, emb, trials), lab, corpus)
+                i = model.info
+                notes.append(f"- {name}, {label} (dim {emb.shape[1]} -> {model.plda_dim}): trained on "
+                             f"{i['n_utterances']} utterances of {i['n_speakers']} speakers, {i['n_speakers_multi']} "
+                             f"speakers ({i['n_utterances_multi']} utterances) with 2+ utterances; {i['iters']} EM "
+                             f"iterations; {time.time() - t1:.1f} s to train and score")
     text = table(results)
     text += ("\nPLDA: centring on the train-split mean, optional LDA, length normalisation to sqrt(d), "
              "two-covariance PLDA (Kaldi EM), Kaldi's length normalisation in the PLDA space, LLR scores; "
-             "one-utterance speakers enter the EM through their means only.\n\n")
+             "one-utterance speakers enter the EM through their means only (inform B + W), or are left out "
+             "(\"2+ only\").\n\n")
     text += "\n".join(notes) + "\n"
     text += f"\n_{len(trials)} trials of {a.data}; {time.time() - t0:.0f} s wall._\n"
     print(text)
