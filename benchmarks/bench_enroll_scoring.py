@@ -79,7 +79,7 @@ def make_cohort(exp: Path, train_dir: Path) -> None:
     """AS-norm cohort of the model: one embedding per training speaker (its first utterance)."""
     import torch
 
-    from speakerid.enroll.speaker_db import SpeakerModel
+    from speakerid.enroll.model import SpeakerModel
     from speakerid.scoring.embeddings import save_embeddings
 
     torch.set_num_threads(1)
@@ -125,7 +125,8 @@ def evaluate(exp: Path, data_dir: Path, work: Path, n_enroll: int, tests_per_spe
     import torch
 
     from speakerid.enroll.rules import SCORE_RULES
-    from speakerid.enroll.speaker_db import SpeakerDB, SpeakerModel
+    from speakerid.enroll.speaker_db import SpeakerDB
+    from speakerid.enroll.model import SpeakerModel
     from speakerid.scoring.metrics import compute_eer, compute_min_dcf
 
     torch.set_num_threads(1)

@@ -73,7 +73,7 @@ def _median_ms(fn, reps: int) -> tuple[float, object]:
 # --------------------------------------------------------------------------- children
 def _prepare(work: Path) -> dict:
     """The starter's fingerprint and the genuine speaker's enrolment and probe embeddings (torch)."""
-    from speakerid.enroll.speaker_db import SpeakerModel
+    from speakerid.enroll.model import SpeakerModel
     from speakerid.experiment import resolve_model_source
 
     model = SpeakerModel.from_experiment("starter")
@@ -87,7 +87,7 @@ def _prepare(work: Path) -> dict:
 def _light_model(work: Path, code_root: Path):
     """A SpeakerModel of the starter's fingerprint, cohort and calibration, without torch; its
     ``embed`` answers the probe embedding (so the ``before`` code's identify(path) runs too)."""
-    from speakerid.enroll.speaker_db import SpeakerModel
+    from speakerid.enroll.model import SpeakerModel
     from speakerid.scoring.backend import unit_vectors
     from speakerid.scoring.calibrate import Calibration
 

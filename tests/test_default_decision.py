@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from speakerid.cli.main import main
-from speakerid.enroll.speaker_db import MIN_ENROLL_SPEECH_S, SpeakerDB, SpeakerModel
+from speakerid.enroll.model import MIN_ENROLL_SPEECH_S, SpeakerModel
+from speakerid.enroll.speaker_db import SpeakerDB
 from speakerid.scoring.calibrate import Calibration, fit_calibration, threshold_at_fa, with_operating_point
 from speakerid.scoring.metrics import bayes_threshold
 

@@ -15,7 +15,9 @@ import pytest
 import torch
 
 from _use_helpers import make_tiny_experiment, voice
-from speakerid.enroll.speaker_db import ModelMismatchError, SpeakerDB, SpeakerModel, bayes_threshold
+from speakerid.enroll.speaker_db import ModelMismatchError, SpeakerDB
+from speakerid.enroll.model import SpeakerModel
+from speakerid.enroll.decision import bayes_threshold
 from speakerid.enroll.store import SpeakerDBError, UnknownSpeakerError
 
 @pytest.fixture(scope="module")

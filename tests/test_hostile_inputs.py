@@ -505,7 +505,8 @@ def test_11_constant_dc_clip_is_refused(tmp_path) -> None:
 
 
 def test_11_spellings_of_one_path_are_embedded_once(exp, tmp_path, monkeypatch) -> None:
-    from speakerid.enroll.speaker_db import SpeakerDB, SpeakerModel
+    from speakerid.enroll.speaker_db import SpeakerDB
+    from speakerid.enroll.model import SpeakerModel
 
     a = voice(tmp_path / "a.flac", 130, seconds=1.0)
     db = SpeakerDB(tmp_path / "s.db", exp, threshold=0.0)

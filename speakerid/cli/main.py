@@ -124,6 +124,28 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _add_train_plda(sub: argparse._SubParsersAction) -> None:
+    p = subparser(sub, "train-plda", "Train a two-covariance PLDA scoring backend (LDA + length norm + PLDA) on "
+                  "embeddings with speaker labels; put it in the model dir as plda.npz for --scoring plda",
+                  "speakerid train-plda --embeddings exp/campplus/emb_train --utt2spk data/train/utt2spk "
+                  "--out exp/campplus/plda.npz --lda-dim 128")
+    p.add_argument("--embeddings", required=True, help="training embeddings (.npz, Kaldi .scp/.ark, or an extract dir)")
+    p.add_argument("--utt2spk", required=True, help="Kaldi utt2spk of those utterances (the speaker labels)")
+    p.add_argument("--out", required=True, help="PLDA file to write (atomically), e.g. EXP/plda.npz")
+    p.add_argument("--lda-dim", type=positive_int, default=None, help="LDA to this dimension first (default: none)")
+    p.add_argument("--iters", type=nonneg_int, default=10, help="EM iterations (default 10)")
+
+    def run(a: argparse.Namespace) -> int:
+        from speakerid.scoring.plda_train import train_plda
+
+        s = train_plda(a.embeddings, a.utt2spk, a.out, a.lda_dim, a.iters)
+        print(f"PLDA of {s['utterances']} utterances, {s['speakers']} speakers ({s['speakers_2plus']} with 2+), "
+              f"dimension {s['dim']} -> {s['plda_dim']}: {s['out']}")
+        return 0
+
+    p.set_defaults(func=run)
+
+
 def _add_export(sub: argparse._SubParsersAction) -> None:
     p = subparser(sub, "export", "Export waveform -> fbank -> CMN -> encoder -> embedding as TorchScript or ONNX (checked against the eager model)",
                 "speakerid export --model exp/ecapa --out exp/ecapa/embedder.ts")
@@ -328,6 +350,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_remove,
     _add_export,
     _add_score,
+    _add_train_plda,
     _add_eval,
     _add_calibrate,
     _add_features,

@@ -65,11 +65,12 @@ def score_pairs(refs: Sequence[np.ndarray], tests: np.ndarray, spk_idx: np.ndarr
     pair_trial = np.repeat(np.arange(spk_idx.size), per_trial)
     pair_vec = offsets[spk_idx][pair_trial] + (np.arange(pair_trial.size) - np.repeat(np.cumsum(per_trial) - per_trial, per_trial))
     pair_test = test_idx[pair_trial]
-    vecs32, tests32 = vecs.astype(np.float32), np.asarray(tests, dtype=np.float32)
-    cos = rowwise_dot(vecs.astype(np.float64), tests32.astype(np.float64), pair_vec, pair_test)
+    tests32 = np.asarray(tests, dtype=np.float32)
+    vecs64, tests64 = vecs.astype(np.float64), tests32.astype(np.float64)
+    cos = rowwise_dot(vecs64, tests64, pair_vec, pair_test)
     if backend is None or backend.name == "cosine":
         return Scores(_reduce(cos, per_trial, rule, k))
-    other = backend.score_pairs(vecs32, tests32, pair_vec, pair_test)
+    other = backend.score_pairs(vecs64, tests64, pair_vec, pair_test)
     return Scores(_reduce(cos, per_trial, rule, k), backend.name, _reduce(other, per_trial, rule, k))
 
 

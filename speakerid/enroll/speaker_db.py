@@ -261,7 +261,13 @@ class SpeakerDB:
 
         model = self._require_model("a decision")
         kind = self.scoring or model.default_scoring()
-        backend = model.scoring_backend(kind)  # an error naming the missing file (cohort.npz, plda.npz)
+        try:
+            backend = model.scoring_backend(kind)  # an error naming the missing file (cohort.npz, plda.npz)
+        except SpeakerDBError as e:
+            if self.scoring is None and model.calibration is not None:
+                raise SpeakerDBError(f"{model.calibration_path}: fitted on {kind} scores, but {e}; "
+                                     "add it or refit the calibration on cosine scores") from None
+            raise
         cal = model.calibration if model.calibration is not None and model.calibration.score == kind else None
         if cal is not None and self.threshold is not None and not cal.a > 0:
             logger.warning("%s: degenerate calibration (slope %.3g) ignored: --threshold applies to the raw %s score",

@@ -52,72 +52,13 @@ from pathlib import Path
 import numpy as np
 
 from speakerid.fileio import atomic_path
+from speakerid.scoring.lda import class_stats, joint_diagonaliser, lda_transform, length_normalise_sqrt_dim
 
-try:  # scipy is optional; numpy's Cholesky + eigh do the same job
-    import scipy.linalg as _sla
-except ImportError:  # pragma: no cover - exercised only without scipy
-    _sla = None
-
-__all__ = ["PLDA", "DEFAULT_ITERS", "lda_transform", "length_normalise_sqrt_dim", "joint_diagonaliser"]
+__all__ = ["PLDA", "DEFAULT_ITERS"]
 
 DEFAULT_ITERS = 10
 _FORMAT = "speakerid-plda-1"
 _CHUNK_ROWS = 1 << 15  # test rows per block in score_matrix (2 x 32768 x 2d float64: 200 MiB at d=192)
-
-
-def joint_diagonaliser(between: np.ndarray, within: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(A [d, d], psi [d]) with ``A W A' = I`` and ``A B A' = diag(psi)``, psi descending.
-
-    The generalised symmetric eigenproblem ``B v = psi W v`` (Kaldi: Cholesky of W, then the
-    eigenvectors of ``L^-1 B L^-T``); the rows of A are the eigenvectors.
-    """
-    if _sla is not None:
-        psi, v = _sla.eigh(between, within)
-    else:
-        lower = np.linalg.cholesky(within)
-        l_inv = np.linalg.inv(lower)
-        psi, u = np.linalg.eigh(l_inv @ between @ l_inv.T)
-        v = l_inv.T @ u
-    order = np.argsort(psi)[::-1]
-    return np.ascontiguousarray(v[:, order].T), psi[order]
-
-
-def length_normalise_sqrt_dim(x: np.ndarray) -> np.ndarray:
-    """Rows rescaled to norm ``sqrt(dim)`` (Kaldi's ``ivector-normalize-length``), float64."""
-    x = np.asarray(x, dtype=np.float64)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    if (norms == 0).any():
-        raise ValueError(f"{int((norms == 0).sum())} embedding(s) have zero length after centring")
-    return x * (np.sqrt(x.shape[1]) / norms)
-
-
-def _class_stats(x: np.ndarray, classes: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(counts [K], class means [K, d], within-class scatter sum [d, d]) for class indices ``classes``."""
-    counts = np.bincount(classes, minlength=n_classes).astype(np.float64)
-    sums = np.zeros((n_classes, x.shape[1]))
-    np.add.at(sums, classes, x)
-    means = sums / counts[:, None]
-    dev = x - means[classes]
-    return counts, means, dev.T @ dev
-
-
-def lda_transform(x: np.ndarray, classes: np.ndarray, n_classes: int, lda_dim: int) -> np.ndarray:
-    """LDA projection [D, lda_dim] (``x @ P``): top generalised eigenvectors of ``S_b v = l S_w v``.
-
-    ``S_w``: within-class scatter / N; ``S_b``: sum of n_k (m_k - m)(m_k - m)' / N (Fukunaga
-    1990, ch. 10). Scaled so the projected within-class covariance is the identity.
-    """
-    counts, means, scatter = _class_stats(x, classes, n_classes)
-    n = x.shape[0]
-    s_w = scatter / n
-    centred = means - (counts @ means) / n
-    s_b = (centred * counts[:, None]).T @ centred / n
-    try:
-        proj, _ = joint_diagonaliser(s_b, s_w)
-    except np.linalg.LinAlgError as e:  # scipy raises LinAlgError too
-        raise ValueError(f"LDA: the within-class scatter is singular ({e}); too few utterances per speaker "
-                         f"for dimension {x.shape[1]}") from None
-    return np.ascontiguousarray(proj[:lda_dim].T)
 
 
 def _sym(a: np.ndarray) -> np.ndarray:
@@ -139,7 +80,7 @@ def _em(x: np.ndarray, classes: np.ndarray, n_classes: int, iters: int) -> tuple
     with S the within-class scatter about the class means. Classes are grouped by n_k, so the
     d x d inversions are one per distinct class size, not one per class.
     """
-    counts, means, scatter = _class_stats(x, classes, n_classes)
+    counts, means, scatter = class_stats(x, classes, n_classes)
     mean = means.mean(axis=0)  # Kaldi: the mean of the class means
     means = means - mean
     d = x.shape[1]
@@ -342,6 +283,27 @@ class PLDA:
             lin += quad
             out[:, start : start + t.shape[0]] = lin
         out += const[:, None]
+        return out
+
+    def score_pairs(self, enroll: np.ndarray, test: np.ndarray, e_index: np.ndarray, t_index: np.ndarray) -> np.ndarray:
+        """LLR (float64) of pair i: raw ``enroll[e_index[i]]`` vs raw ``test[t_index[i]]`` (one
+        utterance each; :meth:`llr` with n = 1). The unique rows are transformed once and pairs
+        scored in chunks, so a trial list never builds an [E, T] matrix."""
+        u_e, u_t = self.transform(enroll), self.transform(test)
+        one = np.ones(1)
+        if self.normalize_length:
+            u_e = u_e * self._kaldi_factor(self._kaldi_dot(u_e, one))[:, None]
+            u_t = u_t * self._kaldi_factor(self._kaldi_dot(u_t, one))[:, None]
+        psi = self.psi
+        a, v = psi / (psi + 1.0), 1.0 + psi / (psi + 1.0)  # n = 1: shrinkage, same-speaker variance
+        coef = np.concatenate([u_e * (a / v), np.broadcast_to(-0.5 * (1.0 / v - 1.0 / (1.0 + psi)), u_e.shape)], axis=1)
+        const = -0.5 * (np.log(v).sum() - np.log1p(psi).sum()) - 0.5 * ((u_e * a) ** 2 / v).sum(axis=1)
+        feats = np.concatenate([u_t, u_t * u_t], axis=1)
+        e_index, t_index = np.asarray(e_index), np.asarray(t_index)
+        out = np.empty(e_index.size)
+        for start in range(0, e_index.size, _CHUNK_ROWS):
+            sl = slice(start, start + _CHUNK_ROWS)
+            out[sl] = np.einsum("ij,ij->i", coef[e_index[sl]], feats[t_index[sl]]) + const[e_index[sl]]
         return out
 
     def score_matrix(self, enroll: np.ndarray, test: np.ndarray, n_enroll: np.ndarray | None = None) -> np.ndarray:
