@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.manual_seed(0)
     policy = SegmentPolicy()
-    # a whole number of 0.1 s (10 frames: the segment policy's length quantum), so that both see the same frames
+    # a whole number of 0.1 s (whole frames), so that both see the same frames
     frames = max(10, round(a.seconds * 10) * 10)
     samples = 400 + 160 * (frames - 1)
     lines = [

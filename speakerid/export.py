@@ -4,8 +4,8 @@ The exported graph is :class:`speakerid.inference.EmbeddingExtractor`: input ``w
 ``[batch, samples]`` in [-1, 1] at the experiment's sample rate (16 kHz), output
 ``embedding`` ``[batch, embed_dim]`` (not length-normalised; use cosine similarity). Both
 axes are dynamic. It embeds what it is given as one segment: the whole-utterance policy of
-``speakerid extract`` (20 s windows averaged, short files tiled to 0.5 s, 0.1 s length
-quantum; :mod:`speakerid.inference`) is the caller's job, and it takes no padding mask, so
+``speakerid extract`` (20 s windows averaged, short files tiled to 0.5 s, batches of equal
+lengths; :mod:`speakerid.inference`) is the caller's job, and it takes no padding mask, so
 batch only equal-length waveforms.
 
 Formats:

@@ -17,12 +17,15 @@ rule for ``speakerid extract``, ``enroll``/``verify``/``identify`` and
    length normalisation; the windows are equally long, so equally weighted). 20 s keeps
    the activations of ECAPA c1024 on a GPU bounded while being longer than all but a few
    VoxCeleb1 test utterances, which are therefore embedded whole.
-3. Each segment is trimmed to a whole number of ``length_quantum_frames`` (10 frames =
-   0.1 s): at most 99 ms of trailing audio is dropped. This is what makes batching exact:
-   segments of equal length (sorted by duration, the quantised lengths repeat) are stacked
-   into one batch without padding, so a batched embedding equals the one-at-a-time
-   embedding. Padding would change them: CMN and the encoders' statistics pooling would
-   see the padded frames (the encoders take no lengths).
+3. Batches stack segments of EQUAL length only (no padding), so a batched embedding equals
+   the one-at-a-time embedding: padding would change it (CMN and the encoders' statistics
+   pooling would see the padded frames; the encoders take no lengths). A segment is a whole
+   number of ``length_quantum_frames``; the default, 1 frame, embeds every frame of the clip
+   (the sub-frame remainder is dropped by the fbank itself, as in Kaldi). A quantum of 10
+   frames (the default before issue 16) dropped up to 99 ms of trailing audio to make lengths
+   repeat: ``benchmarks/bench_length_quantum.py`` measured the same dev EER within noise, a
+   median embedding change of 1e-2 (1 - cosine) on clips of 1 s or less, and no speed gain on
+   a CPU (benchmarks/results_length_quantum.md).
 
 Also here: :class:`Embedder`, what :func:`speakerid.load_model` returns, and
 :func:`model_fingerprint`. Where a model comes from and the experiment dir's other files are
@@ -122,7 +125,7 @@ class SegmentPolicy:
 
     max_window_seconds: float = 20.0
     min_seconds: float = 0.5
-    length_quantum_frames: int = 10
+    length_quantum_frames: int = 1
     trim_silence: bool = False  # drop leading/trailing/long silences first (speakerid.features.vad.trim_silence)
 
     @classmethod

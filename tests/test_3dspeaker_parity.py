@@ -27,8 +27,8 @@ FRAMES = (70, 200, 330)  # under one CAM segment (100 frames), two, over three; 
 
 
 def _clips(shared_speech: Path, out: Path) -> dict[str, Path]:
-    """Pieces of real speech of exactly ``FRAMES`` 25 / 10 ms frames (a whole number of the segment
-    policy's 10-frame quantum, so extract embeds every sample), as float WAV."""
+    """Pieces of real speech of exactly ``FRAMES`` 25 / 10 ms frames (whole frames of the segment
+    policy, so extract embeds every sample), as float WAV."""
     src = sorted(shared_speech.glob("libri_*/*.flac"))[0]
     wave, _ = load_audio(src, 16000)
     out.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ from _use_helpers import make_tiny_experiment, voice
 from speakerid.enroll.speaker_db import ModelMismatchError, SpeakerDB
 from speakerid.enroll.model import SpeakerModel
 from speakerid.enroll.decision import bayes_threshold
-from speakerid.enroll.store import SpeakerDBError, UnknownSpeakerError
+from speakerid.enroll.records import SpeakerDBError, UnknownSpeakerError
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):

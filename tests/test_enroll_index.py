@@ -17,7 +17,7 @@ import pytest
 from speakerid.cli.main import main
 from speakerid.enroll.speaker_db import SpeakerDB
 from speakerid.enroll.model import SpeakerModel
-from speakerid.enroll.store import SpeakerDBError
+from speakerid.enroll.records import SpeakerDBError
 from speakerid.enroll.index import INDEX_SUFFIX, SpeakerIndex, cohort_key, index_path
 from speakerid.scoring.calibrate import Calibration
 

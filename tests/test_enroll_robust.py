@@ -17,7 +17,7 @@ from _use_helpers import make_tiny_experiment, voice
 from speakerid.cli.main import main
 from speakerid.enroll.speaker_db import SpeakerDB
 from speakerid.enroll.model import SpeakerModel
-from speakerid.enroll.store import SpeakerDBError
+from speakerid.enroll.records import SpeakerDBError
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import pytest
 from speakerid.cli.main import main
 from speakerid.enroll.model import SpeakerModel
 from speakerid.enroll.speaker_db import SpeakerDB
-from speakerid.enroll.store import SpeakerDBError
+from speakerid.enroll.records import SpeakerDBError
 from speakerid.scoring import backend as B
 from speakerid.scoring.calibrate import Calibration
 from speakerid.scoring.embeddings import save_embeddings

@@ -5,16 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from speakerid.scoring.trials import (
-    TrialsError,
-    labels_for_pairs,
-    normalise_id,
-    read_labelled_scores,
-    read_scores,
-    read_trial_list,
-    read_trials,
-    write_scores,
-)
+from speakerid.scoring.trials import TrialsError, normalise_id, read_scores, read_trial_list, read_trials, write_scores
+from speakerid.scoring.labelled_scores import labels_for_pairs, read_labelled_scores
 
 
 def test_reads_the_official_voxceleb1_o_list(vox1_o_trials):

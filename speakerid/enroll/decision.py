@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from speakerid.enroll.rules import DEFAULT_SCORE_RULE, Scores
-from speakerid.enroll.store import SpeakerDBError
+from speakerid.enroll.records import SpeakerDBError
 from speakerid.scoring import metrics
 from speakerid.scoring.backend import ScoringBackend
 

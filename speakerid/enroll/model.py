@@ -18,7 +18,7 @@ import numpy as np
 
 from speakerid.enroll.rules import COHORT_TOP_K
 from speakerid.scoring.backend import unit_vectors
-from speakerid.enroll.store import SpeakerDBError
+from speakerid.enroll.records import SpeakerDBError
 from speakerid.scoring.backend import BackendError, BackendResources, ScoringBackend, build_backend, default_backend_name
 
 logger = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from speakerid.enroll.store import SpeakerDBError
+from speakerid.enroll.records import SpeakerDBError
 from speakerid.scoring.backend import ScoringBackend, rowwise_dot, unit_vectors
 
 SCORE_RULES = ("mean", "max", "topk")

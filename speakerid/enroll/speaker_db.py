@@ -5,7 +5,6 @@
 >>> db.enroll("alice", ["a1.wav", "a2.wav"])
 >>> db.verify("alice", "test.wav").accept
 >>> db.identify("test.wav", top_k=3).decision          # a speaker's name or "unknown"
-
 Speaker model: the DB keeps EVERY enrolment embedding (length-normalised; the SQLite layer is
 :mod:`speakerid.enroll.store`), so a speaker enrolled from a headset and from a phone call keeps
 both. A test is scored against them by one of :data:`SCORE_RULES`: ``mean`` (cosine with the
@@ -16,14 +15,15 @@ best). The default, :data:`DEFAULT_SCORE_RULE` = ``mean``, is what
 enrolment files x cosine or AS-norm, and within 0.2 points in the fourth; max and top-2 never
 clearly better).
 
-AS-norm: when the model dir has ``cohort.npz`` (``ids``, ``embeddings``; the format of
-:mod:`speakerid.scoring.embeddings`), every score is also AS-normalised against it
-(:func:`speakerid.scoring.norm.normalise_scores`, top 300 cohort scores per side; with the
-max / topk rules each reference is normalised, then the rule applies).
+Scoring backends (:mod:`speakerid.scoring.backend`): the decision scores with the backend
+``scoring`` names, else the one the model's calibration was fitted on, else AS-norm when the
+model dir has ``cohort.npz`` (top 300 cohort scores per side; with the max / topk rules each
+reference is normalised, then the rule applies), else cosine; ``plda`` reads the model dir's
+``plda.npz`` (``speakerid train-plda``). The cosine is always reported beside it.
 
 Decisions: when the model has ``calibration.json`` (a linear score -> LLR map,
 :mod:`speakerid.scoring.calibrate`) it is applied to the score kind it was fitted on (its
-``score`` field: ``cosine``, the default of older files, or ``asnorm``) and the threshold is
+``score`` field: a backend's name; ``cosine`` in older files) and the threshold is
 the Bayes threshold ``-logit(P_target)``; without a given P_target, the model's measured default
 operating point (``default_p_target`` of its calibration, e.g. about 1 % false accepts on its dev
 trials: :func:`speakerid.scoring.calibrate.with_operating_point`), else P_target 0.01. A calibration whose line
@@ -75,7 +75,8 @@ from speakerid.enroll.decision import (
 from speakerid.enroll.model import MIN_ENROLL_SPEECH_S, SpeakerModel, unit_rows
 from speakerid.enroll.rules import COHORT_TOP_K, DEFAULT_SCORE_RULE, DEFAULT_SCORE_TOP_K, SCORE_RULES, Scores, score_pairs
 from speakerid.scoring.backend import BACKENDS, unit_vectors
-from speakerid.enroll.store import Batch, SpeakerDBError, SpeakerInfo, SpeakerRefs, SpeakerStore
+from speakerid.enroll.records import Batch, SpeakerDBError, SpeakerInfo, SpeakerRefs
+from speakerid.enroll.store import SpeakerStore
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,8 @@ from typing import Callable
 
 import numpy as np
 
-from speakerid.enroll.store import IndexChange, SpeakerStore
+from speakerid.enroll.records import IndexChange
+from speakerid.enroll.store import SpeakerStore
 from speakerid.enroll.index import (
     IndexRows,
     SpeakerIndex,

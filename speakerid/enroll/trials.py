@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from speakerid.enroll.store import SpeakerDBError
+from speakerid.enroll.records import SpeakerDBError
 from speakerid.limits import shorten
 
 logger = logging.getLogger(__name__)

@@ -273,7 +273,7 @@ def calibrate_score_file(
     before/after report on the dev list. A degenerate fit is an error (nothing written); a
     Bayes threshold the map cannot reach at P_target 0.01 / 0.05 is logged as a warning.
     ``target_fa``: also store the default operating point at that dev false-accept rate."""
-    from speakerid.scoring.trials import read_labelled_scores
+    from speakerid.scoring.labelled_scores import read_labelled_scores
 
     sl = read_labelled_scores(scores, trials)
     try:
@@ -297,7 +297,8 @@ def apply_calibration_file(
 ) -> tuple[Calibration, dict[str, dict[str, float]] | None]:
     """``speakerid calibrate --apply cal.json --scores S --output S.calibrated``: write the LLR
     score file (labels kept); with labels known, also the before/after report."""
-    from speakerid.scoring.trials import read_labelled_scores, write_scores
+    from speakerid.scoring.labelled_scores import read_labelled_scores
+    from speakerid.scoring.trials import write_scores
 
     cal = Calibration.load(calibration)
     sl = read_labelled_scores(scores, trials, require_labels=False)

@@ -11,7 +11,7 @@ from typing import Iterable
 from speakerid.scoring import plots
 from speakerid.scoring.metrics import DEFAULT_P_TARGETS, Metrics, compute_metrics
 from speakerid.scoring.sorting import MetricsError
-from speakerid.scoring.trials import read_labelled_scores
+from speakerid.scoring.labelled_scores import read_labelled_scores
 
 
 def evaluate_score_file(

@@ -31,7 +31,7 @@ from speakerid.scoring.calibrate import calibrate_score_file, fit_calibration, w
 from speakerid.scoring.trial_scores import score_files  # noqa: E402
 from speakerid.scoring.evaluate import evaluate_score_file  # noqa: E402
 from speakerid.scoring.metrics import bayes_threshold  # noqa: E402
-from speakerid.scoring.trials import read_labelled_scores  # noqa: E402
+from speakerid.scoring.labelled_scores import read_labelled_scores
 
 
 def operating_rates(scores: Path, target_fa: float) -> dict[str, float]:
