@@ -1,4 +1,4 @@
-"""Inference backends: what runs the encoder of an :class:`~speakerid.inference.EmbeddingExtractor`.
+"""Inference backends: what runs the encoder of an :class:`~speakerid.extractor.EmbeddingExtractor`.
 
 ``torch`` (the default) runs the eager PyTorch encoder. ``onnxruntime`` (the ``onnx`` extra:
 ``pip install -e ".[onnx]"``) runs the same encoder as an ONNX graph in onnxruntime, which fuses

@@ -1,6 +1,6 @@
 """Export a trained experiment as one deployable model: waveform -> fbank -> CMN -> encoder -> embedding.
 
-The exported graph is :class:`speakerid.inference.EmbeddingExtractor`: input ``wave`` float32
+The exported graph is :class:`speakerid.extractor.EmbeddingExtractor`: input ``wave`` float32
 ``[batch, samples]`` in [-1, 1] at the experiment's sample rate (16 kHz), output
 ``embedding`` ``[batch, embed_dim]`` (not length-normalised; use cosine similarity). Both
 axes are dynamic. It embeds what it is given as one segment: the whole-utterance policy of

@@ -33,7 +33,7 @@ MIN_ENROLL_SPEECH_S = 3.0  # over the files of one enrolment
 class SpeakerModel:
     """An embedding extractor with what decisions need: fingerprint, calibration, dev threshold, cohort."""
 
-    extractor: object  # speakerid.inference.EmbeddingExtractor
+    extractor: object  # speakerid.extractor.EmbeddingExtractor
     fingerprint: str
     calibration: object | None = None  # speakerid.scoring.calibrate.Calibration
     dev_threshold: float | None = None

@@ -29,8 +29,7 @@ operating point (``default_p_target`` of its calibration, e.g. about 1 % false a
 trials: :func:`speakerid.scoring.calibrate.with_operating_point`), else P_target 0.01. A calibration whose line
 cannot reach that threshold over the plausible score range (it would reject, or accept,
 everything) or whose slope is not positive is an error naming the file and what to do. Without
-a calibration: the AS-norm score when there is a cohort, else the cosine with the dev-set
-threshold of ``dev_eval.json``; otherwise the caller gives one. An explicit threshold always
+one: the cosine with the dev-set threshold of ``dev_eval.json``, else a given threshold. An explicit threshold always
 wins and applies to the decision score (the LLR when calibrated). ``identify`` is open-set: the
 best candidate is the answer only when its decision score reaches the threshold, else
 "unknown".
@@ -42,11 +41,11 @@ writer inside its transaction and rebuilt from SQLite, with a logged message, wh
 missing or stale (:mod:`speakerid.enroll.sync`). ``identify`` ranks every speaker with one
 matrix product and a partition, then scores the best ``top_k + RESCORE_MARGIN`` exactly from
 their rows, so its answer and scores are those of ``identify(..., exact=True)`` (every speaker
-read from SQLite); ``verify`` reads one speaker by primary key. :meth:`SpeakerDB.add_many`
-(``speakerid enroll --batch FILE``) and :meth:`SpeakerDB.add_embeddings` (precomputed
-embeddings) enrol many speakers in one transaction.
+read from SQLite; also the path of backends the index cannot rank: :data:`INDEX_RANKS`);
+``verify`` reads one speaker by primary key. :meth:`SpeakerDB.add_many`
+(``enroll --batch FILE``) and :meth:`SpeakerDB.add_embeddings` enrol many in one transaction.
 
-Safety: every speaker row stores the model fingerprint (:func:`speakerid.inference.model_fingerprint`);
+Safety: every speaker row stores the model fingerprint (:func:`speakerid.extractor.model_fingerprint`);
 scoring with another model raises :class:`ModelMismatchError`. Enrolment embeds all audio
 first, then writes in one transaction (all or nothing, also under SIGKILL). Audio with less
 than :data:`MIN_SPEECH_S` of speech after silence trimming (:func:`speakerid.features.vad.trim_silence`)

@@ -3,7 +3,7 @@ a check that it is the same model, and a classifier head that starts where the e
 
 * **Source.** ``EXP`` is an experiment dir (trained here, or imported by ``speakerid import``),
   a packaged model name (``starter``, ...), a ``model.pt`` or a training checkpoint. Weights
-  are read with ``torch.load(weights_only=True)`` (:func:`speakerid.checkpoint.load_encoder_weights`).
+  are read with ``torch.load(weights_only=True)`` (:func:`speakerid.experiment.load_encoder_weights`).
 * **Same model.** When the source has a config (``config.yaml`` beside ``model.pt``, or the
   ``config`` entry of a checkpoint), the fine-tuning config's ``model`` section must build the
   same network (kwargs compared after filling in the class's defaults) and its front end must
