@@ -15,11 +15,18 @@ import sys as _sys
 
 __version__ = "0.1.0"
 
-# Idle OpenMP threads sleep instead of spinning (read by libgomp when torch loads, so only
-# when speakerid is imported first, as the CLI does). A spinning thread burns the time slice
-# its descheduled sibling needs on a busy machine. SPEAKERID_THREADS=torch keeps torch's defaults.
+# Idle OpenMP threads sleep instead of spinning for long (read by the OpenMP runtime when torch
+# loads, so only when speakerid is imported first, as the CLI does): a thread that spins for
+# milliseconds burns the time slice its descheduled sibling needs on a busy machine. With GNU
+# OpenMP (Linux wheels) they first spin briefly (GOMP_SPINCOUNT, OMP_SPIN_COUNT below; PASSIVE
+# alone means no spin, and each of the hundreds of small parallel regions of a batch-1 forward
+# pass then waits for a sleeping thread to wake: benchmarks/losses_speed.py, issue 20). Settings
+# you make win; SPEAKERID_THREADS=torch keeps torch's defaults.
+OMP_SPIN_COUNT = "30000"
 if "torch" not in _sys.modules and _os.environ.get("SPEAKERID_THREADS", "").strip() != "torch":
-    _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if "OMP_WAIT_POLICY" not in _os.environ:
+        _os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        _os.environ.setdefault("GOMP_SPINCOUNT", OMP_SPIN_COUNT)
 
 
 def load_model(source=None, device="cpu", backend="torch"):

@@ -104,3 +104,23 @@ def test_thread_policy(monkeypatch):
         thread_count()
     with pytest.raises(ValueError, match="--threads"):
         thread_count(threads=0)
+
+
+@pytest.mark.parametrize(
+    "env,expected",
+    [
+        ({}, ("PASSIVE", "30000")),  # sleep after a short spin (issue 20: batch-1 latency)
+        ({"OMP_WAIT_POLICY": "ACTIVE"}, ("ACTIVE", None)),  # the user's choice stands alone
+        ({"GOMP_SPINCOUNT": "5"}, ("PASSIVE", "5")),
+        ({"SPEAKERID_THREADS": "torch"}, (None, None)),  # torch's defaults untouched
+    ],
+)
+def test_import_sets_openmp_wait_policy(env: dict, expected: tuple) -> None:
+    import os
+    import subprocess
+    import sys
+
+    base = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "SPEAKERID_THREADS")}
+    code = "import os, speakerid; print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT'))"
+    out = subprocess.run([sys.executable, "-c", code], env={**base, **env}, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == [str(v) for v in expected]
