@@ -125,6 +125,9 @@ from speakerid.cli_db import add_enroll as _add_enroll, add_identify as _add_ide
 from speakerid.cli_db import add_list as _add_list, add_remove as _add_remove, add_verify as _add_verify  # noqa: E402
 
 
+from speakerid.serve.cli import add_keys as _add_keys, add_serve as _add_serve  # noqa: E402
+
+
 def _add_export(sub: argparse._SubParsersAction) -> None:
     p = subparser(sub, "export", "Export waveform -> fbank -> CMN -> encoder -> embedding as TorchScript or ONNX (checked against the eager model)",
                 "speakerid export --model exp/ecapa --out exp/ecapa/embedder.ts")
@@ -325,6 +328,8 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_calibrate,
     _add_features,
     _add_import,
+    _add_serve,
+    _add_keys,
     # [registry end]
 ]
 
