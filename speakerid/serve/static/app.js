@@ -99,7 +99,7 @@ function showVerify(r) {
   $("score-fill").style.background = r.decision === "accept" ? "#1a7f37" : "#b42318";
   $("score-threshold").style.left = place(r.threshold) + "%";
   $("score-threshold").style.display = "block";
-  $("verify-score").textContent = r.score_kind + " cosine " + r.score.toFixed(3) +
+  $("verify-score").textContent = "cosine " + r.score.toFixed(3) +
     (r.llr === null ? "" : ", llr " + r.llr.toFixed(2)) + "; threshold " + r.threshold.toFixed(2) +
     " (" + r.threshold_source + ")";
 }
