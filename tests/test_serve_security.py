@@ -213,3 +213,35 @@ def test_full_queue_is_503():
     a, b = asyncio.run(run())
     assert a.shape == b.shape == (1, 4)
     w.close()
+
+
+def test_unexpected_error_is_a_json_500_without_internals(env, monkeypatch):
+    from speakerid.serve import store
+
+    def boom(self, limit, offset):
+        raise RuntimeError("secret internal detail /etc/shadow")
+
+    monkeypatch.setattr(store.TenantStore, "list", boom)
+    r = env["c"].get("/v1/profiles", headers=A(env))
+    err(r, 500, "internal")
+    assert "secret" not in r.text and "Traceback" not in r.text
+
+
+def test_keys_cli(tmp_path, capsys):
+    from speakerid.cli import main
+
+    assert main(["keys", "create", "--db", str(tmp_path), "--tenant", "acme"]) == 0
+    key = capsys.readouterr().out.splitlines()[0]
+    assert key.startswith("sid_")
+    key_id = key.split("_")[1]
+    assert main(["keys", "list", "--db", str(tmp_path), "--json"]) == 0
+    listed = capsys.readouterr().out
+    assert key_id in listed and key.split("_")[2] not in listed and '"revoked": null' in listed
+    assert main(["keys", "revoke", "--db", str(tmp_path), key_id]) == 0
+    assert f"revoked {key_id}" in capsys.readouterr().out
+    from speakerid.serve.keys import KeyStore
+
+    assert KeyStore(tmp_path).authenticate(key) is None
+    assert main(["keys", "revoke", "--db", str(tmp_path), "000000000000"]) == 2  # unknown id: one-line error
+    assert "no key with id" in capsys.readouterr().err
+    assert main(["keys", "create", "--db", str(tmp_path), "--tenant", "../x"]) == 2
