@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from speakerid.serve.audio_in import UploadError, decode
 from speakerid.serve.faults import kill_point
 from speakerid.serve.keys import KeyStore, Tenant
-from speakerid.serve.store import PROFILE_ID, NotEnrolled, ProfileNotFound, TenantStore
+from speakerid.serve.store import NotEnrolled, ProfileNotFound, TenantStore
 from speakerid.serve.worker import EmbedWorker, Overloaded
 
 logger = logging.getLogger("speakerid.serve")

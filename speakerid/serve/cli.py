@@ -12,7 +12,7 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
 
     p = subparser(sub, "serve", "Serve profiles, enrolment, verify and identify over HTTP (FastAPI + uvicorn; "
                   "pip install -e '.[serve]'); OpenAPI docs at /docs, a web page at /",
-                  "speakerid keys create --db srv --tenant acme && speakerid serve --db srv --port 8000")
+                  "speakerid serve --db srv --host 127.0.0.1 --port 8000   # keys first: speakerid keys create --db srv --tenant acme")
     p.add_argument("--db", required=True, metavar="DIR", help="service dir: keys.sqlite and tenants/<id>.db (created)")
     p.add_argument("--model", "--exp", dest="model", default=DEFAULT_MODEL, metavar="EXP",
                    help=f"model: an experiment dir or a packaged name (default {DEFAULT_MODEL})")
