@@ -45,13 +45,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(root: Path, port: int, threads: int, max_batch: int) -> subprocess.Popen:
+def start(root: Path, port: int, threads: int, max_batch: int, backend: str = "torch") -> subprocess.Popen:
     import httpx
 
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     log = open(root / f"server-{port}.log", "ab")
     proc = subprocess.Popen([sys.executable, "-m", "speakerid", "serve", "--db", str(root), "--port", str(port),
-                             "--threads", str(threads), "--max-batch", str(max_batch), "--queue-size", "256"],
+                             "--threads", str(threads), "--max-batch", str(max_batch), "--queue-size", "256",
+                             "--backend", backend],
                             env=env, stdout=log, stderr=subprocess.STDOUT)
     for _ in range(600):
         if proc.poll() is not None:
@@ -122,6 +123,8 @@ def main() -> int:
     ap.add_argument("--api-clips", type=int, default=64)
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     ap.add_argument("--max-batch", type=int, default=16)
+    ap.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch",
+                    help="encoder runtime of the server and the API (default torch)")
     ap.add_argument("--no-compare-unbatched", dest="compare_unbatched", action="store_false")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results_serve.md"))
     a = ap.parse_args()
@@ -145,7 +148,7 @@ def main() -> int:
     h = {"Authorization": f"Bearer {key}"}
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    proc = start(root, port, a.threads, a.max_batch)
+    proc = start(root, port, a.threads, a.max_batch, a.backend)
     rows = []
     try:
         pid = httpx.post(f"{base}/v1/profiles", headers=h, json={"display_name": "A"}).json()["id"]
@@ -164,7 +167,7 @@ def main() -> int:
         stop(proc)
     top = max(int(x) for x in a.clients.split(","))
     if a.compare_unbatched:
-        proc = start(root, port, a.threads, 1)
+        proc = start(root, port, a.threads, 1, a.backend)
         try:
             rows.append({"server": "unbatched (max 1)", **load(top, a.seconds, url, vh, clips)})
             print(rows[-1], flush=True)
@@ -177,7 +180,7 @@ def main() -> int:
     torch.set_num_threads(a.threads)
     from speakerid.enroll import SpeakerDB, SpeakerModel
 
-    model = SpeakerModel.from_experiment("campplus")
+    model = SpeakerModel.from_experiment("campplus", backend=a.backend)
     db = SpeakerDB(root / "tenants" / f"{info.tenant_id}.db", model)
     paths = [clip_paths[i % 2] for i in range(a.api_clips)]
     model.embed_batches(paths[:16], 16, progress=False)  # warm-up
@@ -205,7 +208,7 @@ def main() -> int:
         "# speakerid serve: verify throughput and latency",
         "",
         f"`python benchmarks/bench_serve.py --clients {a.clients} --seconds {a.seconds:g} --cli-calls {a.cli_calls} "
-        f"--api-clips {a.api_clips} --threads {a.threads}`; {a.clip_seconds:g} s WAV clips, packaged `campplus`, "
+        f"--api-clips {a.api_clips} --threads {a.threads} --backend {a.backend}`; {a.clip_seconds:g} s WAV clips, packaged `campplus`, "
         f"loopback; {os.cpu_count()} CPUs; load average before {load_before[0]:.2f}, after {load_after[0]:.2f} "
         "(other jobs on the machine inflate every figure; compare within one run).",
         "",

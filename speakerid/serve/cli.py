@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from speakerid.cli_args import add_threads, apply_threads, positive_int, subparser
+from speakerid.cli_args import add_backend, add_threads, apply_threads, positive_int, subparser
 
 
 def add_serve(sub: argparse._SubParsersAction) -> None:
@@ -28,6 +28,7 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-batch", type=positive_int, default=16,
                    help="clips embedded in one batch (micro-batching; 1: none; default 16)")
     add_threads(p)
+    add_backend(p)
 
     def run(a: argparse.Namespace) -> int:
         import uvicorn
@@ -38,7 +39,9 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
         settings = Settings(max_body_bytes=a.max_body_bytes, max_audio_seconds=a.max_audio_seconds,
                             min_enroll_speech=a.min_enroll_speech, min_clip_speech=a.min_clip_speech,
                             queue_size=a.queue_size, max_batch=a.max_batch)
-        app = create_app(a.db, a.model, settings)
+        from speakerid.enroll import SpeakerModel
+
+        app = create_app(a.db, SpeakerModel.from_experiment(a.model, backend=a.backend), settings)
         uvicorn.run(app, host=a.host, port=a.port, log_level="info", access_log=False)
         return 0
 
