@@ -1,4 +1,4 @@
-"""Test-only kill points of ``speakerid serve`` (documented in docs/SERVE.md / the README).
+"""Test-only kill points of ``speakerid serve`` (also in the README's HTTP service section).
 
 ``SPEAKERID_SERVE_KILL_AT=STEP`` (or ``STEP:N``, the N-th time the step is reached, default 1)
 makes the server process SIGKILL itself at that step of an enrolment write, so a test can check
