@@ -146,6 +146,9 @@ def _add_train_plda(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+from speakerid.cli.serve import add_keys as _add_keys, add_serve as _add_serve  # noqa: E402
+
+
 def _add_export(sub: argparse._SubParsersAction) -> None:
     p = subparser(sub, "export", "Export waveform -> fbank -> CMN -> encoder -> embedding as TorchScript or ONNX (checked against the eager model)",
                 "speakerid export --model exp/ecapa --out exp/ecapa/embedder.ts")
@@ -355,6 +358,8 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_calibrate,
     _add_features,
     _add_import,
+    _add_serve,
+    _add_keys,
     # [registry end]
 ]
 

@@ -195,10 +195,12 @@ class SpeakerDB:
         return self.add_embeddings([s for s, _ in pairs], emb, [str(Path(p).resolve()) for _, p in pairs])
 
     def add_embeddings(self, speakers: Sequence[str], embeddings: np.ndarray,
-                       paths: Sequence[str] | None = None) -> dict:
+                       paths: Sequence[str] | None = None, in_transaction=None) -> dict:
         """Enrol precomputed embeddings of this model in ONE transaction: row ``i`` of
         ``embeddings [N, D]`` (made unit length) is an enrolment of ``speakers[i]`` (from
-        ``paths[i]``, default ``"<precomputed>"``). Returns ``{"speakers": S, "embeddings": N}``."""
+        ``paths[i]``, default ``"<precomputed>"``). Returns ``{"speakers": S, "embeddings": N}``.
+        ``in_transaction(conn)``, when given, runs inside the write transaction before COMMIT
+        (a caller's own rows in the same file change with the speakers' or not at all)."""
         model = self._require_model("enroll")
         emb = unit_rows(embeddings, "enrolling precomputed embeddings")
         if len(speakers) != emb.shape[0] or (paths is not None and len(paths) != emb.shape[0]):
@@ -210,19 +212,28 @@ class SpeakerDB:
             raise SpeakerDBError(f"enrolling precomputed embeddings: dimension {emb.shape[1]}, {model.source} gives {min(dims)}")
         batch = Batch.of_rows([_check_name(s) for s in speakers],
                               ["<precomputed>"] * emb.shape[0] if paths is None else [str(p) for p in paths], emb)
-        self.store.add_many(model.fingerprint, batch, self._check_fingerprint, self._index_hook())
+        self.store.add_many(model.fingerprint, batch, self._check_fingerprint, self._index_hook(in_transaction))
         logger.info("%s: enrolled %d embedding(s) of %d speaker(s)", self.path, emb.shape[0], len(batch.names))
         return {"speakers": len(batch.names), "embeddings": int(emb.shape[0])}
 
-    def remove(self, speaker: str) -> None:
-        """Delete ``speaker`` and its stored embeddings; :class:`UnknownSpeakerError` when absent."""
-        self.store.delete(speaker, self._index_hook())
+    def remove(self, speaker: str, in_transaction=None) -> None:
+        """Delete ``speaker`` and its stored embeddings; :class:`UnknownSpeakerError` when absent.
+        ``in_transaction(conn)``: as in :meth:`add_embeddings`."""
+        self.store.delete(speaker, self._index_hook(in_transaction))
 
-    def _index_hook(self):
+    def _index_hook(self, in_transaction=None):
         from speakerid.enroll.sync import writer_hook
 
         m = self.model
-        return writer_hook(self.store, None if m is None else m.fingerprint, None if m is None else m.cohort)
+        hook = writer_hook(self.store, None if m is None else m.fingerprint, None if m is None else m.cohort)
+        if in_transaction is None:
+            return hook
+
+        def both(conn, *args):
+            hook(conn, *args)
+            in_transaction(conn)
+
+        return both
 
     # ---- reading
     def info(self, speaker: str) -> SpeakerInfo:
@@ -417,30 +428,6 @@ class SpeakerDB:
         ]
         answer = cands[0].speaker if cands[0].accept else "unknown"
         return IdentifyResult(name, answer, cands, rule.threshold, rule.source, rule.kind, self.score_rule)
-
-
-def read_batch_list(path: str | os.PathLike) -> list[tuple[str, str]]:
-    """``(speaker, audio file)`` pairs of a batch list: ``speaker path`` per line (the path is the
-    rest of the line, so it may contain spaces); blank lines and ``#`` comments are skipped.
-    Relative paths are relative to the working directory (as in a Kaldi ``wav.scp``). Errors
-    name the file and line."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise SpeakerDBError(f"{path}: cannot read the batch list ({getattr(e, 'strerror', None) or e})") from None
-    pairs = []
-    for number, line in enumerate(text.splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        parts = line.split(None, 1)
-        if len(parts) != 2:
-            raise SpeakerDBError(f"{path}:{number}: expected 'speaker audio-file', got {line!r}")
-        pairs.append((parts[0], parts[1].strip()))
-    if not pairs:
-        raise SpeakerDBError(f"{path}: no 'speaker audio-file' lines")
-    return pairs
 
 
 def _check_name(speaker: str) -> str:
