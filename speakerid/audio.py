@@ -234,6 +234,14 @@ def load_audio(path: str | os.PathLike, sample_rate: int = 16000) -> tuple[torch
     return wave, sample_rate
 
 
+def native_sample_rate(path: str | os.PathLike) -> int | None:
+    """The file's own sample rate from its header (soundfile), or None when soundfile cannot tell."""
+    try:
+        return int(sf.info(str(path)).samplerate)
+    except Exception:  # noqa: BLE001 - unreadable headers are load_audio's to report
+        return None
+
+
 def mp4_duration(path: str | os.PathLike) -> float:
     """Duration of an MP4/M4A file from its ``moov/mvhd`` box (ISO/IEC 14496-12, 8.2.2).
 

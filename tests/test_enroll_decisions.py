@@ -217,6 +217,10 @@ def test_verify_trials_file(setup, tmp_path, capsys, monkeypatch):
     # the score file is what speakerid eval reads
     assert main(["eval", "--scores", str(out), "--json"]) == 0
     capsys.readouterr()
+    # the text summary counts the errors too, as --json does
+    assert main([a for a in argv if a != "--json"]) == 0
+    text = capsys.readouterr().out
+    assert f"{summary['false_accepts']} false accepts, {summary['misses']} misses" in text
     # unknown speakers and missing files are found before any audio work, naming the trial file
     trials.write_text("carol a1.wav\n")
     assert main(argv) == 2 and "no enrolled speaker 'carol'" in capsys.readouterr().err

@@ -183,8 +183,10 @@ def add_verify(sub: argparse._SubParsersAction) -> None:
             if a.json:
                 _print_json(summary)
             else:
-                print(f"{summary['trials']} trials: {summary['accepted']} accepted, {summary['rejected']} rejected; "
-                      f"scores in {summary['scores']}, decisions in {summary['decisions']}")
+                errors = (f"; {summary['false_accepts']} false accepts, {summary['misses']} misses"
+                          if "misses" in summary else "")
+                print(f"{summary['trials']} trials: {summary['accepted']} accepted, {summary['rejected']} rejected"
+                      f"{errors}; scores in {summary['scores']}, decisions in {summary['decisions']}")
             return 0
         if not a.speaker or not a.wav:
             raise ValueError("verify needs --speaker NAME and a test audio file (or --trials FILE --output SCORES)")
@@ -203,7 +205,8 @@ def add_verify(sub: argparse._SubParsersAction) -> None:
 
 def add_identify(sub: argparse._SubParsersAction) -> None:
     p = subparser(sub, "identify", "Who is speaking? open-set: the best enrolled speaker if it reaches the threshold, "
-                "else 'unknown'; --top-k candidates with scores",
+                "else 'unknown'; --top-k candidates with scores. Exit status 0 for an answer, 'unknown' included "
+                "(the first line, or 'decision' in --json); 2 on bad input",
                 "speakerid identify --model exp/ecapa --db speakers.db --top-k 3 test.wav")
     _db_model_arg(p)
     p.add_argument("--db", required=True, help="speaker DB file")

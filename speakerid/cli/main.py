@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import Callable
 
@@ -394,6 +395,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         rc = args.func(args)
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader went away (`speakerid list | head -1`): quiet, as SIGPIPE would be
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes at exit
+        return 141
     except (ValueError, OSError) as e:
         if args.debug:
             raise

@@ -102,11 +102,17 @@ class SpeakerModel:
         """:meth:`embed` and each file's seconds of speech (after :func:`speakerid.features.vad.trim_silence`)."""
         import torch
 
-        from speakerid.audio import load_audio
+        from speakerid.audio import load_audio, native_sample_rate
         from speakerid.inference import SegmentPolicy, embed_waves
         from speakerid.features.vad import trim_silence
 
         sr = int(self.extractor.sample_rate)
+        for path in wav_paths:
+            native = native_sample_rate(path)
+            if native is not None and native < sr:
+                logger.warning("%s: %d Hz audio, upsampled to the model's %d Hz: narrowband audio gets lower scores "
+                               "(fewer accepts of the true speaker); record at %d Hz or more where you can",
+                               path, native, sr, sr)
         waves = [load_audio(p, sr)[0] for p in wav_paths]
         speech = [trim_silence(wave, sr).numel() / sr for wave in waves]
         for path, seconds in zip(wav_paths, speech):

@@ -122,6 +122,9 @@ class SpeakerDB:
         self.p_target = None if p_target is None else float(p_target)
         if self.p_target is not None:
             bayes_threshold(self.p_target)  # validates
+        if threshold is not None and p_target is not None:
+            raise SpeakerDBError("give a threshold or a p_target (--threshold / --p-target), not both: "
+                                 "the threshold replaces the Bayes threshold that p_target sets")
         if threshold is not None and not np.isfinite(threshold):
             raise SpeakerDBError(f"threshold must be a finite number, got {threshold}")
         if score_rule not in SCORE_RULES:
@@ -172,6 +175,7 @@ class SpeakerDB:
         if not wav_paths:
             raise SpeakerDBError(f"enrolling {speaker!r}: no audio files given")
         model = self._require_model("enroll")
+        self._check_new_files([(speaker, p) for p in wav_paths])
         emb, speech = model.embed_with_speech(wav_paths)  # all audio is read and embedded BEFORE the transaction
         if sum(speech) < MIN_ENROLL_SPEECH_S:
             logger.warning("enrolling %r: only %.1f s of speech in %d file(s) (%s; < %.1f s): its verify decisions are "
@@ -179,7 +183,7 @@ class SpeakerDB:
                            ", ".join(str(p) for p in wav_paths[:3]) + (", ..." if len(wav_paths) > 3 else ""),
                            MIN_ENROLL_SPEECH_S)
         paths = [str(Path(p).resolve()) for p in wav_paths]
-        self.store.add(speaker, model.fingerprint, paths, emb, self._check_fingerprint, self._index_hook())
+        self.store.add(speaker, model.fingerprint, paths, emb, self._write_check(f"enrolling {speaker!r}"), self._index_hook())
         logger.info("%s: enrolled %d file(s) for %r", self.path, len(paths), speaker)
         return self.info(speaker)
 
@@ -191,6 +195,7 @@ class SpeakerDB:
         if not pairs:
             raise SpeakerDBError("batch enrolment: no (speaker, audio file) pairs given")
         model = self._require_model("enroll")
+        self._check_new_files(pairs)
         emb = model.embed_batches([p for _, p in pairs], batch_size, progress)
         return self.add_embeddings([s for s, _ in pairs], emb, [str(Path(p).resolve()) for _, p in pairs])
 
@@ -212,9 +217,33 @@ class SpeakerDB:
             raise SpeakerDBError(f"enrolling precomputed embeddings: dimension {emb.shape[1]}, {model.source} gives {min(dims)}")
         batch = Batch.of_rows([_check_name(s) for s in speakers],
                               ["<precomputed>"] * emb.shape[0] if paths is None else [str(p) for p in paths], emb)
-        self.store.add_many(model.fingerprint, batch, self._check_fingerprint, self._index_hook(in_transaction))
+        self.store.add_many(model.fingerprint, batch, self._write_check("enrolling a batch"), self._index_hook(in_transaction))
         logger.info("%s: enrolled %d embedding(s) of %d speaker(s)", self.path, emb.shape[0], len(batch.names))
         return {"speakers": len(batch.names), "embeddings": int(emb.shape[0])}
+
+    def _check_new_files(self, pairs: Sequence[tuple[str, str | os.PathLike]]) -> None:
+        """An error naming the file when a (speaker, file) pair repeats in ``pairs`` or is enrolled
+        already (the same file counted twice would weigh double in the speaker's mean)."""
+        seen: set[tuple[str, str]] = set()
+        for speaker, path in pairs:
+            key = (speaker, str(Path(path).resolve()))
+            if key in seen:
+                raise SpeakerDBError(f"{path}: given twice for {speaker!r}; enrol each file once")
+            seen.add(key)
+        done = self.store.enrolled_paths(sorted({s for s, _ in seen}), sorted({p for _, p in seen}))
+        for speaker, path in pairs:
+            if (speaker, str(Path(path).resolve())) in done:
+                raise SpeakerDBError(f"{path}: already enrolled for {speaker!r}; enrol each file once "
+                                     f"(speakerid remove, then enrol again, to start over)")
+
+    def _write_check(self, what: str):
+        """``check_model`` of a write: the DB holds speakers of another model (it always raises)."""
+        def check(name: str, fingerprint: str) -> None:
+            model = self._require_model("enroll")
+            raise ModelMismatchError(
+                f"{self.path}: {what}: the DB's speakers were enrolled with another model (e.g. {name!r}, fingerprint "
+                f"{fingerprint[:12]}), not {model.source} ({model.fingerprint[:12]}); use that model or another DB")
+        return check
 
     def remove(self, speaker: str, in_transaction=None) -> None:
         """Delete ``speaker`` and its stored embeddings; :class:`UnknownSpeakerError` when absent.

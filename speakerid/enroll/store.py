@@ -189,6 +189,14 @@ class SpeakerStore:
             if not create:
                 raise SpeakerDBError(f"{self.path}: speaker DB not found (enrol a speaker first)")
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            if not os.access(self.path.parent, os.W_OK | os.X_OK):
+                raise SpeakerDBError(f"{self.path}: cannot create the speaker DB: the directory {self.path.parent} "
+                                     "is not writable")
+        elif not os.access(self.path, os.W_OK):
+            raise SpeakerDBError(f"{self.path}: the speaker DB file is not writable")
+        elif not os.access(self.path.parent, os.W_OK | os.X_OK):
+            raise SpeakerDBError(f"{self.path}: the directory {self.path.parent} is not writable (SQLite writes "
+                                 "its journal beside the DB)")
         with self.errors():
             conn = self._open(writable=True)
             if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "delete":
@@ -289,6 +297,22 @@ class SpeakerStore:
         if not np.isfinite(refs).all() or not (norms > 0).all():
             raise SpeakerDBError(f"{where}: enrolment embedding with NaN/inf or zero values (corrupt row; remove and re-enrol)")
         return SpeakerRefs(name, fingerprint, refs / norms[:, None])
+
+    def enrolled_paths(self, speakers: Sequence[str], paths: Sequence[str], step: int = 400) -> set[tuple[str, str]]:
+        """The ``(speaker, path)`` pairs among ``speakers`` x ``paths`` already stored (empty for a new DB)."""
+        if not self.path.exists() or not speakers or not paths:
+            return set()
+        found: set[tuple[str, str]] = set()
+        wanted = set(speakers)
+        try:
+            with self.read_transaction() as conn:
+                for start in range(0, len(paths), step):
+                    part = list(paths[start : start + step])
+                    rows = conn.execute(f"SELECT speaker, path FROM utterances WHERE path IN ({','.join('?' * len(part))})", part)
+                    found.update((s, p) for s, p in rows if s in wanted)
+        except SpeakerDBError:  # not (yet) a speaker DB: the write says what is wrong with it
+            return set()
+        return found
 
     def any_other_fingerprint(self, conn: sqlite3.Connection, fingerprint: str) -> tuple[str, str] | None:
         return conn.execute("SELECT name, fingerprint FROM speakers WHERE fingerprint != ? LIMIT 1", (fingerprint,)).fetchone()
