@@ -115,7 +115,7 @@ def add_enroll(sub: argparse._SubParsersAction) -> None:
         if a.remove:
             return _remove_speakers(a, [a.remove])
         if a.batch:
-            from speakerid.enroll.batch_list import read_batch_list
+            from speakerid.enroll.inputs import read_batch_list
 
             if a.speaker or a.wavs:
                 raise ValueError("--batch FILE takes neither --speaker nor audio files")

@@ -57,7 +57,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -71,6 +70,7 @@ from speakerid.enroll.decision import (
     VerifyResult,
     bayes_threshold,
 )
+from speakerid.enroll.inputs import check_name, check_new_files
 from speakerid.enroll.model import MIN_ENROLL_SPEECH_S, SpeakerModel, unit_rows
 from speakerid.enroll.rules import COHORT_TOP_K, DEFAULT_SCORE_RULE, DEFAULT_SCORE_TOP_K, SCORE_RULES, Scores, score_pairs
 from speakerid.scoring.backend import BACKENDS, unit_vectors
@@ -85,7 +85,6 @@ RESCORE_MARGIN = 16
 # the scoring backends the speaker index ranks by (cosine, and AS-norm from the statistics it
 # stores); identify with any other backend scores every speaker exactly
 INDEX_RANKS = ("cosine", "asnorm")
-_CONTROL = re.compile(r"[\x00-\x1f]")
 
 
 class ModelMismatchError(SpeakerDBError):
@@ -171,11 +170,11 @@ class SpeakerDB:
     # ---- writing
     def enroll(self, speaker: str, wav_paths: Sequence[str | os.PathLike]) -> SpeakerInfo:
         """Add the files' embeddings to ``speaker`` (created if new); all-or-nothing."""
-        speaker = _check_name(speaker)
+        speaker = check_name(speaker)
         if not wav_paths:
             raise SpeakerDBError(f"enrolling {speaker!r}: no audio files given")
         model = self._require_model("enroll")
-        self._check_new_files([(speaker, p) for p in wav_paths])
+        check_new_files(self.store, [(speaker, p) for p in wav_paths])
         emb, speech = model.embed_with_speech(wav_paths)  # all audio is read and embedded BEFORE the transaction
         if sum(speech) < MIN_ENROLL_SPEECH_S:
             logger.warning("enrolling %r: only %.1f s of speech in %d file(s) (%s; < %.1f s): its verify decisions are "
@@ -191,11 +190,11 @@ class SpeakerDB:
                  progress: bool = True) -> dict:
         """Enrol many ``(speaker, audio file)`` pairs in ONE transaction (all or nothing): every
         file is embedded first, ``batch_size`` at a time with a progress bar, then written."""
-        pairs = [(_check_name(s), p) for s, p in pairs]
+        pairs = [(check_name(s), p) for s, p in pairs]
         if not pairs:
             raise SpeakerDBError("batch enrolment: no (speaker, audio file) pairs given")
         model = self._require_model("enroll")
-        self._check_new_files(pairs)
+        check_new_files(self.store, pairs)
         emb = model.embed_batches([p for _, p in pairs], batch_size, progress)
         return self.add_embeddings([s for s, _ in pairs], emb, [str(Path(p).resolve()) for _, p in pairs])
 
@@ -215,26 +214,11 @@ class SpeakerDB:
                                  None if model.cohort is None else model.cohort.shape[1]) if d is not None}
         if dims and dims != {emb.shape[1]}:
             raise SpeakerDBError(f"enrolling precomputed embeddings: dimension {emb.shape[1]}, {model.source} gives {min(dims)}")
-        batch = Batch.of_rows([_check_name(s) for s in speakers],
+        batch = Batch.of_rows([check_name(s) for s in speakers],
                               ["<precomputed>"] * emb.shape[0] if paths is None else [str(p) for p in paths], emb)
         self.store.add_many(model.fingerprint, batch, self._write_check("enrolling a batch"), self._index_hook(in_transaction))
         logger.info("%s: enrolled %d embedding(s) of %d speaker(s)", self.path, emb.shape[0], len(batch.names))
         return {"speakers": len(batch.names), "embeddings": int(emb.shape[0])}
-
-    def _check_new_files(self, pairs: Sequence[tuple[str, str | os.PathLike]]) -> None:
-        """An error naming the file when a (speaker, file) pair repeats in ``pairs`` or is enrolled
-        already (the same file counted twice would weigh double in the speaker's mean)."""
-        seen: set[tuple[str, str]] = set()
-        for speaker, path in pairs:
-            key = (speaker, str(Path(path).resolve()))
-            if key in seen:
-                raise SpeakerDBError(f"{path}: given twice for {speaker!r}; enrol each file once")
-            seen.add(key)
-        done = self.store.enrolled_paths(sorted({s for s, _ in seen}), sorted({p for _, p in seen}))
-        for speaker, path in pairs:
-            if (speaker, str(Path(path).resolve())) in done:
-                raise SpeakerDBError(f"{path}: already enrolled for {speaker!r}; enrol each file once "
-                                     f"(speakerid remove, then enrol again, to start over)")
 
     def _write_check(self, what: str):
         """``check_model`` of a write: the DB holds speakers of another model (it always raises)."""
@@ -457,10 +441,3 @@ class SpeakerDB:
         ]
         answer = cands[0].speaker if cands[0].accept else "unknown"
         return IdentifyResult(name, answer, cands, rule.threshold, rule.source, rule.kind, self.score_rule)
-
-
-def _check_name(speaker: str) -> str:
-    name = str(speaker).strip()
-    if not name or _CONTROL.search(name):
-        raise SpeakerDBError(f"invalid speaker name {speaker!r}: must be non-empty, without control characters")
-    return name

@@ -37,43 +37,11 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from speakerid.enroll import index as enroll_index
+from speakerid.enroll.schema import SCHEMA, SCHEMA_VERSION, SPEAKERID_TABLES, TOKEN_KEY, TRIGGERS
 from speakerid.enroll.records import Batch, IndexChange, SpeakerDBError, SpeakerInfo, SpeakerRefs, UnknownSpeakerError, unit_means
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
-SPEAKERID_TABLES = {"meta", "speakers", "utterances"}
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS speakers (
-    name TEXT PRIMARY KEY,
-    fingerprint TEXT NOT NULL,
-    embed_dim INTEGER NOT NULL,
-    emb_sum BLOB NOT NULL,
-    num_utts INTEGER NOT NULL,
-    created REAL NOT NULL,
-    updated REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS utterances (
-    id INTEGER PRIMARY KEY,
-    speaker TEXT NOT NULL REFERENCES speakers(name) ON DELETE CASCADE,
-    path TEXT NOT NULL,
-    embedding BLOB NOT NULL,
-    added REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS utterances_by_speaker ON utterances(speaker);
-"""
-
-# Any UPDATE / DELETE of the rows, by speakerid or by another program, gives the DB a new index
-# token, so the speaker index beside it (speakerid/enroll/index.py) is seen to be stale; inserts
-# are speakerid's own and set the token themselves (one statement per transaction, not per row).
-TOKEN_KEY = "index_token"
-_TRIGGERS = [
-    f"CREATE TRIGGER IF NOT EXISTS index_token_{table}_{op} AFTER {op.upper()} ON {table} BEGIN "
-    f"UPDATE meta SET value = lower(hex(randomblob(16))) WHERE key = '{TOKEN_KEY}'; END"
-    for table in ("speakers", "utterances") for op in ("update", "delete")
-]
 
 
 def _insert_utterances(conn: sqlite3.Connection, rows: Iterable[tuple]) -> None:
@@ -209,11 +177,11 @@ class SpeakerStore:
             try:
                 if not self._tables(conn):  # another process may have created it meanwhile
                     # statement by statement: executescript() would COMMIT the open transaction first
-                    for statement in _SCHEMA.split(";"):
+                    for statement in SCHEMA.split(";"):
                         if statement.strip():
                             conn.execute(statement)
                     conn.execute("INSERT INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-                    for trigger in _TRIGGERS:
+                    for trigger in TRIGGERS:
                         conn.execute(trigger)
                 conn.execute("COMMIT")
             except BaseException:
@@ -369,7 +337,7 @@ class SpeakerStore:
         with self.errors(what):
             conn.execute("BEGIN EXCLUSIVE")
             try:
-                for trigger in _TRIGGERS:
+                for trigger in TRIGGERS:
                     conn.execute(trigger)
                 yield conn, self.token(conn)
                 conn.execute("COMMIT")
