@@ -28,7 +28,7 @@ def test_resolve_model_source(exp, monkeypatch, tmp_path):
     with pytest.raises(ExperimentError, match="experiment dir not found"):
         resolve_model_source(tmp_path / "missing" / "exp")
     # a packaged name resolves to speakerid/pretrained/<name>/
-    monkeypatch.setattr("speakerid.inference.PACKAGED_DIR", exp.parent)
+    monkeypatch.setattr("speakerid.experiment.PACKAGED_DIR", exp.parent)
     assert resolve_model_source(exp.name) == exp
 
 
