@@ -88,10 +88,10 @@ def test_default_kwargs_spelled_out_still_match(base, tmp_path):
 
 
 def test_packaged_name_and_missing_source(base, tmp_path, monkeypatch):
-    import speakerid.inference as inference
+    import speakerid.experiment as experiment
 
     exp, other = base
-    monkeypatch.setattr(inference, "PACKAGED_DIR", exp.parent)
+    monkeypatch.setattr(experiment, "PACKAGED_DIR", exp.parent)
     t = _trainer(tiny_cfg(), other, tmp_path / "ft", exp.name)  # resolved like --model NAME
     assert _max_diff(t.encoder.state_dict(), torch.load(exp / "model.pt", weights_only=True)) == 0.0
     with pytest.raises(TrainError, match="--init: nosuch"):
