@@ -36,43 +36,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 EXAMPLES = REPO / "speakerid" / "pretrained" / "examples"
 
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from speakerid.serve.launch import free_port, start_server, stop_server  # noqa: E402
 
 
 def start(root: Path, port: int, threads: int, max_batch: int, backend: str = "torch") -> subprocess.Popen:
-    import httpx
-
-    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    log = open(root / f"server-{port}.log", "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "speakerid", "serve", "--db", str(root), "--port", str(port),
-                             "--threads", str(threads), "--max-batch", str(max_batch), "--queue-size", "256",
-                             "--backend", backend],
-                            env=env, stdout=log, stderr=subprocess.STDOUT)
-    for _ in range(600):
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited: {(root / f'server-{port}.log').read_text()[-2000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise SystemExit("server did not start")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    return start_server(root, port, "--threads", str(threads), "--max-batch", str(max_batch), "--queue-size", "256",
+                        "--backend", backend, timeout=120)
 
 
 def load(clients: int, seconds: float, url: str, headers: dict, clips: list[bytes]) -> dict:
@@ -164,7 +133,7 @@ def main() -> int:
         metrics = httpx.get(f"{base}/metrics", headers=h).text
         batches = [ln for ln in metrics.splitlines() if ln.startswith("speakerid_embed_")]
     finally:
-        stop(proc)
+        stop_server(proc)
     top = max(int(x) for x in a.clients.split(","))
     if a.compare_unbatched:
         proc = start(root, port, a.threads, 1, a.backend)
@@ -172,7 +141,7 @@ def main() -> int:
             rows.append({"server": "unbatched (max 1)", **load(top, a.seconds, url, vh, clips)})
             print(rows[-1], flush=True)
         finally:
-            stop(proc)
+            stop_server(proc)
 
     # the Python API in this process: batched embedding + SpeakerDB scoring
     import torch

@@ -24,7 +24,7 @@ from pathlib import Path
 # Lower index = lower layer; a module may import its own layer or lower ones. The first
 # matching prefix decides (a module path relative to the package, dotted).
 LAYERS: list[tuple[str, ...]] = [
-    ("limits", "yaml_safe", "fileio", "checkpoint", "distributed", "pretrained"),
+    ("limits", "yaml_safe", "fileio", "transactions", "checkpoint", "distributed", "pretrained"),
     ("config", "audio", "features", "augment", "data", "models", "losses", "scoring"),
     ("experiment", "extractor", "encoder_runtime", "inference"),
     ("train", "extract", "enroll", "export", "interop", "serve", "keys"),

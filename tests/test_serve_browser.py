@@ -11,7 +11,8 @@ import shutil
 import pytest
 import soundfile as sf
 
-from tests._serve_helpers import EXAMPLES, free_port, need_serve_deps, start_server, stop_server
+from tests._serve_helpers import EXAMPLES, need_serve_deps
+from speakerid.serve.launch import free_port, start_server, stop_server
 
 need_serve_deps()
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium missing: pip install selenium")

@@ -10,7 +10,8 @@ import threading
 
 import pytest
 
-from tests._serve_helpers import clip, free_port, need_serve_deps, start_server, stop_server
+from tests._serve_helpers import clip, need_serve_deps
+from speakerid.serve.launch import free_port, start_server, stop_server
 
 need_serve_deps()
 STEPS = ["after_embedding", "before_transaction", "in_transaction", "after_commit"]

@@ -37,6 +37,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from speakerid.enroll import index as enroll_index
+from speakerid.transactions import execute_script, transaction
 from speakerid.enroll.schema import SCHEMA, SCHEMA_VERSION, SPEAKERID_TABLES, TOKEN_KEY, TRIGGERS
 from speakerid.enroll.records import Batch, IndexChange, SpeakerDBError, SpeakerInfo, SpeakerRefs, UnknownSpeakerError, unit_means
 
@@ -173,20 +174,12 @@ class SpeakerStore:
             if not create or self._tables(conn):
                 self._check_is_speaker_db(conn)
                 return conn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with transaction(conn, "IMMEDIATE"):
                 if not self._tables(conn):  # another process may have created it meanwhile
-                    # statement by statement: executescript() would COMMIT the open transaction first
-                    for statement in SCHEMA.split(";"):
-                        if statement.strip():
-                            conn.execute(statement)
+                    execute_script(conn, SCHEMA)
                     conn.execute("INSERT INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
                     for trigger in TRIGGERS:
                         conn.execute(trigger)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
             self._check_is_speaker_db(conn)
         return conn
 
@@ -334,17 +327,10 @@ class SpeakerStore:
         """``BEGIN EXCLUSIVE`` (no reader scans the index while it changes) ... COMMIT, or
         ROLLBACK on any error; yields the connection and the index token before the change."""
         conn = self.writer(create=create)
-        with self.errors(what):
-            conn.execute("BEGIN EXCLUSIVE")
-            try:
-                for trigger in TRIGGERS:
-                    conn.execute(trigger)
-                yield conn, self.token(conn)
-                conn.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-                raise
+        with self.errors(what), transaction(conn, "EXCLUSIVE"):
+            for trigger in TRIGGERS:
+                conn.execute(trigger)
+            yield conn, self.token(conn)
 
     @staticmethod
     def new_token(conn: sqlite3.Connection) -> str:

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from speakerid.transactions import execute_script, transaction
+
 KEYS_FILE = "keys.sqlite"
 _KEY_RE = re.compile(r"^sid_([0-9a-f]{12})_([0-9a-f]{64})$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}$")
@@ -80,16 +82,9 @@ class KeyStore:
             conn.execute("PRAGMA busy_timeout = 30000")
             if write:
                 conn.execute("PRAGMA synchronous = FULL")
-                conn.execute("BEGIN IMMEDIATE")
-                for stmt in _SCHEMA.split(";"):
-                    if stmt.strip():
-                        conn.execute(stmt)
-                try:
+                with transaction(conn, "IMMEDIATE"):
+                    execute_script(conn, _SCHEMA)
                     yield conn
-                    conn.execute("COMMIT")
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
             else:
                 yield conn
         finally:

@@ -30,6 +30,7 @@ from typing import Iterator
 
 import numpy as np
 
+from speakerid.transactions import execute_script, transaction
 from speakerid.serve.faults import kill_point
 
 PROFILE_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -105,22 +106,9 @@ class TenantStore:
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._connect() as conn:
-            conn.execute("BEGIN EXCLUSIVE")
-            try:
-                self._schema(conn)
-                yield conn
-                conn.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-                raise
-
-    @staticmethod
-    def _schema(conn: sqlite3.Connection) -> None:
-        for stmt in _SCHEMA.split(";"):
-            if stmt.strip():
-                conn.execute(stmt)
+        with self._connect() as conn, transaction(conn, "EXCLUSIVE"):
+            execute_script(conn, _SCHEMA)
+            yield conn
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[sqlite3.Connection | None]:
