@@ -171,7 +171,7 @@ class TenantStore:
             status = self.get(pid)["status"]
 
             def mine(conn: sqlite3.Connection) -> None:
-                self._schema(conn)
+                execute_script(conn, _SCHEMA)
                 conn.execute("DELETE FROM serve_pending WHERE profile_id = ?", (pid,))
                 if delete:
                     conn.execute("DELETE FROM serve_profiles WHERE id = ?", (pid,))
@@ -200,7 +200,7 @@ class TenantStore:
             kill_point("before_transaction")
 
             def mine(conn: sqlite3.Connection) -> None:
-                self._schema(conn)
+                execute_script(conn, _SCHEMA)
                 if conn.execute("SELECT 1 FROM serve_profiles WHERE id = ?", (pid,)).fetchone() is None:
                     raise ProfileNotFound(pid)
                 if status == "enrolled":  # the pending rows moved to the SpeakerDB tables in this transaction
