@@ -96,7 +96,7 @@ class AnnIndex:
         return int(self.graph.d)
 
     @classmethod
-    def build(cls, index: SpeakerIndex, m: int = HNSW_M, ef_construction: int = EF_CONSTRUCTION) -> "AnnIndex":
+    def build(cls, index: SpeakerIndex, m: int = HNSW_M, ef_construction: int = EF_CONSTRUCTION) -> AnnIndex:
         faiss = faiss_module()
         n = index.n
         t0 = time.perf_counter()
@@ -184,7 +184,7 @@ class AnnIndex:
                 os.fsync(f.fileno())
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "tuple[AnnIndex | None, str]":
+    def load(cls, path: str | os.PathLike) -> tuple[AnnIndex | None, str]:
         """The graph of ``path`` and "", or None and why it is not usable ("missing", "not a whole ANN file")."""
         path = Path(path)
         bad = None, "not a whole ANN index file (torn, truncated or overwritten)"

@@ -101,10 +101,9 @@ class SpeakerDB:
     ``EmbeddingExtractor``, or None (then only :meth:`list`, :meth:`info` and :meth:`remove`
     work). ``threshold`` overrides the decision threshold; ``p_target`` sets the Bayes threshold
     of calibrated models (None: the model's default operating point, else 0.01); ``score_rule``/``score_top_k`` choose the rule of :data:`SCORE_RULES`;
-    ``scoring`` names the scoring backend (:data:`speakerid.scoring.backend.BACKENDS`; None: the model's).
-    ``timeout``: seconds a writer waits for another one (busy timeout). ``search``: ``exact``, ``ann`` or
-    ``auto`` (ann from ``ann_min_speakers`` speakers when faiss is installed): :mod:`speakerid.enroll.ann`.
-    """
+    ``scoring`` names the scoring backend (:data:`speakerid.scoring.backend.BACKENDS`; None: the model's). ``timeout``:
+    seconds a writer waits for another one. ``search``: ``exact``, ``ann`` or ``auto`` (ann from
+    ``ann_min_speakers`` speakers when faiss is installed): :mod:`speakerid.enroll.ann`."""
 
     def __init__(
         self,
@@ -117,12 +116,10 @@ class SpeakerDB:
         score_top_k: int = DEFAULT_SCORE_TOP_K,
         scoring: str | None = None,
         timeout: float = 60.0,
-        device: str = "cpu",
-        backend: str = "torch",
-        search: str = "auto", ann_min_speakers: int | None = None,
+        device: str = "cpu", backend: str = "torch",
+        search: str = "auto", ann_min_speakers: int = ANN_MIN_SPEAKERS,
     ) -> None:
-        self.path = Path(path)
-        self.p_target = None if p_target is None else float(p_target)
+        self.path, self.p_target = Path(path), None if p_target is None else float(p_target)
         if self.p_target is not None:
             bayes_threshold(self.p_target)  # validates
         if threshold is not None and not np.isfinite(threshold):
@@ -133,13 +130,12 @@ class SpeakerDB:
             raise SpeakerDBError(f"score top-k must be >= 1, got {score_top_k}")
         if scoring is not None and scoring not in BACKENDS:
             raise SpeakerDBError(f"unknown scoring backend {scoring!r}; choose from {', '.join(BACKENDS)}")
-        self.scoring = scoring
-        self.threshold = threshold
+        self.scoring, self.threshold = scoring, threshold
         self.score_rule, self.score_top_k = score_rule, int(score_top_k)
         self.store = SpeakerStore(self.path, timeout)
         self._index = None  # the speaker index last used (speakerid.enroll.index.SpeakerIndex)
         self._cohort_key: str | None = None
-        self.searcher = Searcher(self.path, search, ANN_MIN_SPEAKERS if ann_min_speakers is None else ann_min_speakers)
+        self.searcher = Searcher(self.path, search, ann_min_speakers)  # exact matrix product or the ANN graph
         if model is None or isinstance(model, SpeakerModel):
             self.model = model
         elif isinstance(model, (str, os.PathLike)):
@@ -383,8 +379,7 @@ class SpeakerDB:
         return self._ranked(refs, emb, top_k, rule, test)
 
     def _exact_refs(self) -> list[SpeakerRefs]:
-        refs = self.references()
-        if not refs:
+        if not (refs := self.references()):
             raise SpeakerDBError(f"{self.path}: no speakers enrolled")
         return refs
 
