@@ -232,6 +232,32 @@ def child_query(work: Path, n: int) -> dict:
     return out
 
 
+def child_params(work: Path, n: int) -> dict:
+    """The graph's parameters (no DB): build time and recall@1 (real + synthetic genuine probes;
+    the graph's candidates re-ranked by cosine vs the matrix product) per M, efConstruction."""
+    import faiss
+
+    _, emb, _, _ = _rows(work, n)
+    probes = _probes(work, n)
+    vecs = np.concatenate([probes["real"][0], probes["synthetic"][0]])
+    want = np.argmax(vecs @ emb.T, axis=1)
+    out = {}
+    for m in (16, 32):
+        for efc in (40, 80):
+            graph = faiss.IndexHNSWFlat(emb.shape[1], m, faiss.METRIC_INNER_PRODUCT)
+            graph.hnsw.efConstruction = efc
+            t0 = time.perf_counter()
+            graph.add(emb)
+            build = time.perf_counter() - t0
+            for c in (32, 128):
+                t0 = time.perf_counter()
+                _, found = graph.search(vecs, c, params=faiss.SearchParametersHNSW(efSearch=c))
+                ms = 1000 * (time.perf_counter() - t0) / len(vecs)
+                best = [f[np.argmax(emb[f] @ v)] for f, v in zip(found, vecs)]
+                out[f"M{m}_efc{efc}_c{c}"] = {"build_s": build, "search_ms": ms, "recall1": float(np.mean(np.array(best) == want))}
+    return out
+
+
 # --------------------------------------------------------------------------- driver
 def _run_child(args, what: str, n: int) -> dict:
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS=str(args.threads), OPENBLAS_NUM_THREADS=str(args.threads),
@@ -297,6 +323,17 @@ def report(results: Path) -> str:
             cells = [f"{q['sweep'][str(c)]['graph_rank_ms']:.2f} ms, {q['sweep'][str(c)]['recall1_rank']:.3f}"
                      + ("*" if c == q["candidates"] else "") for c in SWEEP]
             lines.append(f"| {n:,} | {q['matrix_rank_ms']:.2f} ms | " + " | ".join(cells) + " |")
+    params = [(n, last[("params", n)]) for n in sizes if ("params", n) in last]
+    if params:
+        lines += ["", "## Graph parameters (no DB; graph candidates re-ranked by cosine vs the matrix product; "
+                  "real + synthetic genuine probes)", "",
+                  "| N | M | efConstruction | build | candidates (= efSearch) | search per probe | recall@1 |",
+                  "|---|---|---|---|---|---|---|"]
+        for n, r in params:
+            for key, v in r.items():
+                if key.startswith("M"):
+                    m, efc, c = (int(x[1:]) if x.startswith(("M", "c")) else int(x[3:]) for x in key.split("_"))
+                    lines.append(f"| {n:,} | {m} | {efc} | {v['build_s']:.1f} s | {c} | {v['search_ms']:.2f} ms | {v['recall1']:.3f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -306,15 +343,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", type=Path, default=Path("/tmp/bench_identify_ann"))
     p.add_argument("--results", type=Path, default=RESULTS)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--steps", nargs="*", default=["build", "graph", "query"])
+    p.add_argument("--steps", nargs="*", default=["build", "graph", "query"], help="also: params (the M / efConstruction sweep)")
     p.add_argument("--lock", default="flock -x", help="how the machine was held, recorded with the results")
     p.add_argument("--report", action="store_true")
-    p.add_argument("--child", choices=["prepare", "build", "graph", "query"], help=argparse.SUPPRESS)
+    p.add_argument("--child", choices=["prepare", "build", "graph", "query", "params"], help=argparse.SUPPRESS)
     p.add_argument("--n", type=int, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.child:
         fn = {"prepare": lambda: child_prepare(a.work), "build": lambda: child_build(a.work, a.n),
-              "graph": lambda: child_graph(a.work, a.n), "query": lambda: child_query(a.work, a.n)}[a.child]
+              "graph": lambda: child_graph(a.work, a.n), "query": lambda: child_query(a.work, a.n),
+              "params": lambda: child_params(a.work, a.n)}[a.child]
         print(json.dumps(fn()))
         return 0
     if not a.report:
@@ -322,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         if not (a.work / "prep.json").exists():
             _run_child(a, "prepare", 0)
         for n in a.sizes:
-            for step in ("build", "graph", "query"):
+            for step in ("params", "build", "graph", "query"):
                 if step in a.steps:
                     _run_child(a, step, n)
     text = report(a.results)

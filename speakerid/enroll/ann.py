@@ -14,8 +14,9 @@ speaker; what ANN can lose is recall (the exact best not among the candidates):
 
 Why HNSW and not IVF: no training step (IVF needs k-means over the DB, again as it drifts), the
 best recall per millisecond at these sizes, and appends are cheap. HNSW cannot delete, so
-removed or re-enrolled speakers are tombstones (their label maps to no row) and the graph is
-rebuilt once tombstones and appends since the last build exceed :data:`REBUILD_FRACTION`.
+removed or re-enrolled speakers are tombstones (their label maps to no row; the search asks
+for proportionally more candidates) and the graph is rebuilt once tombstones exceed
+:data:`REBUILD_FRACTION` of the speakers. New speakers are appended to the graph.
 
 The file ``<db>.index.hnsw`` (:func:`ann_path`): faiss's own serialisation, then ``labels``
 (int64: the SQLite rowid of each faiss label, -1 for a tombstone), a JSON trailer (the speaker
@@ -120,7 +121,7 @@ class AnnIndex:
         """Bind to ``index`` (a current speaker index): map labels to its rows; when its token
         differs, tombstone labels whose speaker is gone or whose vector changed and add its
         rows the graph lacks. Returns whether the graph changed, or None when a rebuild is due
-        (too many tombstones and appends, or another dimension)."""
+        (tombstones over REBUILD_FRACTION of the speakers, or another dimension)."""
         if index.header.dim != self.dim:
             return None
         n = index.n
@@ -139,7 +140,7 @@ class AnnIndex:
             covered[rows[rows >= 0]] = True
             add = np.flatnonzero(~covered)
             dead = int((self.labels < 0).sum() + gone.sum())
-            if dead + self.graph.ntotal - self.built + add.size > REBUILD_FRACTION * max(n, 1):
+            if dead > REBUILD_FRACTION * max(n, 1):  # appends do not wear a graph; tombstones waste its search
                 return None
             self.labels[gone] = -1
             for start in range(0, add.size, _CHUNK):
