@@ -27,7 +27,8 @@ latency medians (API, ANN and exact), the graph's own search time, and a sweep o
 ``CANDIDATES`` (the efSearch / re-ranked candidate count).
 
     python benchmarks/bench_identify_ann.py --sizes 10000 100000
-    python benchmarks/bench_identify_ann.py --sizes 1000000          # ~5 min DB build + graph build
+    python benchmarks/bench_identify_ann.py --sizes 1000000 --build-threads 4   # DB build ~5 min + graph build
+    python benchmarks/bench_identify_ann.py --sizes 100000 --steps params      # the M / efConstruction sweep
     python benchmarks/bench_identify_ann.py --report                  # .json -> results_identify_ann.md
 """
 
@@ -54,7 +55,7 @@ SYNTH_GENUINE = 100
 IMPOSTORS = 50
 TOP_K = 5
 ASNORM_THRESHOLD = 3.0
-SWEEP = (16, 32, 64, 128, 256)
+SWEEP = (16, 32, 64, 128, 256, 512)
 
 
 def _rss_mb() -> float:
@@ -150,6 +151,11 @@ def child_graph(work: Path, n: int) -> dict:
     db_path = work / f"n{n}.db"
     ann_path(db_path).unlink(missing_ok=True)
     db = SpeakerDB(db_path, _model(work, asnorm=True), search="ann")
+    threads = int(os.environ.get("BENCH_BUILD_THREADS") or 0)
+    if threads:  # faiss builds the graph with OpenMP (the default: every core; the children get --threads)
+        import faiss
+
+        faiss.omp_set_num_threads(threads)
     with db.store.read_transaction(" bench") as conn:
         index = db._current_index(conn)
         base = _rss_mb()
@@ -160,7 +166,7 @@ def child_graph(work: Path, n: int) -> dict:
 
     return {"graph_build_and_save_s": total_s, "graph_mb": ann_path(db_path).stat().st_size / 2**20,
             "peak_mb": _rss_mb(), "peak_before_graph_mb": base, "matrix_mb": n * index.header.dim * 4 / 2**20,
-            "m": ann.HNSW_M, "ef_construction": ann.EF_CONSTRUCTION}
+            "m": ann.HNSW_M, "ef_construction": ann.EF_CONSTRUCTION, "build_threads": threads or None}
 
 
 def _median_ms(times: list[float]) -> float:
@@ -260,7 +266,7 @@ def child_params(work: Path, n: int) -> dict:
 
 # --------------------------------------------------------------------------- driver
 def _run_child(args, what: str, n: int) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS=str(args.threads), OPENBLAS_NUM_THREADS=str(args.threads),
+    env = dict(os.environ, PYTHONPATH=str(ROOT), BENCH_BUILD_THREADS=str(args.build_threads or ""), OMP_NUM_THREADS=str(args.threads), OPENBLAS_NUM_THREADS=str(args.threads),
                MKL_NUM_THREADS=str(args.threads), SPEAKERID_THREADS=str(args.threads))
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", what, "--n", str(n), "--work", str(args.work)]
     t0 = time.perf_counter()
@@ -296,7 +302,7 @@ def report(results: Path) -> str:
         g, b = last.get(("graph", n)), last.get(("build", n))
         if g:
             built = "-" if not b else f"{b['build_s']:.0f} s"
-            lines.append(f"| {n:,} | {g['m']} / {g['ef_construction']} | {g['graph_build_and_save_s']:.1f} s | {g['graph_mb']:.0f} | "
+            lines.append(f"| {n:,} | {g['m']} / {g['ef_construction']} | {g['graph_build_and_save_s']:.1f} s ({g.get('build_threads') or g['threads']} thr.) | {g['graph_mb']:.0f} | "
                          f"{g['matrix_mb']:.0f} | {g['peak_mb']:.0f} ({g['peak_before_graph_mb']:.0f}) | "
                          f"{built} |")
     lines += ["", "## Identify: ANN vs exact", "",
@@ -343,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", type=Path, default=Path("/tmp/bench_identify_ann"))
     p.add_argument("--results", type=Path, default=RESULTS)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--build-threads", type=int, default=0, help="OpenMP threads of the graph build (default: --threads)")
     p.add_argument("--steps", nargs="*", default=["build", "graph", "query"], help="also: params (the M / efConstruction sweep)")
     p.add_argument("--lock", default="flock -x", help="how the machine was held, recorded with the results")
     p.add_argument("--report", action="store_true")
