@@ -326,7 +326,8 @@ def report(results: Path) -> str:
     for n in sizes:
         q = last.get(("query", n))
         if q and "sweep" in q:
-            cells = [f"{q['sweep'][str(c)]['graph_rank_ms']:.2f} ms, {q['sweep'][str(c)]['recall1_rank']:.3f}"
+            cells = ["-" if str(c) not in q["sweep"] else
+                     f"{q['sweep'][str(c)]['graph_rank_ms']:.2f} ms, {q['sweep'][str(c)]['recall1_rank']:.3f}"
                      + ("*" if c == q["candidates"] else "") for c in SWEEP]
             lines.append(f"| {n:,} | {q['matrix_rank_ms']:.2f} ms | " + " | ".join(cells) + " |")
     params = [(n, last[("params", n)]) for n in sizes if ("params", n) in last]
