@@ -341,6 +341,22 @@ def report(results: Path) -> str:
                 if key.startswith("M"):
                     m, efc, c = (int(x[1:]) if x.startswith(("M", "c")) else int(x[3:]) for x in key.split("_"))
                     lines.append(f"| {n:,} | {m} | {efc} | {v['build_s']:.1f} s | {c} | {v['search_ms']:.2f} ms | {v['recall1']:.3f} |")
+    lines += ["", "## Notes", "",
+              "- Distractors are random unit vectors, not speech: near-orthogonal to everything (cosine about "
+              "0 +- 0.07 in 192-d), so they make the search large but rarely confusable; they are also the worst "
+              "case for a graph's greedy walk (no direction towards a target), which is why synthetic genuine "
+              "speakers (themselves random vectors) are missed more often than real speech.",
+              "- Impostor probes are random vectors: the exact top-1 is a near-tie among random rows, so recall@1 "
+              "means little there; 'same decision' (both 'unknown', or both accept the same speaker) is what counts. "
+              "Their AS-norm accuracy is 0 because AS-norm statistics of random vectors against a speech cohort "
+              f"give high normalised scores and the threshold ({ASNORM_THRESHOLD}) is arbitrary, not calibrated.",
+              "- The `auto` threshold (speakerid/enroll/ann.py ANN_MIN_SPEAKERS = 50,000): at 10^4 the matrix "
+              "product costs about as much as the graph search and identify is the same either way; at 10^5 the "
+              "graph halves identify; a graph also costs a build (minutes at 10^6) and about as much memory again "
+              "as the matrix.",
+              "- 10^6 was not run here (a DB build of about 5 minutes and a graph build of tens of minutes on this "
+              "shared 2-CPU machine): `python benchmarks/bench_identify_ann.py --sizes 1000000 --build-threads 4`.",
+              ]
     return "\n".join(lines) + "\n"
 
 
