@@ -66,7 +66,8 @@ def _open_db(a: argparse.Namespace, with_model: bool = True):
     apply_threads(a)
     return SpeakerDB(a.db, a.model, p_target=getattr(a, "p_target", None), threshold=getattr(a, "threshold", None),
                      score_rule=getattr(a, "score_rule", "mean"), score_top_k=getattr(a, "score_top_k", 2),
-                     scoring=getattr(a, "scoring", None), backend=getattr(a, "backend", "torch"))
+                     scoring=getattr(a, "scoring", None), backend=getattr(a, "backend", "torch"),
+                     search=getattr(a, "search", "auto"))
 
 
 def _list_speakers(a: argparse.Namespace) -> int:
@@ -215,6 +216,10 @@ def add_identify(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--exact", action="store_true",
                    help="score every speaker from the DB rows instead of ranking through the speaker index "
                         "(the same answer, slower; the reference the index is tested against)")
+    p.add_argument("--search", choices=["auto", "exact", "ann"], default="auto",
+                   help="rank through the speaker index by one matrix product (exact), or by a faiss HNSW graph "
+                        "beside the DB, <db>.index.hnsw, built at first use (ann: pip install faiss-cpu); auto "
+                        "(default): ann from 50,000 speakers when faiss is installed, else exact")
     _decision_args(p)
     _json_arg(p)
 

@@ -202,16 +202,31 @@ class SpeakerIndex:
         The score is the cosine, or with ``test_stats`` (the test's AS-norm mean / std) the
         AS-norm sum ``(s - mu_e) / sd_e + (s - mu_t) / sd_t`` (a monotone map of AS-norm)."""
         n = self.n
-        scores = self.matrix[:n] @ np.asarray(test, dtype=np.float32)
+        return _best(self._scores(self.matrix[:n], slice(0, n), test, test_stats), count)
+
+    def rank_rows(self, test: np.ndarray, rows: np.ndarray, count: int,
+                  test_stats: tuple[float, float] | None = None) -> np.ndarray:
+        """:meth:`rank` among ``rows`` only (candidates of an approximate search): row numbers, best first."""
+        rows = np.unique(np.asarray(rows, dtype=np.int64))
+        return rows[_best(self._scores(self.matrix[rows], rows, test, test_stats), count)]
+
+    def _scores(self, vectors: np.ndarray, rows, test: np.ndarray, test_stats) -> np.ndarray:
+        scores = vectors @ np.asarray(test, dtype=np.float32)
         if test_stats is not None:
             mu_t, sd_t = test_stats
-            scores = (scores - self.mu[:n]) / self.sd[:n] + (scores - mu_t) / sd_t
-        count = min(int(count), n)
-        if count < n:
-            top = np.argpartition(-scores, count - 1)[:count]
-        else:
-            top = np.arange(n)
-        return top[np.argsort(-scores[top], kind="stable")]
+            scores = (scores - self.mu[rows]) / self.sd[rows] + (scores - mu_t) / sd_t
+        return scores
+
+
+def _best(scores: np.ndarray, count: int) -> np.ndarray:
+    """Positions of the ``count`` highest ``scores``, best first (ties: the lower position)."""
+    n = scores.size
+    count = min(int(count), n)
+    if count < n:
+        top = np.argpartition(-scores, count - 1)[:count]
+    else:
+        top = np.arange(n)
+    return top[np.argsort(-scores[top], kind="stable")]
 
 
 def _fsync(path: Path) -> None:

@@ -29,10 +29,9 @@ operating point (``default_p_target`` of its calibration, e.g. about 1 % false a
 trials: :func:`speakerid.scoring.calibrate.with_operating_point`), else P_target 0.01. A calibration whose line
 cannot reach that threshold over the plausible score range (it would reject, or accept,
 everything) or whose slope is not positive is an error naming the file and what to do. Without
-one: the cosine with the dev-set threshold of ``dev_eval.json``, else a given threshold. An explicit threshold always
-wins and applies to the decision score (the LLR when calibrated). ``identify`` is open-set: the
-best candidate is the answer only when its decision score reaches the threshold, else
-"unknown".
+one: the cosine with the dev-set threshold of ``dev_eval.json``, else a given threshold. An explicit threshold
+always wins and applies to the decision score (the LLR when calibrated). ``identify`` is open-set: the
+best candidate is the answer only when its decision score reaches the threshold, else "unknown".
 
 Scale: the speakers' scoring vectors (unit means, the ``mean`` rule) also live in a speaker
 index beside the DB, ``<db>.index`` (:mod:`speakerid.enroll.index`: one memory-mapped float32
@@ -41,9 +40,11 @@ writer inside its transaction and rebuilt from SQLite, with a logged message, wh
 missing or stale (:mod:`speakerid.enroll.sync`). ``identify`` ranks every speaker with one
 matrix product and a partition, then scores the best ``top_k + RESCORE_MARGIN`` exactly from
 their rows, so its answer and scores are those of ``identify(..., exact=True)`` (every speaker
-read from SQLite; also the path of backends the index cannot rank: :data:`INDEX_RANKS`);
-``verify`` reads one speaker by primary key. :meth:`SpeakerDB.add_many`
-(``enroll --batch FILE``) and :meth:`SpeakerDB.add_embeddings` enrol many in one transaction.
+read from SQLite; also the path of backends the index cannot rank: :data:`INDEX_RANKS`). With
+``search="ann"`` (or ``"auto"`` on a large DB, faiss installed) a HNSW graph beside the index
+proposes the candidates instead of the matrix product (:mod:`speakerid.enroll.ann`). ``verify``
+reads one speaker by primary key. :meth:`SpeakerDB.add_many` (``enroll --batch FILE``) and
+:meth:`SpeakerDB.add_embeddings` enrol many in one transaction.
 
 Safety: every speaker row stores the model fingerprint (:func:`speakerid.extractor.model_fingerprint`);
 scoring with another model raises :class:`ModelMismatchError`. Enrolment embeds all audio
@@ -71,6 +72,7 @@ from speakerid.enroll.decision import (
     bayes_threshold,
 )
 from speakerid.enroll.inputs import check_name, check_new_files
+from speakerid.enroll.ann import ANN_MIN_SPEAKERS, Searcher
 from speakerid.enroll.model import MIN_ENROLL_SPEECH_S, SpeakerModel, unit_rows
 from speakerid.enroll.rules import COHORT_TOP_K, DEFAULT_SCORE_RULE, DEFAULT_SCORE_TOP_K, SCORE_RULES, Scores, score_pairs
 from speakerid.scoring.backend import BACKENDS, unit_vectors
@@ -91,7 +93,6 @@ class ModelMismatchError(SpeakerDBError):
     """The DB's speakers were enrolled with a different model than the one given."""
 
 
-
 class SpeakerDB:
     """A speaker enrolment database in one SQLite file.
 
@@ -99,9 +100,9 @@ class SpeakerDB:
     ``EmbeddingExtractor``, or None (then only :meth:`list`, :meth:`info` and :meth:`remove`
     work). ``threshold`` overrides the decision threshold; ``p_target`` sets the Bayes threshold
     of calibrated models (None: the model's default operating point, else 0.01); ``score_rule``/``score_top_k`` choose the rule of :data:`SCORE_RULES`;
-    ``scoring`` names the scoring backend (:data:`speakerid.scoring.backend.BACKENDS`; None: the model's).
-    ``timeout``: seconds a writer waits for another one (busy timeout).
-    """
+    ``scoring`` names the scoring backend (:data:`speakerid.scoring.backend.BACKENDS`; None: the model's). ``timeout``:
+    seconds a writer waits for another one. ``search``: ``exact``, ``ann`` or ``auto`` (ann from
+    ``ann_min_speakers`` speakers when faiss is installed): :mod:`speakerid.enroll.ann`."""
 
     def __init__(
         self,
@@ -114,11 +115,10 @@ class SpeakerDB:
         score_top_k: int = DEFAULT_SCORE_TOP_K,
         scoring: str | None = None,
         timeout: float = 60.0,
-        device: str = "cpu",
-        backend: str = "torch",
+        device: str = "cpu", backend: str = "torch",
+        search: str = "auto", ann_min_speakers: int = ANN_MIN_SPEAKERS,
     ) -> None:
-        self.path = Path(path)
-        self.p_target = None if p_target is None else float(p_target)
+        self.path, self.p_target = Path(path), None if p_target is None else float(p_target)
         if self.p_target is not None:
             bayes_threshold(self.p_target)  # validates
         if threshold is not None and p_target is not None:
@@ -132,12 +132,12 @@ class SpeakerDB:
             raise SpeakerDBError(f"score top-k must be >= 1, got {score_top_k}")
         if scoring is not None and scoring not in BACKENDS:
             raise SpeakerDBError(f"unknown scoring backend {scoring!r}; choose from {', '.join(BACKENDS)}")
-        self.scoring = scoring
-        self.threshold = threshold
+        self.scoring, self.threshold = scoring, threshold
         self.score_rule, self.score_top_k = score_rule, int(score_top_k)
         self.store = SpeakerStore(self.path, timeout)
         self._index = None  # the speaker index last used (speakerid.enroll.index.SpeakerIndex)
         self._cohort_key: str | None = None
+        self.searcher = Searcher(self.path, search, ann_min_speakers)  # exact matrix product or the ANN graph
         if model is None or isinstance(model, SpeakerModel):
             self.model = model
         elif isinstance(model, (str, os.PathLike)):
@@ -377,7 +377,8 @@ class SpeakerDB:
         (:mod:`speakerid.enroll.index`) ranks every speaker in one matrix product (AS-norm
         statistics stored at enrolment) and the best ``top_k + RESCORE_MARGIN`` are scored
         exactly from their rows, so the answer equals the ``exact`` path's (every speaker read
-        from SQLite and scored); ``max`` / ``topk`` rules always take the exact path."""
+        from SQLite and scored; with ``search`` ann, only the graph's candidates are ranked, so
+        recall may differ, not scores); ``max`` / ``topk`` rules always take the exact path."""
         if top_k < 1:
             raise SpeakerDBError(f"top_k must be >= 1, got {top_k}")
         model = self._require_model("identify")
@@ -393,7 +394,7 @@ class SpeakerDB:
 
                 mu, sd = cohort_statistics(emb, model.cohort, min(COHORT_TOP_K, model.cohort.shape[0]))
                 stats = (float(mu[0]), float(sd[0]))
-            rowids = index.rowids[index.rank(emb[0], top_k + RESCORE_MARGIN, stats)].tolist()
+            rowids = index.rowids[self.searcher.rank(index, emb[0], top_k + RESCORE_MARGIN, stats)].tolist()
             names = self.store.names_of(conn, rowids)
             if len(names) != len(rowids):
                 raise SpeakerDBError(f"{self.path}: the speaker index names speakers the DB does not have; "
@@ -402,8 +403,7 @@ class SpeakerDB:
         return self._ranked(refs, emb, top_k, rule, test)
 
     def _exact_refs(self) -> list[SpeakerRefs]:
-        refs = self.references()
-        if not refs:
+        if not (refs := self.references()):
             raise SpeakerDBError(f"{self.path}: no speakers enrolled")
         return refs
 
