@@ -15,19 +15,15 @@ import sys as _sys
 
 __version__ = "0.1.0"
 
-# Idle OpenMP threads sleep instead of spinning for long (read by the OpenMP runtime when torch
-# loads, so only when speakerid is imported first, as the CLI does): a thread that spins for
-# milliseconds burns the time slice its descheduled sibling needs on a busy machine. With GNU
-# OpenMP (Linux wheels) they first spin briefly (GOMP_SPINCOUNT, OMP_SPIN_COUNT below; PASSIVE
-# alone means no spin, and each of the hundreds of small parallel regions of a batch-1 forward
-# pass then waits for a sleeping thread to wake: benchmarks/losses_speed.py, issue 20). Settings
-# you make win; SPEAKERID_THREADS=torch keeps torch's defaults.
-OMP_SPIN_COUNT = "30000"
+# Idle OpenMP threads sleep instead of spinning (read by the OpenMP runtime when torch loads, so
+# only when speakerid is imported first, as the CLI does): a spinning thread burns the time slice
+# its descheduled sibling needs on a busy machine. No spin at all: any spin gave up the contention
+# figures (benchmarks/bench_contention.py, extraction beside 1 / 3 busy processes: GOMP_SPINCOUNT 0
+# 0.99x / 3.0x, 3000 2.5x / 6.3x, 10000 5.1x / 12.4x, 30000 5.0x / 10.0x) for a batch-1 ECAPA gain
+# within the run-to-run noise (benchmarks/results_contention.txt). Settings you make win;
+# SPEAKERID_THREADS=torch keeps torch's defaults.
 if "torch" not in _sys.modules and _os.environ.get("SPEAKERID_THREADS", "").strip() != "torch":
-    if "OMP_WAIT_POLICY" not in _os.environ:
-        _os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-        _os.environ.setdefault("GOMP_SPINCOUNT", OMP_SPIN_COUNT)
-
+    _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 def load_model(source=None, device="cpu", backend="torch"):
     """An embedder for a model source: an experiment dir or a packaged name (see :mod:`speakerid.inference`);
