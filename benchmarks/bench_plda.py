@@ -6,10 +6,11 @@ two-covariance model by Kaldi's EM, 10 iterations) is trained on the embeddings 
 split of the same model; cosine and AS-norm (top 300) are ``benchmarks/bench_starter.py``'s
 ``score``. EER and minDCF (P_target 0.01) per corpus and pooled, one PLDA column per LDA dim.
 
-Reproduce (train-split embeddings once, cached under /tmp/plda; the dev embeddings and cohorts
-are the pretrained recipe's, ``recipes/pretrained/run.sh`` stages 2-3)::
+Reproduce (from the repo root; the dev / train split, dev embeddings and cohort are the pretrained
+recipe's: ``bash recipes/pretrained/run.sh --stage 0 --stop-stage 3``, of which only the starter and
+campplus_fp16 dev embeddings and the cohort are read here)::
 
-    D=/work/wt15/recipes/pretrained
+    D=recipes/pretrained
     OMP_NUM_THREADS=1 python -m speakerid extract --model campplus --data $D/data/speech/train \
         --out /tmp/plda/campplus_train --format npz --threads 1 --no-progress
     OMP_NUM_THREADS=1 python -m speakerid extract --model starter --data $D/data/speech/train \
