@@ -91,8 +91,9 @@ def _light_model(work: Path, code_root: Path):
         from speakerid.enroll.model import SpeakerModel
         from speakerid.scoring.backend import unit_vectors
     except ModuleNotFoundError:  # the code before the index (--before): flat modules
-        from speakerid.enroll import SpeakerModel
         from speakerid.enroll_scoring import _unit as unit_vectors
+
+        from speakerid.enroll import SpeakerModel
     from speakerid.scoring.calibrate import Calibration
 
     prep = json.loads((work / "prep.json").read_text())

@@ -25,6 +25,7 @@ __version__ = "0.1.0"
 if "torch" not in _sys.modules and _os.environ.get("SPEAKERID_THREADS", "").strip() != "torch":
     _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+
 def load_model(source=None, device="cpu", backend="torch"):
     """An embedder for a model source: an experiment dir or a packaged name (see :mod:`speakerid.inference`);
     None: the packaged default model (``speakerid.pretrained.DEFAULT_MODEL``). ``backend="onnxruntime"`` runs

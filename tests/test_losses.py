@@ -51,6 +51,37 @@ def test_circle_matches_pml_value_and_gradient(seed: int, gamma: float) -> None:
     torch.testing.assert_close(ours_in.grad, pml_in.grad.float(), rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("gamma", [0.5, 16.0, 256.0])
+@pytest.mark.parametrize("with_memory", [False, True])
+def test_circle_closed_form_gradient_equals_autograd_of_the_formula(gamma: float, with_memory: bool) -> None:
+    """PairCircleTerms (gradient written out) against autograd through Eq. (6) with detached weights,
+    float64, lonely anchors (no positive) and a reference set longer than the batch (XBM) included."""
+    from speakerid.losses.circle import PairCircleTerms, pair_circle_terms
+
+    emb, labels = _batch(6, n=20, dim=8, classes=5, dtype=torch.float64)
+    labels[-2:] = torch.tensor([50, 51])  # anchors without a positive
+    extra, extra_labels = _batch(7, n=9 if with_memory else 0, dim=8, classes=5, dtype=torch.float64)
+    ref_labels = torch.cat([labels, extra_labels])
+    same = labels.view(-1, 1) == ref_labels.view(1, -1)
+    not_pos = ~same
+    not_pos[:, : len(labels)].fill_diagonal_(True)
+    weights = torch.rand(len(labels), dtype=torch.float64, generator=torch.Generator().manual_seed(8))
+    grads, values = [], []
+    for closed_form in (True, False):
+        x = emb.clone().requires_grad_(True)
+        xn = F.normalize(torch.cat([x, extra]), dim=1)
+        sim = xn[: len(labels)] @ xn.t()
+        if closed_form:
+            per_anchor = PairCircleTerms.apply(sim, same, not_pos, 0.25, gamma)
+        else:
+            per_anchor = pair_circle_terms(sim, same, not_pos, 0.25, gamma, detach=True)
+        (per_anchor * weights).sum().backward()
+        grads.append(x.grad)
+        values.append(per_anchor.detach())
+    torch.testing.assert_close(values[0], values[1], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-8, atol=1e-12)
+
+
 def test_circle_anchor_without_positive_is_ignored_like_pml() -> None:
     emb, _ = _batch(5, n=7)
     labels = torch.tensor([0, 0, 1, 1, 2, 3, 4])  # anchors 4..6 have no positive

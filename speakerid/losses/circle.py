@@ -32,14 +32,14 @@ def _check_circle_args(name: str, m: float, gamma: float) -> None:
         raise LossConfigError(f"{name}: need 0 <= m < 1 and gamma > 0, got m={m}, gamma={gamma}")
 
 
-def _pair_circle_terms(
+def pair_circle_terms(
     sim: torch.Tensor, same: torch.Tensor, not_pos: torch.Tensor, m: float, gamma: float, detach: bool
 ) -> torch.Tensor:
     """Per-anchor loss of Eq. (6), ``softplus(lse_p + lse_n)`` over the rows of ``sim[B, R]``, by autograd.
 
     ``not_pos`` masks what is not a positive (other speakers and the anchor itself), ``same`` what is
     not a negative. ``detach`` treats the weights a_p, a_n as constants (then
-    :class:`_PairCircleTerms` computes the same thing with its gradient in closed form).
+    :class:`PairCircleTerms` computes the same thing with its gradient in closed form).
     """
     w = sim.detach() if detach else sim
     fill = neg_fill(sim.dtype)  # finite: an empty row stays NaN-free (exp of it is exactly 0 beside a real term)
@@ -65,8 +65,8 @@ def _masked_softmax_terms(logit: torch.Tensor, drop: torch.Tensor) -> tuple[torc
     return e, total, top + total.log()
 
 
-class _PairCircleTerms(torch.autograd.Function):
-    """:func:`_pair_circle_terms` with detached weights, its gradient written out in the forward pass.
+class PairCircleTerms(torch.autograd.Function):
+    """:func:`pair_circle_terms` with detached weights, its gradient written out in the forward pass.
 
     With a_p, a_n constants, Eq. (6) per anchor i is ``softplus(z_i)``, ``z_i = lse_p_i + lse_n_i``, so
 
@@ -140,9 +140,9 @@ class CircleLoss(PairLoss):
         not_pos[:, : emb.shape[0]].fill_diagonal_(True)
         n_same = same.sum(dim=1)  # including the anchor itself
         if self.detach_weights:
-            per_anchor = _PairCircleTerms.apply(sim, same, not_pos, self.m, self.gamma)
+            per_anchor = PairCircleTerms.apply(sim, same, not_pos, self.m, self.gamma)
         else:
-            per_anchor = _pair_circle_terms(sim, same, not_pos, self.m, self.gamma, detach=False)
+            per_anchor = pair_circle_terms(sim, same, not_pos, self.m, self.gamma, detach=False)
         # An anchor without a positive or a negative gets a huge negative sum (softplus -> 0, zero
         # gradient) and is left out of the mean.
         return mean_over(per_anchor, (n_same > 1) & (n_same < same.shape[1]))
