@@ -19,6 +19,13 @@ of the pooled dev non-target trials is accepted; its false-accept (FA) and miss 
 Fit and threshold come from the same trials they are measured on, so the pooled FA is 1 % by
 construction; the held-out columns show what a corpus the threshold never saw gets: for each
 corpus, calibration and threshold fit on the OTHER corpora's trials only (leave one corpus out).
+
+Minimum speech: ``enroll`` / ``verify`` / ``identify`` warn about a file with less than
+``MIN_SPEECH_S`` (1.5 s) of speech after silence trimming (:func:`speakerid.features.vad.trim_silence`),
+and the default decision is promised for clips above it. ``--speech-cache`` (each dev file's seconds
+of speech, computed once with the product's own trimming) adds the FA / miss rates at the same
+operating point (fit on ALL pooled trials, as shipped) on the trials whose two files both meet the
+minimum, per corpus.
 """
 from __future__ import annotations
 
@@ -35,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_starter import add_dev_args, dev_trials, load_systems, rates, score  # noqa: E402
 
+from speakerid.enroll.model import MIN_SPEECH_S  # noqa: E402
 from speakerid.scoring.calibrate import fit_calibration, threshold_at_fa  # noqa: E402
 from speakerid.scoring.metrics import compute_metrics  # noqa: E402
 
@@ -48,7 +56,28 @@ def operating_rates(s: np.ndarray, lab: np.ndarray, fit: np.ndarray, apply: np.n
     return rates(cal.apply(s[apply]), lab[apply], thr)
 
 
-def evaluate(s: np.ndarray, lab: np.ndarray, corpus: np.ndarray) -> dict:
+def speech_seconds(data: Path, cache: Path) -> dict[str, float]:
+    """Seconds of speech after silence trimming of each utterance of ``data``'s wav.scp (16 kHz), cached."""
+    if cache.exists():
+        with np.load(cache) as z:
+            return dict(zip(z["ids"].tolist(), z["seconds"].tolist()))
+    from tqdm import tqdm
+
+    from speakerid.audio import load_audio
+    from speakerid.data.datadir import read_kv
+    from speakerid.features.vad import trim_silence
+
+    scp = read_kv(data / "wav.scp")
+    seconds = {u: trim_silence(load_audio(path, 16000)[0], 16000).numel() / 16000
+               for u, path in tqdm(scp.items(), desc="speech seconds", unit="file")}
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, ids=np.array(list(seconds)), seconds=np.array(list(seconds.values())))
+    return seconds
+
+
+def evaluate(s: np.ndarray, lab: np.ndarray, corpus: np.ndarray, enough: np.ndarray | None = None) -> dict:
+    """Metrics per corpus; ``enough`` (trials whose two files meet MIN_SPEECH_S) adds the FA /
+    miss rates on those trials at the operating point fit on all trials."""
     everything = np.ones_like(lab)
     out: dict = {"corpora": {}}
     for c in ["pooled", *sorted(set(corpus))]:
@@ -59,6 +88,11 @@ def evaluate(s: np.ndarray, lab: np.ndarray, corpus: np.ndarray) -> dict:
                "fa": fa, "miss": miss, "n_target": int(lab[m].sum()), "n_nontarget": int((~lab[m]).sum())}
         if c != "pooled":
             row["fa_heldout"], row["miss_heldout"] = operating_rates(s, lab, ~m, m)
+        if enough is not None:
+            e = m & enough
+            row["n_target_min_speech"], row["n_nontarget_min_speech"] = int(lab[e].sum()), int((~lab[e]).sum())
+            if lab[e].any() and (~lab[e]).any():
+                row["fa_min_speech"], row["miss_min_speech"] = operating_rates(s, lab, everything, e)
         out["corpora"][c] = row
     return out
 
@@ -87,6 +121,16 @@ def table(results: dict[str, dict], default: str | None) -> str:
                   "corpora's trials, FA / miss on the held-out corpus:", "",
                   "| corpus | FA | miss |", "|---|---|---|"]
         lines += [f"| {c} | {_pct(r[c]['fa_heldout'])} | {_pct(r[c]['miss_heldout'])} |" for c in corpora if c != "pooled"]
+    if any("n_target_min_speech" in results[n]["corpora"]["pooled"] for n in names):
+        lines += ["", f"FA / miss at the same operating point (fit on all pooled trials) on the trials whose two files "
+                  f"both have >= {MIN_SPEECH_S} s of speech after silence trimming (the product's minimum: "
+                  "below it enroll / verify warn); trials kept (tgt/non) from the first system:", "",
+                  "| corpus | trials kept (tgt/non) | " + " | ".join(names) + " |", "|" + "---|" * (2 + len(names))]
+        for c in corpora:
+            r0 = results[names[0]]["corpora"][c]
+            cells = [f"{_pct(results[n]['corpora'][c]['fa_min_speech'])} / {_pct(results[n]['corpora'][c]['miss_min_speech'])}"
+                     if "fa_min_speech" in results[n]["corpora"][c] else "-" for n in names]
+            lines.append(f"| {c} | {r0['n_target_min_speech']}/{r0['n_nontarget_min_speech']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -94,16 +138,23 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_dev_args(p, "/tmp/speakerid_bench_default/resemblyzer.npz")
     p.add_argument("--default", help="the shipped system (NAME or NAME+asnorm): adds its leave-one-corpus-out table")
+    p.add_argument("--speech-cache", type=Path,
+                   help="npz of each dev file's seconds of speech (computed when absent): adds the minimum-speech table")
     a = p.parse_args(argv)
     t0 = time.time()
     trials, lab, corpus = dev_trials(a.data)
     systems = load_systems(a.system, a.data, a.resemblyzer_cache, not a.no_resemblyzer)
     cohorts = dict(spec.split("=", 1) for spec in a.cohort)
+    enough = None
+    if a.speech_cache:
+        seconds = speech_seconds(a.data, a.speech_cache)
+        enough = np.array([min(seconds[e], seconds[t]) >= MIN_SPEECH_S for e, t, _ in trials])
     results: dict[str, dict] = {}
     for name, (ids, emb) in systems.items():
-        results[name] = evaluate(score(ids, emb, trials, None), lab, corpus)
+        results[name] = evaluate(score(ids, emb, trials, None), lab, corpus, enough)
         if name in cohorts:
-            results[f"{name}+asnorm"] = evaluate(score(ids, emb, trials, np.load(cohorts[name])["embeddings"]), lab, corpus)
+            results[f"{name}+asnorm"] = evaluate(score(ids, emb, trials, np.load(cohorts[name])["embeddings"]), lab,
+                                                 corpus, enough)
     if a.default and a.default not in results:
         p.error(f"--default {a.default}: not one of {', '.join(results)}")
     text = table(results, a.default)

@@ -142,7 +142,7 @@ def child_query(work: Path, n: int, reps: int) -> dict:
     model, probe = _light_model(work, ROOT)
     base = _current_rss_mb()
     # exact: the matrix product (with faiss installed, the default "auto" would rank through the
-    # HNSW graph from 50,000 speakers; bench_identify_ann.py measures that)
+    # ANN codes from 50,000 speakers; bench_identify_ann.py measures that)
     db = SpeakerDB(work / f"n{n}.db", model, p_target=P_TARGET, search="exact")
     t0 = time.perf_counter()
     first = db.identify_embedding(probe, top_k=TOP_K)

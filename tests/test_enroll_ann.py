@@ -1,5 +1,5 @@
-"""Approximate identify (speakerid/enroll/ann.py: a faiss HNSW graph beside the speaker DB)
-against the exact path: the same top-1 on clustered data, the graph caught up after enrol /
+"""Approximate identify (speakerid/enroll/ann.py: faiss-scanned binary codes beside the speaker DB)
+against the exact path: the same top-1 on clustered data, the codes caught up after enrol /
 remove / re-enrolment, rebuilt when too stale or not whole, kill -9 states (a graph file older
 than the index, an index rebuilt under a current graph), and the modes without faiss."""
 
@@ -111,8 +111,8 @@ def test_graph_caught_up_after_enroll_remove_reenrol(tmp_path):
     with _db(path, model) as db, SpeakerDB(path, model, search="exact") as ex:
         db.add_embeddings(names, emb)
         assert _agree(db, ex, _probe(emb, 7, rng))[0]
-        built = db.searcher.ann.graph.ntotal
-        # a new speaker, a removed one, a re-enrolled one (its mean moves): the graph is stale
+        built = db.searcher.ann.codes.ntotal
+        # a new speaker, a removed one, a re-enrolled one (its mean moves): the codes are stale
         new = _unit(rng.standard_normal(DIM)).astype(np.float32)
         db.add_embeddings(["newcomer"], new[None])
         db.remove("spk00007")
@@ -124,11 +124,11 @@ def test_graph_caught_up_after_enroll_remove_reenrol(tmp_path):
         assert db.identify_embedding(new).candidates[0].speaker == "newcomer"
         assert "spk00007" not in {m.speaker for m in db.identify_embedding(emb[7], top_k=20).candidates}
         ann = db.searcher.ann
-        assert ann.graph.ntotal == built + 2 and int((ann.labels < 0).sum()) == 2  # appended, tombstoned
+        assert ann.codes.ntotal == built + 2 and int((ann.labels < 0).sum()) == 2  # appended, tombstoned
     assert _graph_token(path) == _index_token(path)
     with _db(path, model) as again:  # a new process reads the caught-up file: nothing rebuilt
         again.identify_embedding(new)
-        assert again.searcher.ann.graph.ntotal == built + 2
+        assert again.searcher.ann.codes.ntotal == built + 2
 
 
 @needs_faiss
@@ -144,7 +144,7 @@ def test_graph_rebuilt_when_too_stale(tmp_path, caplog):
         with caplog.at_level(logging.WARNING, logger="speakerid.enroll.ann"):
             assert _agree(db, ex, emb[100])[0]
         assert "too many changes since it was built" in caplog.text
-        assert db.searcher.ann.graph.ntotal == 140 and not (db.searcher.ann.labels < 0).any()
+        assert db.searcher.ann.codes.ntotal == 140 and not (db.searcher.ann.labels < 0).any()
 
 
 def _corrupt(path, how: str) -> None:
@@ -190,13 +190,13 @@ def test_kill9_states(tmp_path):
     with _db(path, model) as db:
         db.add_embeddings(names, emb)
         db.identify_embedding(emb[0])
-    old = tmp_path / "old.hnsw"
+    old = tmp_path / "old.codes"
     shutil.copy(ann_path(path), old)
     with _db(path, model) as db:
         db.remove("spk00003")
         db.add_embeddings(["late"], emb[3:4])  # same vector, another speaker: a new row
         db.identify_embedding(emb[5])
-    shutil.copy(old, ann_path(path))  # the graph file goes back to the older state
+    shutil.copy(old, ann_path(path))  # the codes file goes back to the older state
     with _db(path, model) as db, SpeakerDB(path, model, search="exact") as ex:
         for i in (3, 5, 900):
             assert _agree(db, ex, _probe(emb, i, rng, 0.05))[0]

@@ -99,6 +99,7 @@ if stage 4 "dev table (benchmarks/results_default_model.md), MODEL_CARD.md and N
     --system campplus=$exp/emb_dev --system campplus_fp16=exp/campplus_fp16/emb_dev \
     --cohort campplus_fp16=exp/campplus_fp16/cohort_candidate.npz --system campplus_trim=exp/campplus_trim/emb_dev \
     --default "$default" --resemblyzer-cache "${RESEMBLYZER_CACHE:-exp/resemblyzer_dev.npz}" \
+    --speech-cache exp/speech_seconds_dev.npz \
     --out "$repo/benchmarks/results_default_model.md"
   $PYTHON local/model_card.py exp/campplus_fp16 --split $raw/split_summary.txt \
     --bench "$repo/benchmarks/results_default_model.md" --wheel data/wheel/$WHEEL \

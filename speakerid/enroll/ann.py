@@ -2,28 +2,41 @@
 the ``faiss`` extra).
 
 ``identify`` ranks speakers through the speaker index (:mod:`speakerid.enroll.index`) by one
-matrix product over every speaker (``search="exact"``). With ``search="ann"`` (or ``"auto"`` at
-:data:`ANN_MIN_SPEAKERS` speakers or more, when faiss is installed) a faiss ``IndexHNSWFlat``
-(inner product over the index's float32 unit vectors, :data:`HNSW_M` links per node,
-efConstruction :data:`EF_CONSTRUCTION`) proposes the best :data:`CANDIDATES` speakers by
-cosine; they are ranked again exactly from the index (the cosine, or the AS-norm sum from the
-per-speaker statistics, which the graph does not know), and the best ``top_k + 16`` are scored
-exactly from their SQLite rows as before. So an ANN answer is always a correctly scored
-speaker; what ANN can lose is recall (the exact best not among the candidates):
+matrix product over every speaker (``search="exact"``): at 10^6 speakers that reads the whole
+float32 matrix (768 MB for 192-d) and costs about 100 ms. With ``search="ann"`` (or ``"auto"`` at
+:data:`ANN_MIN_SPEAKERS` speakers or more, when faiss is installed) a short binary code of each
+speaker is scanned instead and only the best :data:`CANDIDATES` by code are ranked exactly.
+
+The codes are sign random projections (Charikar, "Similarity estimation techniques from rounding
+algorithms", STOC 2002, section 3): bit j of a unit vector v is ``[v . r_j > 0]``, and the
+fraction of bits in which two codes differ estimates ``angle(u, v) / pi``, so the Hamming distance
+ranks speakers by cosine up to a binomial error that shrinks with the number of bits. The
+directions ``r_j`` are :data:`BITS_PER_DIM` random orthogonal bases side by side (orthogonal
+directions carry independent bits; at 10^6 speakers 192-bit orthogonal codes found the exact best
+row for 99.7 % of real-speech probes at 256 candidates where Gaussian ones found 96.0 %:
+benchmarks/results_identify_ann.md). faiss's ``IndexBinaryFlat`` scans the codes (24 bytes per
+speaker for 192-d: 1/32 of the float32 matrix); the candidates are ranked again exactly from the index (the
+cosine, or the AS-norm sum from the per-speaker statistics), and the best ``top_k + 16`` are scored
+exactly from their SQLite rows as before. So an ANN answer is always a correctly scored speaker;
+what ANN can lose is recall (the exact best not among the candidates):
 ``benchmarks/bench_identify_ann.py`` measures it.
 
-Why HNSW and not IVF: no training step (IVF needs k-means over the DB, again as it drifts), the
-best recall per millisecond at these sizes, and appends are cheap. HNSW cannot delete, so
-removed or re-enrolled speakers are tombstones (their label maps to no row; the search asks
-for proportionally more candidates) and the graph is rebuilt once tombstones exceed
-:data:`REBUILD_FRACTION` of the speakers. New speakers are appended to the graph.
+Why codes and not a graph (HNSW, which this module used before) or IVF: no training step (the
+projection is random, fixed at build), a build that is one matrix product (10^6 speakers in
+about 2 s where the HNSW graph took 13 minutes on 2 threads), appends and deletes of a row each,
+and on random distractors at 10^6 the graph's greedy walk found the exact best for only 93 % of
+real-speech probes. Removed or re-enrolled speakers are tombstones (their label maps to no row;
+the search asks for proportionally more candidates) and the codes are rebuilt once tombstones
+exceed :data:`REBUILD_FRACTION` of the speakers. New speakers are appended.
 
-The file ``<db>.index.hnsw`` (:func:`ann_path`): faiss's own serialisation, then ``labels``
-(int64: the SQLite rowid of each faiss label, -1 for a tombstone), a JSON trailer (the speaker
-index ``token`` it reflects, the sizes, crc32 of all the bytes before it) and 16 bytes: magic
-``SPKANN01``, the trailer's length and crc32. Writers of the DB never touch it: a reader
-whose file's token differs from the speaker index's catches it up (adds the rows that are
-new or changed, tombstones the rest, from the index's rowids and vectors) and writes it back
+The file ``<db>.index.codes`` (:func:`ann_path`): the codes (uint8 ``[ntotal, bits / 8]``), the
+``labels`` (int64: the SQLite rowid of each faiss label, -1 for a tombstone), ``signature``
+(uint64: a hash of each coded vector's bits, to see that a speaker's vector changed without
+coding it again), the projection (float32 ``[dim, bits]``), a JSON trailer
+(the speaker index ``token`` it reflects, the sizes, crc32 of all the bytes before it) and 16
+bytes: magic ``SPKANN02``, the trailer's length and crc32. Writers of the DB never touch it: a
+reader whose file's token differs from the speaker index's catches it up (codes the rows that
+are new or changed, tombstones the rest, from the index's rowids and vectors) and writes it back
 atomically (temp + fsync + rename), so a kill at any moment leaves the old file or the new one,
 both valid for the state they name. A file that is not whole (torn, truncated, garbage, another
 dimension) is rebuilt, with a logged message.
@@ -46,18 +59,20 @@ from speakerid.enroll.records import SpeakerDBError
 
 logger = logging.getLogger(__name__)
 
-ANN_SUFFIX = ".index.hnsw"
+ANN_SUFFIX = ".index.codes"
 SEARCH_MODES = ("auto", "exact", "ann")
-# "auto" uses the graph from this many speakers (benchmarks/results_identify_ann.md: below it the
-# matrix product costs a few ms, no more than the graph's search plus the exact rescoring)
+# "auto" uses the codes from this many speakers (benchmarks/results_identify_ann.md: below it the
+# matrix product costs a few ms, no more than the code scan plus the exact rescoring)
 ANN_MIN_SPEAKERS = 50_000
-HNSW_M = 32
-EF_CONSTRUCTION = 80
-# graph candidates re-ranked exactly (efSearch = max(this, count)); results_identify_ann.md: at 10^5
-# speakers 128 missed 0.9 % of the exact best rows, 256 0.2 %, for ~1 ms more
-CANDIDATES = 256
+BITS_PER_DIM = 1  # 192-bit codes (24 bytes) for 192-d embeddings
+MIN_BITS = 128  # small embeddings still get codes long enough to rank by
+SEED = 0  # the projection's; fixed so that a rebuild gives the same file
+# candidates ranked exactly (results_identify_ann.md, 10^6 speakers, orthogonal codes: 192 bits found
+# the exact best row of every probe at 1024 candidates (0.998 at 256) with a 4.4 ms scan; 384 bits
+# at 128+ candidates with a 5.0 ms one)
+CANDIDATES = 1024
 REBUILD_FRACTION = 0.25
-MAGIC = b"SPKANN01"
+MAGIC = b"SPKANN02"
 _TAIL = struct.Struct("<8sII")
 _CHUNK = 65536
 INSTALL_HINT = "search 'ann' needs faiss: pip install faiss-cpu (or the extra: pip install 'speakerid[faiss]')"
@@ -85,45 +100,76 @@ def check_search(mode: str) -> str:
     return mode
 
 
-class AnnIndex:
-    """An HNSW graph over speaker-index rows: ``labels[i]`` is faiss label i's SQLite rowid (-1:
-    tombstone); ``to_row[i]`` its row in the speaker index it was last bound to (-1: none)."""
+def projection(dim: int, bits: int, seed: int = SEED) -> np.ndarray:
+    """``[dim, bits]`` float32: ``ceil(bits / dim)`` random orthonormal bases side by side, the
+    first ``bits`` columns (QR of a Gaussian matrix, signs fixed so the basis is uniform)."""
+    rng = np.random.default_rng(seed)
+    blocks = []
+    for _ in range(-(-bits // dim)):
+        q, r = np.linalg.qr(rng.standard_normal((dim, dim)))
+        blocks.append(q * np.sign(np.diag(r)))
+    return np.ascontiguousarray(np.concatenate(blocks, axis=1)[:, :bits], dtype=np.float32)
 
-    def __init__(self, graph, labels: np.ndarray, token: str, built: int) -> None:
-        self.graph, self.labels, self.token, self.built = graph, labels, token, built
+
+def signatures(vectors: np.ndarray) -> np.ndarray:
+    """uint64 ``[n]``: a multilinear hash of each float32 row's bits (integer arithmetic mod 2^64,
+    so it does not depend on the summation order as a floating-point dot product would)."""
+    words = np.ascontiguousarray(vectors, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    keys = np.random.default_rng(SEED + 1).integers(1, 2**63, words.shape[1], dtype=np.uint64) | np.uint64(1)
+    return (words * keys).sum(axis=1, dtype=np.uint64)
+
+
+class AnnIndex:
+    """Binary codes of speaker-index rows: ``labels[i]`` is code i's SQLite rowid (-1: tombstone);
+    ``to_row[i]`` its row in the speaker index it was last bound to (-1: none)."""
+
+    def __init__(self, codes, rotation: np.ndarray, labels: np.ndarray, signature: np.ndarray, token: str,
+                 built: int) -> None:
+        self.codes, self.rotation, self.labels, self.signature = codes, rotation, labels, signature
+        self.token, self.built = token, built
         self.to_row = np.full(labels.size, -1, dtype=np.int64)
         self.bound: SpeakerIndex | None = None
 
     @property
     def dim(self) -> int:
-        return int(self.graph.d)
+        return int(self.rotation.shape[0])
+
+    @property
+    def bits(self) -> int:
+        return int(self.rotation.shape[1])
+
+    def encode(self, vectors: np.ndarray) -> np.ndarray:
+        """The codes of ``vectors`` ``[n, dim]``: uint8 ``[n, bits / 8]``."""
+        return np.packbits(np.asarray(vectors, dtype=np.float32) @ self.rotation > 0, axis=1)
+
+    def _append(self, vectors: np.ndarray) -> np.ndarray:
+        """Codes ``vectors`` (chunked) onto the faiss index; returns their signatures."""
+        sigs = []
+        for start in range(0, len(vectors), _CHUNK):
+            part = np.asarray(vectors[start : start + _CHUNK], dtype=np.float32)
+            self.codes.add(self.encode(part))
+            sigs.append(signatures(part))
+        return np.concatenate(sigs) if sigs else np.zeros(0, dtype=np.uint64)
 
     @classmethod
-    def build(cls, index: SpeakerIndex, m: int = HNSW_M, ef_construction: int = EF_CONSTRUCTION) -> AnnIndex:
+    def build(cls, index: SpeakerIndex, bits_per_dim: int = BITS_PER_DIM) -> AnnIndex:
         faiss = faiss_module()
-        n = index.n
+        n, dim = index.n, index.header.dim
+        bits = -(-max(bits_per_dim * dim, MIN_BITS) // 8) * 8
         t0 = time.perf_counter()
-        graph = faiss.IndexHNSWFlat(index.header.dim, m, faiss.METRIC_INNER_PRODUCT)
-        graph.hnsw.efConstruction = ef_construction
-        for start in range(0, n, _CHUNK):
-            graph.add(np.ascontiguousarray(index.matrix[start : min(n, start + _CHUNK)], dtype=np.float32))
-        ann = cls(graph, np.array(index.rowids[:n], dtype=np.int64), index.header.token, n)
+        ann = cls(faiss.IndexBinaryFlat(bits), projection(dim, bits), np.array(index.rowids[:n], dtype=np.int64),
+                  np.zeros(0, dtype=np.uint64), index.header.token, n)
+        ann.signature = ann._append(index.matrix[:n])
         ann.to_row = np.arange(n, dtype=np.int64)
         ann.bound = index
-        logger.info("ANN index of %d speakers built in %.1f s", n, time.perf_counter() - t0)
+        logger.info("ANN codes of %d speakers built in %.1f s", n, time.perf_counter() - t0)
         return ann
-
-    def _vectors(self) -> np.ndarray:
-        """The graph's stored vectors ``[ntotal, D]`` (a view, no copy)."""
-        faiss = faiss_module()
-        storage = faiss.downcast_index(self.graph.storage)
-        return faiss.rev_swig_ptr(storage.get_xb(), self.graph.ntotal * self.dim).reshape(-1, self.dim)
 
     def catch_up(self, index: SpeakerIndex) -> bool | None:
         """Bind to ``index`` (a current speaker index): map labels to its rows; when its token
-        differs, tombstone labels whose speaker is gone or whose vector changed and add its
-        rows the graph lacks. Returns whether the graph changed, or None when a rebuild is due
-        (tombstones over REBUILD_FRACTION of the speakers, or another dimension)."""
+        differs, tombstone labels whose speaker is gone or whose vector changed (its signature
+        differs) and code its rows the index lacks. Returns whether the codes changed, or None
+        when a rebuild is due (tombstones over REBUILD_FRACTION of the speakers, or another dimension)."""
         if index.header.dim != self.dim:
             return None
         n = index.n
@@ -131,22 +177,20 @@ class AnnIndex:
         rows[self.labels < 0] = -1
         changed = False
         if index.header.token != self.token:
-            stored = self._vectors()
             live = np.flatnonzero(rows >= 0)
             for start in range(0, live.size, _CHUNK):  # a changed vector (re-enrolment): tombstone it
                 part = live[start : start + _CHUNK]
-                moved = np.any(stored[part] != index.matrix[rows[part]], axis=1)
-                rows[part[moved]] = -1
+                now = signatures(index.matrix[rows[part]])
+                rows[part[now != self.signature[part]]] = -1
             gone = (rows < 0) & (self.labels >= 0)
             covered = np.zeros(n, dtype=bool)
             covered[rows[rows >= 0]] = True
             add = np.flatnonzero(~covered)
             dead = int((self.labels < 0).sum() + gone.sum())
-            if dead > REBUILD_FRACTION * max(n, 1):  # appends do not wear a graph; tombstones waste its search
+            if dead > REBUILD_FRACTION * max(n, 1):  # tombstones waste the scan and the candidates
                 return None
             self.labels[gone] = -1
-            for start in range(0, add.size, _CHUNK):
-                self.graph.add(np.ascontiguousarray(index.matrix[add[start : start + _CHUNK]], dtype=np.float32))
+            self.signature = np.concatenate([self.signature, self._append(index.matrix[add])])
             self.labels = np.concatenate([self.labels, np.asarray(index.rowids[add], dtype=np.int64)])
             rows = np.concatenate([rows, add])
             changed = True  # at least the token: written back so that the next reader need not compare
@@ -156,39 +200,45 @@ class AnnIndex:
 
     def search(self, index: SpeakerIndex, test: np.ndarray, count: int,
                test_stats: tuple[float, float] | None = None) -> np.ndarray:
-        """Rows of ``index`` (the one bound) of the ``count`` best speakers among the graph's
-        candidates, ranked exactly (see :meth:`SpeakerIndex.rank_rows`), best first."""
-        faiss = faiss_module()
+        """Rows of ``index`` (the one bound) of the ``count`` best speakers among the candidates
+        nearest by code, ranked exactly (see :meth:`SpeakerIndex.rank_rows`), best first."""
+        total = self.codes.ntotal
         live = max(1, int((self.labels >= 0).sum()))
-        k = min(self.graph.ntotal, int(max(CANDIDATES, count) * self.graph.ntotal / live) + 1)
-        params = faiss.SearchParametersHNSW(efSearch=max(k, CANDIDATES))
-        _, found = self.graph.search(np.asarray(test, dtype=np.float32).reshape(1, -1), k, params=params)
+        k = min(total, int(max(CANDIDATES, count) * total / live) + 1)
+        if k == 0:
+            return np.zeros(0, dtype=np.int64)
+        _, found = self.codes.search(self.encode(np.reshape(test, (1, -1))), k)
         found = found[0][found[0] >= 0]
         rows = self.to_row[found]
         return index.rank_rows(test, rows[rows >= 0], count, test_stats)
 
+    def code_matrix(self) -> np.ndarray:
+        """The stored codes ``[ntotal, bits / 8]`` (a copy)."""
+        return faiss_module().vector_to_array(self.codes.xb).reshape(-1, self.bits // 8)
+
     # ---- the file
+    def _parts(self) -> list[bytes]:
+        return [np.ascontiguousarray(self.code_matrix()).tobytes(), np.ascontiguousarray(self.labels, dtype="<i8").tobytes(),
+                np.ascontiguousarray(self.signature, dtype="<u8").tobytes(),
+                np.ascontiguousarray(self.rotation, dtype="<f4").tobytes()]
+
     def save(self, path: str | os.PathLike) -> None:
         from speakerid.fileio import atomic_path
 
-        faiss = faiss_module()
-        with atomic_path(path) as tmp:
-            faiss.write_index(self.graph, str(tmp))
-            size = tmp.stat().st_size
-            with open(tmp, "r+b") as f:
-                crc = _crc_of(f, size)
-                labels = np.ascontiguousarray(self.labels, dtype="<i8").tobytes()
-                crc = zlib.crc32(labels, crc)
-                trailer = json.dumps({"token": self.token, "dim": self.dim, "ntotal": int(self.graph.ntotal),
-                                      "built": int(self.built), "faiss_bytes": size, "crc": crc}).encode()
-                f.seek(size)
-                f.write(labels + trailer + _TAIL.pack(MAGIC, len(trailer), zlib.crc32(trailer)))
-                f.flush()
-                os.fsync(f.fileno())
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            crc = 0
+            for part in self._parts():
+                f.write(part)
+                crc = zlib.crc32(part, crc)
+            trailer = json.dumps({"token": self.token, "dim": self.dim, "bits": self.bits,
+                                  "ntotal": int(self.codes.ntotal), "built": int(self.built), "crc": crc}).encode()
+            f.write(trailer + _TAIL.pack(MAGIC, len(trailer), zlib.crc32(trailer)))
+            f.flush()
+            os.fsync(f.fileno())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> tuple[AnnIndex | None, str]:
-        """The graph of ``path`` and "", or None and why it is not usable ("missing", "not a whole ANN file")."""
+        """The codes of ``path`` and "", or None and why they are not usable ("missing", "not a whole ANN file")."""
         path = Path(path)
         bad = None, "not a whole ANN index file (torn, truncated or overwritten)"
         try:
@@ -205,43 +255,30 @@ class AnnIndex:
                 if zlib.crc32(raw) != tcrc:
                     return bad
                 meta = json.loads(raw)
-                size, ntotal = int(meta["faiss_bytes"]), int(meta["ntotal"])
-                if size + 8 * ntotal + length + _TAIL.size != total:
+                dim, bits, ntotal = int(meta["dim"]), int(meta["bits"]), int(meta["ntotal"])
+                sizes = (ntotal * bits // 8, 8 * ntotal, 8 * ntotal, 4 * dim * bits)
+                if dim <= 0 or bits <= 0 or bits % 8 or sum(sizes) + length + _TAIL.size != total:
                     return bad
                 f.seek(0)
-                crc = _crc_of(f, size)
-                labels_raw = f.read(8 * ntotal)
-                if zlib.crc32(labels_raw, crc) != int(meta["crc"]):
+                body = f.read(sum(sizes))
+                if zlib.crc32(body) != int(meta["crc"]):
                     return bad
         except FileNotFoundError:
             return None, "missing"
         except (OSError, ValueError, KeyError, TypeError) as e:
             return None, f"unreadable ({getattr(e, 'strerror', None) or e})"
-        faiss = faiss_module()
-        try:
-            graph = faiss.read_index(str(path))
-        except RuntimeError:
-            return bad
-        if (graph.ntotal != ntotal or graph.d != int(meta["dim"]) or graph.metric_type != faiss.METRIC_INNER_PRODUCT
-                or not isinstance(graph, faiss.IndexHNSWFlat)):
-            return bad
-        return cls(graph, np.frombuffer(labels_raw, dtype="<i8").astype(np.int64), str(meta["token"]), int(meta["built"])), ""
-
-
-def _crc_of(f, size: int, chunk: int = 8 * 2**20) -> int:
-    f.seek(0)
-    crc, left = 0, size
-    while left > 0:
-        part = f.read(min(chunk, left))
-        if not part:
-            raise ValueError("file shorter than its trailer says")
-        crc, left = zlib.crc32(part, crc), left - len(part)
-    return crc
+        ends = np.cumsum((0,) + sizes)
+        codes, labels, signature, rotation = (body[a:b] for a, b in zip(ends[:-1], ends[1:]))
+        index = faiss_module().IndexBinaryFlat(bits)
+        index.add(np.frombuffer(codes, dtype=np.uint8).reshape(ntotal, bits // 8))
+        return cls(index, np.frombuffer(rotation, dtype="<f4").reshape(dim, bits).astype(np.float32),
+                   np.frombuffer(labels, dtype="<i8").astype(np.int64),
+                   np.frombuffer(signature, dtype="<u8").astype(np.uint64), str(meta["token"]), int(meta["built"])), ""
 
 
 class Searcher:
     """How a :class:`~speakerid.enroll.speaker_db.SpeakerDB` ranks speakers through its index:
-    the exact matrix product, or the ANN graph (kept in memory between calls, caught up from
+    the exact matrix product, or the ANN codes (kept in memory between calls, caught up from
     the file beside the DB, or built)."""
 
     def __init__(self, db_path: str | os.PathLike, mode: str = "auto", min_speakers: int = ANN_MIN_SPEAKERS) -> None:
@@ -261,12 +298,12 @@ class Searcher:
         if not self.uses_ann(index.n):
             self.last = "exact"
             return index.rank(test, count, test_stats)
-        ann = self.graph(index)
+        ann = self.ann_index(index)
         self.last = "ann"
         return ann.search(index, test, count, test_stats)
 
-    def graph(self, index: SpeakerIndex) -> AnnIndex:
-        """The ANN graph of ``index`` (a current speaker index; call inside the DB's read transaction)."""
+    def ann_index(self, index: SpeakerIndex) -> AnnIndex:
+        """The ANN codes of ``index`` (a current speaker index; call inside the DB's read transaction)."""
         ann = self.ann
         if ann is not None and ann.bound is index and ann.token == index.header.token:
             return ann

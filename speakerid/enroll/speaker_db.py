@@ -41,8 +41,8 @@ missing or stale (:mod:`speakerid.enroll.sync`). ``identify`` ranks every speake
 matrix product and a partition, then scores the best ``top_k + RESCORE_MARGIN`` exactly from
 their rows, so its answer and scores are those of ``identify(..., exact=True)`` (every speaker
 read from SQLite; also the path of backends the index cannot rank: :data:`INDEX_RANKS`). With
-``search="ann"`` (or ``"auto"`` on a large DB, faiss installed) a HNSW graph beside the index
-proposes the candidates instead of the matrix product (:mod:`speakerid.enroll.ann`). ``verify``
+``search="ann"`` (or ``"auto"`` on a large DB, faiss installed) binary codes beside the index
+(sign random projections scanned by faiss) propose the candidates instead of the matrix product (:mod:`speakerid.enroll.ann`). ``verify``
 reads one speaker by primary key. :meth:`SpeakerDB.add_many` (``enroll --batch FILE``) and
 :meth:`SpeakerDB.add_embeddings` enrol many in one transaction.
 
@@ -137,7 +137,7 @@ class SpeakerDB:
         self.store = SpeakerStore(self.path, timeout)
         self._index = None  # the speaker index last used (speakerid.enroll.index.SpeakerIndex)
         self._cohort_key: str | None = None
-        self.searcher = Searcher(self.path, search, ann_min_speakers)  # exact matrix product or the ANN graph
+        self.searcher = Searcher(self.path, search, ann_min_speakers)  # exact matrix product or the ANN codes
         if model is None or isinstance(model, SpeakerModel):
             self.model = model
         elif isinstance(model, (str, os.PathLike)):
@@ -377,7 +377,7 @@ class SpeakerDB:
         (:mod:`speakerid.enroll.index`) ranks every speaker in one matrix product (AS-norm
         statistics stored at enrolment) and the best ``top_k + RESCORE_MARGIN`` are scored
         exactly from their rows, so the answer equals the ``exact`` path's (every speaker read
-        from SQLite and scored; with ``search`` ann, only the graph's candidates are ranked, so
+        from SQLite and scored; with ``search`` ann, only the codes' candidates are ranked, so
         recall may differ, not scores); ``max`` / ``topk`` rules always take the exact path."""
         if top_k < 1:
             raise SpeakerDBError(f"top_k must be >= 1, got {top_k}")
