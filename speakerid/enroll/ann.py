@@ -44,6 +44,7 @@ dimension) is rebuilt, with a logged message.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -268,7 +269,7 @@ class AnnIndex:
         except (OSError, ValueError, KeyError, TypeError) as e:
             return None, f"unreadable ({getattr(e, 'strerror', None) or e})"
         ends = np.cumsum((0,) + sizes)
-        codes, labels, signature, rotation = (body[a:b] for a, b in zip(ends[:-1], ends[1:]))
+        codes, labels, signature, rotation = (body[a:b] for a, b in itertools.pairwise(ends))
         index = faiss_module().IndexBinaryFlat(bits)
         index.add(np.frombuffer(codes, dtype=np.uint8).reshape(ntotal, bits // 8))
         return cls(index, np.frombuffer(rotation, dtype="<f4").reshape(dim, bits).astype(np.float32),
