@@ -56,7 +56,7 @@ def operating_rates(s: np.ndarray, lab: np.ndarray, fit: np.ndarray, apply: np.n
     return rates(cal.apply(s[apply]), lab[apply], thr)
 
 
-def speech_seconds(data: Path, cache: Path) -> dict[str, float]:
+def dev_speech_seconds(data: Path, cache: Path) -> dict[str, float]:
     """Seconds of speech after silence trimming of each utterance of ``data``'s wav.scp (16 kHz), cached."""
     if cache.exists():
         with np.load(cache) as z:
@@ -65,10 +65,10 @@ def speech_seconds(data: Path, cache: Path) -> dict[str, float]:
 
     from speakerid.audio import load_audio
     from speakerid.data.datadir import read_kv
-    from speakerid.features.vad import trim_silence
+    from speakerid.features.vad import speech_seconds
 
     scp = read_kv(data / "wav.scp")
-    seconds = {u: trim_silence(load_audio(path, 16000)[0], 16000).numel() / 16000
+    seconds = {u: speech_seconds(load_audio(path, 16000)[0], 16000)
                for u, path in tqdm(scp.items(), desc="speech seconds", unit="file")}
     cache.parent.mkdir(parents=True, exist_ok=True)
     np.savez(cache, ids=np.array(list(seconds)), seconds=np.array(list(seconds.values())))
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     cohorts = dict(spec.split("=", 1) for spec in a.cohort)
     enough = None
     if a.speech_cache:
-        seconds = speech_seconds(a.data, a.speech_cache)
+        seconds = dev_speech_seconds(a.data, a.speech_cache)
         enough = np.array([min(seconds[e], seconds[t]) >= MIN_SPEECH_S for e, t, _ in trials])
     results: dict[str, dict] = {}
     for name, (ids, emb) in systems.items():

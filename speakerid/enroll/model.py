@@ -104,7 +104,7 @@ class SpeakerModel:
 
         from speakerid.audio import load_audio, native_sample_rate
         from speakerid.inference import SegmentPolicy, embed_waves
-        from speakerid.features.vad import trim_silence
+        from speakerid.features.vad import speech_seconds
 
         sr = int(self.extractor.sample_rate)
         for path in wav_paths:
@@ -114,7 +114,7 @@ class SpeakerModel:
                                "(fewer accepts of the true speaker); record at %d Hz or more where you can",
                                path, native, sr, sr)
         waves = [load_audio(p, sr)[0] for p in wav_paths]
-        speech = [trim_silence(wave, sr).numel() / sr for wave in waves]
+        speech = [speech_seconds(wave, sr) for wave in waves]
         for path, seconds in zip(wav_paths, speech):
             if seconds < MIN_SPEECH_S:
                 logger.warning("%s: only %.2f s of speech after silence trimming (< %.1f s): its score is unreliable",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["trim_silence", "speech_mask"]
+__all__ = ["trim_silence", "speech_mask", "speech_seconds"]
 
 FRAME_S = 0.025
 HOP_S = 0.010
@@ -52,3 +52,10 @@ def trim_silence(wave, sample_rate: int):
 
         return wave.reshape(-1)[torch.from_numpy(mask).to(wave.device)]
     return x.reshape(-1)[mask]
+
+
+def speech_seconds(wave, sample_rate: int) -> float:
+    """Seconds of speech in ``wave`` (numpy or torch): what :func:`trim_silence` keeps, counted.
+    The minimum-speech rules (enrolment, a test clip, the service) are stated in these seconds."""
+    x = wave.detach().cpu().numpy() if hasattr(wave, "detach") else wave
+    return int(np.count_nonzero(speech_mask(x, sample_rate))) / sample_rate

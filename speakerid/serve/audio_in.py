@@ -38,7 +38,7 @@ class Clip:
 
 def decode(data: bytes, content_type: str, sample_rate: int, max_seconds: float, min_speech: float) -> Clip:
     from speakerid.audio import AudioError, load_audio, require_min_length
-    from speakerid.features.vad import trim_silence
+    from speakerid.features.vad import speech_seconds
 
     if not data:
         raise UploadError(422, "empty_audio", "the request holds no audio (0 bytes)")
@@ -74,7 +74,7 @@ def decode(data: bytes, content_type: str, sample_rate: int, max_seconds: float,
             raise UploadError(422, code, msg) from None
     finally:
         os.unlink(path)
-    speech = trim_silence(wave, sample_rate).numel() / sample_rate
+    speech = speech_seconds(wave, sample_rate)
     if speech < min_speech:
         raise UploadError(422, "too_little_speech", f"only {speech:.2f} s of speech after silence trimming; at least "
                           f"{min_speech:g} s is needed per clip")
