@@ -213,13 +213,10 @@ class AnnIndex:
         rows = self.to_row[found]
         return index.rank_rows(test, rows[rows >= 0], count, test_stats)
 
-    def code_matrix(self) -> np.ndarray:
-        """The stored codes ``[ntotal, bits / 8]`` (a copy)."""
-        return faiss_module().vector_to_array(self.codes.xb).reshape(-1, self.bits // 8)
-
     # ---- the file
     def _parts(self) -> list[bytes]:
-        return [np.ascontiguousarray(self.code_matrix()).tobytes(), np.ascontiguousarray(self.labels, dtype="<i8").tobytes(),
+        return [faiss_module().vector_to_array(self.codes.xb).tobytes(),  # uint8 [ntotal * bits / 8]
+                np.ascontiguousarray(self.labels, dtype="<i8").tobytes(),
                 np.ascontiguousarray(self.signature, dtype="<u8").tobytes(),
                 np.ascontiguousarray(self.rotation, dtype="<f4").tobytes()]
 
