@@ -21,7 +21,7 @@ construction; the held-out columns show what a corpus the threshold never saw ge
 corpus, calibration and threshold fit on the OTHER corpora's trials only (leave one corpus out).
 
 Minimum speech: ``enroll`` / ``verify`` / ``identify`` warn about a file with less than
-``MIN_SPEECH_S`` (1.5 s) of speech after silence trimming (:func:`speakerid.features.vad.trim_silence`),
+``MIN_SPEECH_S`` (1.5 s) of speech after silence trimming (:func:`speakerid.features.vad.speech_seconds`),
 and the default decision is promised for clips above it. ``--speech-cache`` (each dev file's seconds
 of speech, computed once with the product's own trimming) adds the FA / miss rates at the same
 operating point (fit on ALL pooled trials, as shipped) on the trials whose two files both meet the
