@@ -151,3 +151,46 @@ def test_pooling_unbiased_switch(name: str, bound: float | None) -> None:
     print(f"{name}: population vs Bessel-corrected pooling std, max relative difference {diff:.1e}")
     assert not old.pool.unbiased and new.pool.unbiased
     assert diff < bound if bound is not None else diff > 1e-4
+
+
+@pytest.mark.parametrize("shape", [(2, 6, 9), (1, 1100, 1000)])  # two-pass branch, var_mean branch
+def test_frame_var_mean_matches_torch(shape: tuple[int, ...]) -> None:
+    from speakerid.models.pooling import frame_var_mean
+
+    x = torch.randn(*shape, dtype=torch.float64) * 3 + 5
+    for unbiased in (True, False):
+        var, mean = frame_var_mean(x, unbiased)
+        torch.testing.assert_close(var, x.var(dim=-1, keepdim=True, unbiased=unbiased))
+        torch.testing.assert_close(mean, x.mean(dim=-1, keepdim=True))
+    var1, _ = frame_var_mean(x[..., :1])
+    assert torch.equal(var1, torch.zeros_like(var1))  # one frame: no Bessel correction, no NaN
+
+
+def test_pointwise_conv_equals_conv1d_values_and_grads() -> None:
+    from speakerid.models.pointwise import PointwiseConv1d
+
+    torch.manual_seed(0)
+    for bias in (True, False):
+        conv = torch.nn.Conv1d(7, 5, 1, bias=bias).double()
+        pw = PointwiseConv1d(7, 5, bias=bias).double()
+        pw.load_state_dict(conv.state_dict())
+        x = torch.randn(3, 7, 11, dtype=torch.float64, requires_grad=True)
+        g = torch.randn(3, 5, 11, dtype=torch.float64)
+        a, b = conv(x), pw(x)
+        torch.testing.assert_close(a, b)
+        ga = torch.autograd.grad(a, [x, conv.weight], g)
+        gb = torch.autograd.grad(b, [x, pw.weight], g)
+        for u, v in zip(ga, gb):
+            torch.testing.assert_close(u, v)
+
+
+def test_astp_context_as_bias_equals_concatenation() -> None:
+    """ASTP.attention_hidden (context columns once per utterance) == W [h; mu; sigma] + b (Eq. 1)."""
+    torch.manual_seed(0)
+    astp = ASTP(6, bottleneck_dim=4).double()
+    x = torch.randn(2, 6, 13, dtype=torch.float64)
+    var, mean = torch.var(x, -1, keepdim=True), x.mean(-1, keepdim=True)
+    std = torch.sqrt(var + astp.eps)
+    cat = torch.cat([x, mean.expand(-1, -1, 13), std.expand(-1, -1, 13)], dim=1)
+    ref = torch.nn.functional.conv1d(cat, astp.linear1.weight, astp.linear1.bias)
+    torch.testing.assert_close(astp.attention_hidden(x), ref)

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .pointwise import PointwiseConv1d
 from .pooling import build_pooling
 
 __all__ = ["ECAPATDNN", "ECAPATDNNC512", "ECAPATDNNC1024", "SERes2Block"]
@@ -36,7 +37,8 @@ class ConvReluBn(nn.Module):
     def __init__(self, in_ch: int, out_ch: int, kernel_size: int = 1, dilation: int = 1) -> None:
         super().__init__()
         pad = dilation * (kernel_size - 1) // 2
-        self.conv = nn.Conv1d(in_ch, out_ch, kernel_size, padding=pad, dilation=dilation)
+        self.conv = (PointwiseConv1d(in_ch, out_ch) if kernel_size == 1
+                     else nn.Conv1d(in_ch, out_ch, kernel_size, padding=pad, dilation=dilation))
         self.bn = nn.BatchNorm1d(out_ch)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -143,7 +145,7 @@ class ECAPATDNN(nn.Module):
         self.layer2 = SERes2Block(channels, 3, 2, scale, se_bottleneck)
         self.layer3 = SERes2Block(channels, 3, 3, scale, se_bottleneck)
         self.layer4 = SERes2Block(channels, 3, 4, scale, se_bottleneck)
-        self.mfa = nn.Conv1d(3 * channels, mfa_channels, kernel_size=1)
+        self.mfa = PointwiseConv1d(3 * channels, mfa_channels)
         if pooling.upper() == "ASTP":
             self.pool = build_pooling(
                 "ASTP", mfa_channels, bottleneck_dim=attention_dim, global_context=global_context,
