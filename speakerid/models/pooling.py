@@ -25,11 +25,12 @@ def frame_var_mean(x: torch.Tensor, unbiased: bool = True) -> tuple[torch.Tensor
     """(variance, mean) over the last (time) axis, keepdim; Bessel-corrected when ``unbiased``
     and more than one frame (see the module docstring)."""
     # Small inputs (one utterance): two passes (mean, then the mean square of the deviations),
-    # because on CPU torch.var_mean's reduction over the last axis costs ~7.5 ns an element:
-    # (1, 1536, 200) 1.28 ms vs 0.22 ms, (1, 512, 300) 0.63 ms vs 0.15 ms on 2 threads. Large
-    # inputs keep var_mean: there the two passes' temporaries exceed glibc's mmap threshold and
-    # each call page-faults them in ((32, 512, 300) 19.4 ms vs 29.4 ms). Same values within 1e-7
-    # relative; benchmarks/bench_layers.py -> benchmarks/results_layers.md.
+    # because on CPU torch.var_mean's reduction over the last axis costs ~4-7 ns an element:
+    # (1, 1536, 200) 1.38 ms vs 0.28 ms, (1, 512, 300) 0.66 ms vs 0.19 ms on 2 threads (one
+    # thread: 0.90x and 6.5x). Large inputs keep var_mean: there the two passes' temporaries
+    # exceed glibc's mmap threshold and each call page-faults them in (an earlier run: (32, 512,
+    # 300) 19.4 ms vs 29.4 ms). Same values within 1e-7 relative; benchmarks/bench_layers.py ->
+    # benchmarks/results_layers.md.
     frames = x.size(-1)
     if x.numel() <= 1048576:  # 4 MB of float32 (a literal: TorchScript reads no module globals)
         mean = x.mean(dim=-1, keepdim=True)
