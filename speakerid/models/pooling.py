@@ -24,20 +24,17 @@ __all__ = ["TSTP", "ASTP", "POOLINGS", "build_pooling", "frame_var_mean"]
 def frame_var_mean(x: torch.Tensor, unbiased: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """(variance, mean) over the last (time) axis, keepdim; Bessel-corrected when ``unbiased``
     and more than one frame (see the module docstring)."""
-    # Small inputs (one utterance): two passes (mean, then the mean square of the deviations),
-    # because on CPU torch.var_mean's reduction over the last axis costs ~4-7 ns an element:
-    # (1, 1536, 200) 1.38 ms vs 0.28 ms, (1, 512, 300) 0.66 ms vs 0.19 ms on 2 threads (one
-    # thread: 0.90x and 6.5x). Large inputs keep var_mean: there the two passes' temporaries
-    # exceed glibc's mmap threshold and each call page-faults them in (an earlier run: (32, 512,
-    # 300) 19.4 ms vs 29.4 ms). Same values within 1e-7 relative; benchmarks/bench_layers.py ->
-    # benchmarks/results_layers.md.
+    # Two passes (mean, then the mean square of the deviations) rather than torch.var_mean, whose
+    # reduction over the last axis costs ~4-7 ns an element on CPU: one utterance, 2 threads,
+    # (1, 1536, 200) 1.38 ms vs 0.28 ms, (1, 512, 300) 0.66 ms vs 0.19 ms. At batch 32 the passes'
+    # temporaries exceed glibc's mmap threshold and are page-faulted in on every call (an earlier
+    # run: (32, 512, 300) 19.4 ms vs 29.4 ms, ~1 % of an ECAPA forward there); no branch on the
+    # size, so traced / exported graphs with dynamic axes stay exact. Same values within 1e-7
+    # relative; benchmarks/bench_layers.py -> benchmarks/results_layers.md.
     frames = x.size(-1)
-    if x.numel() <= 1048576:  # 4 MB of float32 (a literal: TorchScript reads no module globals)
-        mean = x.mean(dim=-1, keepdim=True)
-        dev = x - mean
-        var = (dev * dev).sum(dim=-1, keepdim=True) / float(frames)
-    else:
-        var, mean = torch.var_mean(x, dim=-1, keepdim=True, unbiased=False)
+    mean = x.mean(dim=-1, keepdim=True)
+    dev = x - mean
+    var = (dev * dev).mean(dim=-1, keepdim=True)
     if unbiased and frames > 1:
         var = var * (frames / (frames - 1.0))
     return var, mean
