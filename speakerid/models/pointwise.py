@@ -5,8 +5,8 @@
 ``baddbmm(bias, W, x)`` over the batch instead of the convolution kernels: at batch 1 torch takes
 its slow (im2col) convolution path for 1x1 filters and parallelises it badly, while the matrix
 product goes straight to BLAS. benchmarks/results_layers.md (``python benchmarks/bench_layers.py``):
-512 -> 512 channels, 200 frames, batch 1, 2 threads 1.45 ms -> 1.18 ms (1.23x), 1536 -> 1536
-1.06x; batch 32 and one thread within 3 % either way.
+512 -> 512 channels, 200 frames, 2 threads: batch 1 1.25 ms -> 0.97 ms (1.29x), batch 32 1.26x;
+1536 -> 1536 0.99-1.07x; one thread 1.02-1.19x (two runs: 1.0-1.35x).
 """
 
 from __future__ import annotations

@@ -25,12 +25,12 @@ def frame_var_mean(x: torch.Tensor, unbiased: bool = True) -> tuple[torch.Tensor
     """(variance, mean) over the last (time) axis, keepdim; Bessel-corrected when ``unbiased``
     and more than one frame (see the module docstring)."""
     # Two passes (mean, then the mean square of the deviations) rather than torch.var_mean, whose
-    # reduction over the last axis costs ~4-7 ns an element on CPU: one utterance, 2 threads,
-    # (1, 1536, 200) 1.38 ms vs 0.28 ms, (1, 512, 300) 0.66 ms vs 0.19 ms. At batch 32 the passes'
-    # temporaries exceed glibc's mmap threshold and are page-faulted in on every call (an earlier
-    # run: (32, 512, 300) 19.4 ms vs 29.4 ms, ~1 % of an ECAPA forward there); no branch on the
-    # size, so traced / exported graphs with dynamic axes stay exact. Same values within 1e-7
-    # relative; benchmarks/bench_layers.py -> benchmarks/results_layers.md.
+    # reduction over the last axis costs ~4-8 ns an element on CPU: one utterance, 2 threads,
+    # (1, 1536, 200) 1.58 ms vs 0.27 ms, (1, 512, 300) 0.72 ms vs 0.18 ms. At batch 32 the passes'
+    # temporaries exceed glibc's mmap threshold and are page-faulted in on each call: 0.82-0.90x
+    # there (~1 % of an ECAPA forward). No branch on the size, so traced / exported graphs with
+    # dynamic axes stay exact. Same values within 1e-7 relative; benchmarks/bench_layers.py ->
+    # benchmarks/results_layers.md.
     frames = x.size(-1)
     mean = x.mean(dim=-1, keepdim=True)
     dev = x - mean
