@@ -194,3 +194,29 @@ def test_astp_context_as_bias_equals_concatenation() -> None:
     cat = torch.cat([x, mean.expand(-1, -1, 13), std.expand(-1, -1, 13)], dim=1)
     ref = torch.nn.functional.conv1d(cat, astp.linear1.weight, astp.linear1.bias)
     torch.testing.assert_close(astp.attention_hidden(x), ref)
+
+
+@pytest.mark.parametrize("frames", [37, 100, 150, 201])
+def test_cam_layer_mask_per_segment_equals_per_frame_form(frames: int) -> None:
+    """CAM++ Eqs. 2-5 at every frame (context = utterance mean + the mean of the frame's
+    100-frame segment, the last one shorter) against the layer, which computes the mask once per
+    segment; inside a dense block (maps shared by its layers) too."""
+    from speakerid.models.campplus import CAMDenseTDNNBlock, CAMLayer
+
+    torch.manual_seed(0)
+    layer = CAMLayer(16, 8, kernel_size=3, dilation=2).eval()
+    x = torch.randn(2, 16, frames, dtype=torch.float64)
+    layer = layer.double()
+    seg = torch.cat([x[..., s:s + 100].mean(-1, keepdim=True).expand(-1, -1, x[..., s:s + 100].shape[-1])
+                     for s in range(0, frames, 100)], dim=-1)
+    context = x.mean(-1, keepdim=True) + seg
+    mask = torch.sigmoid(layer.linear2(torch.relu(layer.linear1(context))))
+    expected = layer.linear_local(x) * mask
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), expected, rtol=1e-12, atol=1e-12)
+
+        block = CAMDenseTDNNBlock(3, 16, 8, 16, kernel_size=3, dilation=1).double().eval()
+        out, h = block(x), x
+        for sub in block.children():  # the block with each layer building its own maps
+            h = torch.cat([h, sub.cam_layer(sub.nonlinear2(sub.linear1(sub.nonlinear1(h))))], dim=1)
+        torch.testing.assert_close(out, h, rtol=1e-12, atol=1e-12)

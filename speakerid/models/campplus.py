@@ -35,7 +35,7 @@ from torch import nn
 
 from .pooling import TSTP
 
-__all__ = ["CAMPPlus"]
+__all__ = ["CAMPPlus", "segment_context_maps"]
 
 
 def _bn_relu(channels: int, affine: bool = True, relu: bool = True) -> nn.Sequential:
@@ -105,8 +105,37 @@ class TDNNLayer(nn.Module):
         return self.nonlinear(self.linear(x))
 
 
+def segment_context_maps(x: torch.Tensor, seg_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two matrices that turn CAM's per-frame context (Eq. 4) into per-segment work.
+
+    For ``x [B, C, frames]`` cut into ``n_seg = ceil(frames / seg_len)`` segments (the last one
+    shorter, as the ``avg_pool1d(ceil_mode=True)`` of 3D-Speaker's code):
+
+    - ``pool [frames, n_seg]``: ``x @ pool`` is ``e_g + e_s`` of each segment (utterance mean plus
+      the segment's own mean);
+    - ``spread [n_seg, frames]`` (one-hot): ``m @ spread`` gives each frame its segment's column.
+
+    ``e_g + e_s`` is constant within a segment, so the mask ``sigmoid(W_2 relu(W_1 (e_g + e_s)))``
+    (Eqs. 2-5) needs computing once per segment, not per frame: a 3 s clip has 150 frames at the
+    D-TDNN's rate and 2 segments. Built from tensor arithmetic on ``x``'s length, so a traced /
+    exported graph keeps a dynamic frame axis. One pair serves every layer of a dense block (all
+    see the same frames).
+    """
+    frames = torch.arange(x.shape[-1], device=x.device)
+    starts = torch.arange(0, x.shape[-1], seg_len, device=x.device)
+    offset = frames.unsqueeze(1) - starts.unsqueeze(0)
+    onehot = ((offset >= 0) & (offset < seg_len)).to(x.dtype)  # [frames, n_seg]
+    pool = onehot / onehot.sum(0, keepdim=True) + 1.0 / x.shape[-1]
+    return pool, onehot.transpose(0, 1)
+
+
 class CAMLayer(nn.Module):
-    """Context-aware masking (paper Eqs. 2-5): local conv output times a mask from global + segment means."""
+    """Context-aware masking (paper Eqs. 2-5): local conv output times a mask from global + segment means.
+
+    The mask is computed per segment and spread to the frames (:func:`segment_context_maps`):
+    the same values as computing it at every frame, with ``W_1`` / ``W_2`` run on ``n_seg``
+    columns instead of ``frames``.
+    """
 
     def __init__(self, bn_channels: int, out_channels: int, kernel_size: int, dilation: int, reduction: int = 2, seg_len: int = 100) -> None:
         super().__init__()
@@ -116,17 +145,13 @@ class CAMLayer(nn.Module):
         self.linear2 = nn.Conv1d(bn_channels // reduction, out_channels, 1)
         self.seg_len = seg_len
 
-    def segment_mean(self, x: torch.Tensor) -> torch.Tensor:
-        """Each frame's mean over its ``seg_len``-frame segment (the last segment may be shorter)."""
-        seg = F.avg_pool1d(x, kernel_size=self.seg_len, stride=self.seg_len, ceil_mode=True)
-        b, c, n = seg.shape
-        return seg.unsqueeze(-1).expand(b, c, n, self.seg_len).reshape(b, c, n * self.seg_len)[..., : x.size(-1)]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, maps: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """``maps``: :func:`segment_context_maps` of ``x`` (built here when not given)."""
+        pool, spread = segment_context_maps(x, self.seg_len) if maps is None else maps
         y = self.linear_local(x)
-        context = x.mean(-1, keepdim=True) + self.segment_mean(x)
+        context = x @ pool  # [B, C, n_seg]: e_g + e_s per segment
         mask = torch.sigmoid(self.linear2(F.relu(self.linear1(context))))
-        return y * mask
+        return y * (mask @ spread)
 
 
 class CAMDenseTDNNLayer(nn.Module):
@@ -139,8 +164,8 @@ class CAMDenseTDNNLayer(nn.Module):
         self.nonlinear2 = _bn_relu(bn_channels)
         self.cam_layer = CAMLayer(bn_channels, out_channels, kernel_size, dilation)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.cam_layer(self.nonlinear2(self.linear1(self.nonlinear1(x))))
+    def forward(self, x: torch.Tensor, maps: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        return self.cam_layer(self.nonlinear2(self.linear1(self.nonlinear1(x))), maps)
 
 
 class CAMDenseTDNNBlock(nn.Module):
@@ -153,8 +178,10 @@ class CAMDenseTDNNBlock(nn.Module):
             self.add_module(f"tdnnd{i + 1}", layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        maps = None
         for layer in self.children():
-            x = torch.cat([x, layer(x)], dim=1)
+            maps = segment_context_maps(x, layer.cam_layer.seg_len) if maps is None else maps
+            x = torch.cat([x, layer(x, maps)], dim=1)
         return x
 
 
