@@ -11,15 +11,21 @@ built; measured ~1e-6). The extractor therefore keeps the eager model's fingerpr
 enrolled under one backend verifies under the other.
 
 The ONNX graph is exported once per model (TorchScript-based ``torch.onnx.export``, opset 17,
-dynamic batch and frame axes) into a cache file named by the model fingerprint,
-``$SPEAKERID_CACHE/onnx/<fingerprint>.onnx`` (default ``~/.cache/speakerid``), written through a
-temporary file and a rename, and reused afterwards.
+dynamic batch and frame axes) into a cache file named by :func:`graph_key`,
+``$SPEAKERID_CACHE/onnx/<key>.onnx`` (default ``~/.cache/speakerid``), written through a
+temporary file and a rename, and reused afterwards. The key covers what the graph is made of: the
+model fingerprint (weights), the source of every module that defines a layer of the encoder, the
+opset and the torch version; so an upgrade that changes a model's code exports a new graph
+instead of running the old one.
 """
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import logging
 import os
+import sys
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -40,6 +46,20 @@ class BackendError(ValueError):
 def cache_dir() -> Path:
     """Where exported graphs are kept: ``$SPEAKERID_CACHE`` or ``~/.cache/speakerid``."""
     return Path(os.environ.get("SPEAKERID_CACHE") or Path.home() / ".cache" / "speakerid")
+
+
+def graph_key(encoder: nn.Module, fingerprint: str) -> str:
+    """Name of the exported graph of ``encoder``: a sha256 over ``fingerprint``, the source files
+    of the modules that define the encoder's layers, :data:`ONNX_OPSET` and ``torch.__version__``."""
+    digest = hashlib.sha256(f"{fingerprint}|opset{ONNX_OPSET}|torch{torch.__version__}".encode())
+    for name in sorted({type(m).__module__ for m in encoder.modules()}):
+        module = sys.modules.get(name)
+        try:
+            source = Path(inspect.getsourcefile(module)).read_bytes() if module is not None else b""
+        except (TypeError, OSError):  # a built-in or source-less module: its name stands for it
+            source = b""
+        digest.update(name.encode() + b"\0" + source)
+    return f"{fingerprint}-{digest.hexdigest()[:16]}"
 
 
 def export_encoder_onnx(encoder: nn.Module, feat_dim: int, path: Path) -> Path:
@@ -80,7 +100,7 @@ def onnxruntime_extractor(extractor: nn.Module, source: str) -> nn.Module:
         raise BackendError(f"{source}: --backend onnxruntime needs onnxruntime (pip install -e \".[onnx]\")") from None
     feat_dim = int(extractor.frontend.num_mel_bins)
     fingerprint = model_fingerprint(extractor)
-    path = cache_dir() / "onnx" / f"{fingerprint}.onnx"
+    path = cache_dir() / "onnx" / f"{graph_key(extractor.encoder, fingerprint)}.onnx"
     if not path.is_file():
         logger.info("exporting %s to %s for onnxruntime (once per model)", source, path)
         export_encoder_onnx(extractor.encoder, feat_dim, path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -87,3 +88,26 @@ def test_unknown_backend_and_gpu_are_one_line_errors(exp):
         load_model(exp, backend="tvm")
     with pytest.raises(ExperimentError, match="runs on the CPU"):
         load_model(exp, device="meta", backend="onnxruntime")
+
+
+
+def test_graph_key_follows_the_model_code_not_only_the_weights(monkeypatch, tmp_path):
+    """The cached graph is named by weights + model source + opset + torch: an upgrade that changes
+    a layer's code must export a new graph, while the fingerprint (the speaker DB's) stays."""
+    import speakerid.encoder_runtime as runtime
+    from speakerid.models import build_model
+
+    enc = build_model("campplus", **TINY_CAMPPLUS["kwargs"])
+    key = runtime.graph_key(enc, "f" * 12)
+    assert key.startswith("f" * 12) and key == runtime.graph_key(enc, "f" * 12)
+    assert runtime.graph_key(enc, "e" * 12) != key  # other weights
+
+    edited = tmp_path / "campplus.py"  # the CAM++ module's source as a later release might have it
+    real_source = runtime.inspect.getsourcefile
+    edited.write_bytes(Path(real_source(sys.modules["speakerid.models.campplus"])).read_bytes() + b"\n# edited\n")
+    monkeypatch.setattr(runtime.inspect, "getsourcefile",
+                        lambda m: str(edited) if m.__name__ == "speakerid.models.campplus" else real_source(m))
+    assert runtime.graph_key(enc, "f" * 12) != key
+    monkeypatch.undo()
+    monkeypatch.setattr(runtime, "ONNX_OPSET", runtime.ONNX_OPSET + 1)
+    assert runtime.graph_key(enc, "f" * 12) != key
