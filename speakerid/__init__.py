@@ -26,10 +26,11 @@ if "torch" not in _sys.modules and _os.environ.get("SPEAKERID_THREADS", "").stri
     _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
-def load_model(source=None, device="cpu", backend="torch"):
+def load_model(source=None, device="cpu", backend="auto"):
     """An embedder for a model source: an experiment dir or a packaged name (see :mod:`speakerid.inference`);
-    None: the packaged default model (``speakerid.pretrained.DEFAULT_MODEL``). ``backend="onnxruntime"`` runs
-    the encoder in onnxruntime (the ``onnx`` extra; :mod:`speakerid.encoder_runtime`)."""
+    None: the packaged default model (``speakerid.pretrained.DEFAULT_MODEL``). ``backend``: ``"auto"`` (the
+    encoder in onnxruntime on a CPU where it reproduces the eager model, else torch), ``"torch"`` or
+    ``"onnxruntime"`` (:mod:`speakerid.encoder_runtime`)."""
     from speakerid.inference import load_model as _load_model
 
     return _load_model(source, device=device, backend=backend)

@@ -1,14 +1,16 @@
 """Inference backends: what runs the encoder of an :class:`~speakerid.extractor.EmbeddingExtractor`.
 
-``torch`` (the default) runs the eager PyTorch encoder. ``onnxruntime`` (the ``onnx`` extra:
-``pip install -e ".[onnx]"``) runs the same encoder as an ONNX graph in onnxruntime, which fuses
-the BatchNorm / activation chains and avoids the per-op overhead of eager mode: with CAM++ it
-embeds 1.5x (batch 1, one thread) to 1.8x (batch 32) as fast as 3D-Speaker's eager code on a CPU
-(``benchmarks/bench_default.py``, ``benchmarks/results_default.txt``). The front end
-(Kaldi fbank + CMN) and the segment policy stay in torch, so a file gets the same segments either
-way, and the embeddings agree within float rounding (checked at 1e-4 relative when the graph is
-built; measured ~1e-6). The extractor therefore keeps the eager model's fingerprint: a speaker DB
-enrolled under one backend verifies under the other.
+``auto`` (the default) runs the encoder in onnxruntime on a CPU and in eager PyTorch otherwise
+(another device, a model that is already an ONNX graph, or one whose graph cannot reproduce the
+eager model: it then says why, once, and uses torch). ``torch`` runs the eager PyTorch encoder.
+``onnxruntime`` runs the same encoder as an ONNX graph in onnxruntime, which fuses the BatchNorm /
+activation chains and avoids the per-op overhead of eager mode: with CAM++ it embeds about 2x
+(batch 1, one thread) to 3x (batch 1, two threads) as fast as 3D-Speaker's eager code on a CPU
+(``benchmarks/bench_default.py``, ``benchmarks/results_default.txt``); an error, not a fallback, if
+it cannot. The front end (Kaldi fbank + CMN) and the segment policy stay in torch, so a file gets
+the same segments either way, and the embeddings agree within float rounding (checked at 1e-4
+relative when the graph is first used; measured ~1e-6). The extractor therefore keeps the eager
+model's fingerprint: a speaker DB enrolled under one backend verifies under the other.
 
 The ONNX graph is exported once per model (TorchScript-based ``torch.onnx.export``, opset 17,
 dynamic batch and frame axes) into a cache file named by :func:`graph_key`,
@@ -16,7 +18,10 @@ dynamic batch and frame axes) into a cache file named by :func:`graph_key`,
 temporary file and a rename, and reused afterwards. The key covers what the graph is made of: the
 model fingerprint (weights), the source of every module that defines a layer of the encoder, the
 opset and the torch version; so an upgrade that changes a model's code exports a new graph
-instead of running the old one.
+instead of running the old one. Beside the graph, a marker file records the outcome of the check
+against the eager model for the installed onnxruntime version: ``<key>.ok-ort<version>`` (later
+loads skip the check, ~0.6 s for CAM++) or ``<key>.failed-ort<version>`` holding the reason (``auto``
+then goes straight to torch without exporting again).
 """
 
 from __future__ import annotations
@@ -89,38 +94,102 @@ def check_same_embeddings(eager: nn.Module, fast: nn.Module, feat_dim: int, sour
     return worst
 
 
+def _onnxruntime_version() -> str:
+    try:
+        import onnxruntime
+    except ImportError:
+        return ""
+    return str(onnxruntime.__version__)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200] if text else ''}"
+
+
+def _graph_markers(graph: Path) -> tuple[Path, Path]:
+    """(passed, failed) marker files of ``graph`` for the installed onnxruntime."""
+    tag = f"ort{_onnxruntime_version()}"
+    return graph.with_suffix(f".ok-{tag}"), graph.with_suffix(f".failed-{tag}")
+
+
+def _write_marker(path: Path, text: str) -> None:
+    from speakerid.fileio import atomic_write
+
+    try:
+        with atomic_write(path) as f:
+            f.write(text)
+    except OSError as e:  # a read-only cache costs a check per load, nothing else
+        logger.debug("could not write %s: %s", path, e)
+
+
 def onnxruntime_extractor(extractor: nn.Module, source: str) -> nn.Module:
-    """The extractor with its encoder run by onnxruntime (see the module doc); same fingerprint."""
+    """The extractor with its encoder run by onnxruntime (see the module doc); same fingerprint.
+
+    Raises :class:`BackendError` when onnxruntime is missing or the graph cannot be exported or does
+    not reproduce the eager model (the failure is also recorded beside the graph for ``auto``)."""
     from speakerid.extractor import EmbeddingExtractor, model_fingerprint
     from speakerid.models.onnx_encoder import OnnxEncoder
 
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        raise BackendError(f"{source}: --backend onnxruntime needs onnxruntime (pip install -e \".[onnx]\")") from None
+    if not _onnxruntime_version():
+        raise BackendError(f"{source}: --backend onnxruntime needs onnxruntime (pip install onnxruntime)")
     feat_dim = int(extractor.frontend.num_mel_bins)
     fingerprint = model_fingerprint(extractor)
     path = cache_dir() / "onnx" / f"{graph_key(extractor.encoder, fingerprint)}.onnx"
-    if not path.is_file():
-        logger.info("exporting %s to %s for onnxruntime (once per model)", source, path)
-        export_encoder_onnx(extractor.encoder, feat_dim, path)
-    encoder = OnnxEncoder(str(path), feat_dim=feat_dim, embed_dim=int(extractor.embed_dim))
-    check_same_embeddings(extractor.encoder, encoder, feat_dim, source)
+    passed, failed = _graph_markers(path)
+    try:
+        if not path.is_file():
+            logger.info("exporting %s to %s for onnxruntime (once per model)", source, path)
+            export_encoder_onnx(extractor.encoder, feat_dim, path)
+        encoder = OnnxEncoder(str(path), feat_dim=feat_dim, embed_dim=int(extractor.embed_dim))
+        if not passed.is_file():
+            worst = check_same_embeddings(extractor.encoder, encoder, feat_dim, source)
+            _write_marker(passed, f"max relative difference to the eager model {worst:.2e}\n")
+    except BackendError as e:
+        _write_marker(failed, f"{e}\n")
+        raise
+    except Exception as e:  # noqa: BLE001 -- the exporter and onnxruntime raise many types
+        reason = f"{source}: the encoder does not run in onnxruntime ({_first_line(e)}); use --backend torch"
+        _write_marker(failed, reason + "\n")
+        raise BackendError(reason) from None
     fast = EmbeddingExtractor(extractor.frontend, encoder, extractor.sample_rate, extractor.embed_dim).eval()
     object.__setattr__(fast, "reference", extractor)  # model_fingerprint: the eager model's (not a submodule)
     return fast
 
 
+def auto_extractor(extractor: nn.Module, source: str) -> nn.Module:
+    """onnxruntime where it reproduces the eager model, else the eager extractor (see the module doc)."""
+    from speakerid.extractor import model_fingerprint
+    from speakerid.models.onnx_encoder import OnnxEncoder
+
+    if isinstance(extractor.encoder, OnnxEncoder) or not _onnxruntime_version():
+        return extractor
+    key = graph_key(extractor.encoder, model_fingerprint(extractor))
+    failed = _graph_markers(cache_dir() / "onnx" / f"{key}.onnx")[1]
+    if failed.is_file():
+        logger.info("%s: running the encoder in torch (%s)", source, failed)
+        return extractor
+    try:
+        return onnxruntime_extractor(extractor, source)
+    except BackendError as e:
+        logger.warning("%s; running it in torch", e)
+        return extractor
+
+
 BACKENDS: dict[str, Callable[[nn.Module, str], nn.Module]] = {
+    "auto": auto_extractor,
     "torch": lambda extractor, source: extractor,
     "onnxruntime": onnxruntime_extractor,
 }
+DEFAULT_BACKEND = "auto"
 
 
 def apply_backend(extractor: nn.Module, backend: str, source: str, device: str | torch.device = "cpu") -> nn.Module:
-    """``extractor`` run by ``backend`` (a key of :data:`BACKENDS`)."""
+    """``extractor`` run by ``backend`` (a key of :data:`BACKENDS`); ``auto`` off the CPU is torch."""
     if backend not in BACKENDS:
         raise BackendError(f"unknown inference backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    if backend != "torch" and torch.device(device).type != "cpu":
-        raise BackendError(f"--backend {backend} runs on the CPU; got device {device}")
+    if torch.device(device).type != "cpu":
+        if backend == "onnxruntime":
+            raise BackendError(f"--backend {backend} runs on the CPU; got device {device}")
+        return extractor
     return BACKENDS[backend](extractor, source)

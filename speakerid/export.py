@@ -181,7 +181,7 @@ def export_model(exp_dir: str | os.PathLike, out: str | os.PathLike, fmt: str | 
     fmt = fmt or format_from_path(out)
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
-    extractor, cfg = load_experiment(exp_dir, device="cpu")
+    extractor, cfg = load_experiment(exp_dir, device="cpu", backend="torch")  # the eager modules are what is exported
     if fmt == "onnx":
         return export_onnx(extractor, out, cfg, atol)
     return export_torchscript(extractor, out, cfg, atol)

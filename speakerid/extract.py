@@ -170,7 +170,7 @@ def extract_embeddings(
     progress: bool = True,
     threads: int | None = None,
     max_window_seconds: float | None = None,
-    backend: str = "torch",
+    backend: str = "auto",
 ) -> list[Path]:
     """Embed every utterance of ``data_dir`` with the model of ``exp_dir``; write them to ``out_dir``.
 

@@ -88,8 +88,11 @@ def load_experiment(exp_dir: str | os.PathLike, device: str | torch.device = "cp
     """Load ``exp_dir/config.yaml`` and ``exp_dir/model.pt`` (weights_only) -> (extractor in eval mode, config).
 
     ``exp_dir`` is any model source :func:`resolve_model_source` accepts (a dir or a packaged name).
-    ``backend``: what runs the encoder, ``"torch"`` or ``"onnxruntime"`` (:mod:`speakerid.encoder_runtime`:
-    the same embeddings within float rounding, 1.5-1.8x as fast on a CPU for CAM++).
+    ``backend``: what runs the encoder, ``"torch"`` (here the default: the eager modules, for code
+    that inspects or exports them), ``"auto"`` (onnxruntime on a CPU where it reproduces the eager
+    model, else torch: the default of :func:`load_model`, ``SpeakerModel``, ``extract`` and the CLI)
+    or ``"onnxruntime"`` (:mod:`speakerid.encoder_runtime`: the same embeddings within float
+    rounding, about 2x as fast as eager torch on a CPU for CAM++).
     """
     from speakerid.encoder_runtime import BackendError, apply_backend
     from speakerid.checkpoint import CheckpointError, check_weights, file_budget, load_checkpoint, state_bytes
@@ -286,10 +289,10 @@ class Embedder:
         return embed_files(self.extractor, list(paths), self.policy, self.batch_size).numpy()
 
 
-def load_model(source: str | os.PathLike | None = None, device: str | torch.device = "cpu", backend: str = "torch") -> Embedder:
+def load_model(source: str | os.PathLike | None = None, device: str | torch.device = "cpu", backend: str = "auto") -> Embedder:
     """An :class:`Embedder` for a model source (experiment dir or packaged name; None: the packaged
-    default, :data:`speakerid.pretrained.DEFAULT_MODEL`); ``backend="onnxruntime"`` runs the encoder in onnxruntime
-    (:mod:`speakerid.encoder_runtime`)."""
+    default, :data:`speakerid.pretrained.DEFAULT_MODEL`); ``backend``: what runs the encoder, as in
+    :func:`load_experiment` (:mod:`speakerid.encoder_runtime`)."""
     if source is None:
         from speakerid.pretrained import DEFAULT_MODEL
 

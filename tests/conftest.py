@@ -1,13 +1,25 @@
-"""Shared test fixtures: paths to the real speech data in ../shared/data (skip when absent)."""
+"""Shared test fixtures: paths to the real speech data in ../shared/data (skip when absent).
+
+The exported ONNX graphs of the default inference backend go to one cache folder for the test
+session (``$SPEAKERID_CACHE``, inherited by the CLI processes tests start), not the user's
+``~/.cache/speakerid``; it is removed at exit unless the caller set ``SPEAKERID_CACHE`` itself.
+"""
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+if not os.environ.get("SPEAKERID_CACHE"):
+    os.environ["SPEAKERID_CACHE"] = tempfile.mkdtemp(prefix="speakerid-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["SPEAKERID_CACHE"], True)
 
 
 def _find_shared_data() -> Path:

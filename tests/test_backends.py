@@ -57,7 +57,8 @@ def test_onnxruntime_matches_torch_and_keeps_fingerprint(exp, cache):
         assert np.abs(a - b).max() <= 1e-4 * np.abs(a).max()
     assert fast.fingerprint == eager.fingerprint
     again = load_model(exp, backend="onnxruntime")  # reuses the cached graph
-    assert again.fingerprint == eager.fingerprint and len(list((cache / "onnx").glob("*"))) == 1
+    assert again.fingerprint == eager.fingerprint and len(list((cache / "onnx").glob("*.onnx"))) == 1
+    assert len(list((cache / "onnx").glob("*.ok-ort*"))) == 1  # the check passed once and is not run again
 
 
 def test_extract_cli_backend(exp, cache, tmp_path):
@@ -88,7 +89,62 @@ def test_unknown_backend_and_gpu_are_one_line_errors(exp):
         load_model(exp, backend="tvm")
     with pytest.raises(ExperimentError, match="runs on the CPU"):
         load_model(exp, device="meta", backend="onnxruntime")
+    assert load_model(exp, device="meta").extractor.encoder.__class__.__name__ == "CAMPPlus"  # auto off the CPU: torch
 
+
+def test_auto_is_the_default_and_runs_onnxruntime_on_the_cpu(exp, monkeypatch, tmp_path):
+    """The default backend (no argument, and the CLI's default) runs the encoder in onnxruntime on a
+    CPU, with the eager model's embeddings and fingerprint; the check against the eager model runs
+    once per graph and onnxruntime version, not on every load."""
+    import speakerid.encoder_runtime as runtime
+    from speakerid.cli.main import build_parser
+    from speakerid.models.onnx_encoder import OnnxEncoder
+
+    monkeypatch.setenv("SPEAKERID_CACHE", str(tmp_path))
+    backend = next(a for a in build_parser()._subparsers._group_actions[0].choices["verify"]._actions if a.dest == "backend")
+    assert backend.default == runtime.DEFAULT_BACKEND == "auto" and list(backend.choices) == list(runtime.BACKENDS)
+    fast, eager = load_model(exp), load_model(exp, backend="torch")
+    assert isinstance(fast.extractor.encoder, OnnxEncoder) and not isinstance(eager.extractor.encoder, OnnxEncoder)
+    assert fast.fingerprint == eager.fingerprint
+    wave = (0.1 * np.random.default_rng(2).standard_normal(24000)).astype(np.float32)
+    a, b = eager.embed(wave, 16000), fast.embed(wave, 16000)
+    assert np.abs(a - b).max() <= 1e-4 * np.abs(a).max()
+
+    def no_second_check(*args, **kwargs):
+        raise AssertionError("the check ran again for a graph that passed it")
+
+    monkeypatch.setattr(runtime, "check_same_embeddings", no_second_check)
+    assert isinstance(load_model(exp).extractor.encoder, OnnxEncoder)
+
+
+def test_auto_falls_back_to_torch_once_and_onnxruntime_says_why(exp, monkeypatch, tmp_path, caplog):
+    """A model whose graph cannot be exported (or does not reproduce the eager model): ``auto`` warns
+    once and runs torch, and later loads go straight to torch without exporting again; an explicit
+    ``onnxruntime`` is a one-line error."""
+    import logging
+
+    import speakerid.encoder_runtime as runtime
+
+    monkeypatch.setenv("SPEAKERID_CACHE", str(tmp_path))
+    calls = []
+
+    def broken_export(encoder, feat_dim, path):
+        calls.append(path)
+        raise RuntimeError("shape '[1, 72, 2, 300]' is invalid for input of size 48000\nmore lines")
+
+    monkeypatch.setattr(runtime, "export_encoder_onnx", broken_export)
+    with caplog.at_level(logging.WARNING, logger="speakerid.encoder_runtime"):
+        model = load_model(exp)
+    assert model.extractor.encoder.__class__.__name__ == "CAMPPlus" and len(calls) == 1
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and "does not run in onnxruntime (RuntimeError: shape" in warned[0]
+    assert "\n" not in warned[0] and warned[0].endswith("running it in torch")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="speakerid.encoder_runtime"):
+        assert load_model(exp).extractor.encoder.__class__.__name__ == "CAMPPlus"
+    assert len(calls) == 1 and not caplog.records  # the recorded failure: no second export, no second warning
+    with pytest.raises(ExperimentError, match="does not run in onnxruntime .*use --backend torch"):
+        load_model(exp, backend="onnxruntime")
 
 
 def test_graph_key_follows_the_model_code_not_only_the_weights(monkeypatch, tmp_path):

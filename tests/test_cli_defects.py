@@ -98,3 +98,17 @@ def test_narrowband_audio_is_named_in_a_warning(tmp_path, caplog):
 def test_identify_help_states_its_exit_status(capsys):
     assert main(["identify", "--help"]) == 0
     assert "Exit status 0 for an answer, 'unknown' included" in " ".join(capsys.readouterr().out.split())
+
+
+def test_top_level_and_every_command_help_print(capsys):
+    """`speakerid --help` lists every command with its help; a '%' in one (e.g. '1% of the impostors')
+    must not crash argparse's %-formatting."""
+    from speakerid.cli.main import build_parser
+
+    assert main(["--help"]) == 0
+    top = capsys.readouterr().out
+    assert "accepted 1% of the impostors" in " ".join(top.split())
+    commands = next(a for a in build_parser()._actions if a.choices and "verify" in a.choices).choices
+    for name in commands:
+        assert main([name, "--help"]) == 0, name
+        assert "example:" in capsys.readouterr().out, name

@@ -21,7 +21,7 @@ def subparser(sub: argparse._SubParsersAction, name: str, help: str, example: st
     """A sub-command parser whose --help ends with a copy-paste example."""
     return sub.add_parser(
         name,
-        help=help,
+        help=help.replace("%", "%%"),  # argparse %-formats a choice's help (the top-level --help), not a description
         description=help,
         epilog=f"example:\n  {example}",
         formatter_class=ARGPARSE_FORMATTER,
@@ -74,6 +74,10 @@ def apply_threads(a: argparse.Namespace, workers: int = 0) -> None:
 
 def add_backend(p: argparse.ArgumentParser) -> None:
     """``--backend``: what runs the encoder (speakerid.encoder_runtime)."""
-    p.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch",
-                   help="what runs the encoder: torch (default) or onnxruntime (the [onnx] extra; same embeddings "
-                        "within 1e-4, 1.5-1.8x as fast for CAM++ on a CPU; exported once into ~/.cache/speakerid)")
+    # speakerid.encoder_runtime.BACKENDS / DEFAULT_BACKEND, named here so that building the parser
+    # imports no torch (eval, score, calibrate never load it); tests/test_backends.py checks they agree
+    p.add_argument("--backend", choices=["auto", "torch", "onnxruntime"], default="auto",
+                   help="what runs the encoder: auto (default: onnxruntime on a CPU where its graph reproduces the "
+                        "eager model, else torch), torch, or onnxruntime (an error where it cannot). Same embeddings "
+                        "within 1e-4; onnxruntime is about 2x as fast as torch for CAM++ on a CPU. The graph is "
+                        "exported once per model into $SPEAKERID_CACHE or ~/.cache/speakerid")

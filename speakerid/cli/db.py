@@ -67,7 +67,7 @@ def _open_db(a: argparse.Namespace, with_model: bool = True):
     apply_threads(a)
     return SpeakerDB(a.db, a.model, p_target=getattr(a, "p_target", None), threshold=getattr(a, "threshold", None),
                      score_rule=getattr(a, "score_rule", "mean"), score_top_k=getattr(a, "score_top_k", 2),
-                     scoring=getattr(a, "scoring", None), backend=getattr(a, "backend", "torch"),
+                     scoring=getattr(a, "scoring", None), backend=getattr(a, "backend", "auto"),
                      search=getattr(a, "search", "auto"))
 
 

@@ -45,7 +45,7 @@ class SpeakerModel:
     _backends: dict = field(default_factory=dict, repr=False)
 
     @classmethod
-    def from_experiment(cls, exp_dir: str | os.PathLike, device: str = "cpu", backend: str = "torch") -> "SpeakerModel":
+    def from_experiment(cls, exp_dir: str | os.PathLike, device: str = "cpu", backend: str = "auto") -> "SpeakerModel":
         """Load a model dir (model.pt + config.yaml) and, when present, calibration.json,
         dev_eval.json and cohort.npz (the readers of :mod:`speakerid.inference`); a packaged
         name (``"campplus"``, the default model, or ``"starter"``) is the packaged model."""

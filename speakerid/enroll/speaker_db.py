@@ -115,7 +115,7 @@ class SpeakerDB:
         score_top_k: int = DEFAULT_SCORE_TOP_K,
         scoring: str | None = None,
         timeout: float = 60.0,
-        device: str = "cpu", backend: str = "torch",
+        device: str = "cpu", backend: str = "auto",
         search: str = "auto", ann_min_speakers: int = ANN_MIN_SPEAKERS,
     ) -> None:
         self.path, self.p_target = Path(path), None if p_target is None else float(p_target)
