@@ -7,6 +7,8 @@ Work (each timed inside its own process, imports excluded):
     a 40-speaker synthetic corpus, features computed on the fly).
 Conditions: alone, beside 1 and beside 3 competing processes (2 torch threads each, a loop of
 small matmuls/convolutions, torch defaults: the neighbours a shared server has).
+Extraction runs the encoder by ``--backend`` (default ``auto``, speakerid's default: onnxruntime
+on the CPU; ``torch``: eager); its graph is exported in the untimed warm-up run, into the work dir.
 Before timing: the audio files are read once and each kind runs once, untimed (warm caches).
 Policies: ``old`` = torch defaults (``SPEAKERID_THREADS=torch``: no thread setting, OpenMP's
 default spin-waiting); ``new`` = speakerid's thread policy (threads = usable CPUs / worker
@@ -14,7 +16,7 @@ processes, idle OpenMP threads sleep); ``one`` = the same with one thread (``SPE
 what the training recipes set). Ratios = median time beside k / median time alone, same
 policy, same run. Allocator: glibc malloc.
 
-  python benchmarks/bench_contention.py [--repeats 1] [--policies old new one] [--out benchmarks/results_contention.txt]
+  python benchmarks/bench_contention.py [--repeats 1] [--policies old new one] [--backend auto|torch] [--out benchmarks/results_contention.txt]
 """
 
 from __future__ import annotations
@@ -60,13 +62,13 @@ def child_compete() -> None:
             torch.nn.functional.conv1d(x, k, padding=2)
 
 
-def child_extract(work: Path) -> float:
+def child_extract(work: Path, backend: str = "auto") -> float:
     import speakerid  # noqa: F401  (first: sets the OpenMP wait policy unless told not to)
     from speakerid.extract import extract_embeddings
 
     out = work / f"emb-{os.getpid()}"
     t = time.perf_counter()
-    extract_embeddings(work / "exp", work / "extract_data", out, device="cpu", progress=False)
+    extract_embeddings(work / "exp", work / "extract_data", out, device="cpu", progress=False, backend=backend)
     return time.perf_counter() - t
 
 
@@ -108,12 +110,13 @@ def prepare(work: Path, shared: Path) -> None:
         (work / "synth" / "train").symlink_to(work / "synth")
 
 
-def timed(kind: str, policy: str, work: Path, competitors: int) -> float:
+def timed(kind: str, policy: str, work: Path, competitors: int, backend: str = "auto") -> float:
     comps = [subprocess.Popen([sys.executable, __file__, "--child", "compete"], env=_child_env("old"),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(competitors)]
     try:
         time.sleep(1.0 if comps else 0.0)  # let the neighbours start
-        res = subprocess.run([sys.executable, __file__, "--child", kind, "--work", str(work)], env=_child_env(policy),
+        res = subprocess.run([sys.executable, __file__, "--child", kind, "--work", str(work), "--backend", backend],
+                             env=_child_env(policy),
                              capture_output=True, text=True)
         if res.returncode:
             raise SystemExit(f"{kind}/{policy} failed:\n{res.stderr[-3000:]}")
@@ -131,6 +134,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--policies", nargs="+", default=["old", "new", "one"], choices=["old", "new", "one"])
     ap.add_argument("--kinds", nargs="+", default=["extract", "train"], choices=["extract", "train"])
+    ap.add_argument("--backend", choices=["auto", "torch", "onnxruntime"], default="auto",
+                    help="what runs the encoder in the extract kind (speakerid.encoder_runtime)")
     ap.add_argument("--competitors", nargs="+", type=int, default=[0, 1, 3])
     ap.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data" / "speech")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results_contention.txt")
@@ -140,21 +145,23 @@ def main() -> None:
         child_compete()
         return
     if a.child:
-        print(f"{(child_extract if a.child == 'extract' else child_train)(a.work):.4f}")
+        print(f"{child_extract(a.work, a.backend) if a.child == 'extract' else child_train(a.work):.4f}")
         return
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        os.environ["SPEAKERID_CACHE"] = str(work / "cache")  # the children's exported graphs
         prepare(work, a.shared)
         times: dict[str, list[float]] = {}
         for kind in a.kinds:  # one untimed run of each kind alone: caches and lazy imports warm
-            timed(kind, "new", work, 0)
+            timed(kind, "new", work, 0, a.backend)
         for kind in a.kinds:
             for policy in a.policies:
                 for k in a.competitors:
                     key = f"{kind}/{policy}/beside{k}"
-                    times[key] = [timed(kind, policy, work, k) for _ in range(a.repeats)]
+                    times[key] = [timed(kind, policy, work, k, a.backend) for _ in range(a.repeats)]
                     print(f"{key}: {statistics.median(times[key]):.2f} s", flush=True)
-    lines = [f"# python benchmarks/bench_contention.py --repeats {a.repeats} --policies {' '.join(a.policies)}  "
+    lines = [f"# python benchmarks/bench_contention.py --repeats {a.repeats} --policies {' '.join(a.policies)} "
+             f"--kinds {' '.join(a.kinds)} --backend {a.backend}  "
              f"({time.strftime('%Y-%m-%d %H:%M')} UTC, "
              f"{len(os.sched_getaffinity(0))} CPUs, glibc malloc)", "kind     policy  alone_s  beside1_s  ratio1  beside3_s  ratio3"]
     for kind in a.kinds:

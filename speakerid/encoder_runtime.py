@@ -123,19 +123,25 @@ def _write_marker(path: Path, text: str) -> None:
         logger.debug("could not write %s: %s", path, e)
 
 
-def onnxruntime_extractor(extractor: nn.Module, source: str) -> nn.Module:
+def _graph_path(extractor: nn.Module) -> Path:
+    from speakerid.extractor import model_fingerprint
+
+    return cache_dir() / "onnx" / f"{graph_key(extractor.encoder, model_fingerprint(extractor))}.onnx"
+
+
+def onnxruntime_extractor(extractor: nn.Module, source: str, path: Path | None = None) -> nn.Module:
     """The extractor with its encoder run by onnxruntime (see the module doc); same fingerprint.
+    ``path``: the graph's cache file (default: from :func:`graph_key`).
 
     Raises :class:`BackendError` when onnxruntime is missing or the graph cannot be exported or does
     not reproduce the eager model (the failure is also recorded beside the graph for ``auto``)."""
-    from speakerid.extractor import EmbeddingExtractor, model_fingerprint
+    from speakerid.extractor import EmbeddingExtractor
     from speakerid.models.onnx_encoder import OnnxEncoder
 
     if not _onnxruntime_version():
         raise BackendError(f"{source}: --backend onnxruntime needs onnxruntime (pip install onnxruntime)")
     feat_dim = int(extractor.frontend.num_mel_bins)
-    fingerprint = model_fingerprint(extractor)
-    path = cache_dir() / "onnx" / f"{graph_key(extractor.encoder, fingerprint)}.onnx"
+    path = path or _graph_path(extractor)
     passed, failed = _graph_markers(path)
     try:
         if not path.is_file():
@@ -159,20 +165,19 @@ def onnxruntime_extractor(extractor: nn.Module, source: str) -> nn.Module:
 
 def auto_extractor(extractor: nn.Module, source: str) -> nn.Module:
     """onnxruntime where it reproduces the eager model, else the eager extractor (see the module doc)."""
-    from speakerid.extractor import model_fingerprint
     from speakerid.models.onnx_encoder import OnnxEncoder
 
     if isinstance(extractor.encoder, OnnxEncoder) or not _onnxruntime_version():
         return extractor
-    key = graph_key(extractor.encoder, model_fingerprint(extractor))
-    failed = _graph_markers(cache_dir() / "onnx" / f"{key}.onnx")[1]
+    path = _graph_path(extractor)
+    failed = _graph_markers(path)[1]
     if failed.is_file():
         logger.info("%s: running the encoder in torch (%s)", source, failed)
         return extractor
     try:
-        return onnxruntime_extractor(extractor, source)
+        return onnxruntime_extractor(extractor, source, path)
     except BackendError as e:
-        logger.warning("%s; running it in torch", e)
+        logger.warning("%s; running it in torch", str(e).removesuffix("; use --backend torch"))
         return extractor
 
 

@@ -167,3 +167,20 @@ def test_graph_key_follows_the_model_code_not_only_the_weights(monkeypatch, tmp_
     monkeypatch.undo()
     monkeypatch.setattr(runtime, "ONNX_OPSET", runtime.ONNX_OPSET + 1)
     assert runtime.graph_key(enc, "f" * 12) != key
+
+
+@pytest.mark.parametrize("policy, spins", [("PASSIVE", False), (None, True)])
+def test_onnxruntime_threads_follow_the_wait_policy(exp, cache, monkeypatch, policy, spins):
+    """Idle onnxruntime threads sleep under speakerid's thread policy (OMP_WAIT_POLICY=PASSIVE, set by
+    ``import speakerid``), as torch's do: beside busy processes a spinning thread burns the time slice
+    its sibling needs (benchmarks/results_contention.txt). Without the policy, onnxruntime's default."""
+    if policy is None:
+        monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    else:
+        monkeypatch.setenv("OMP_WAIT_POLICY", policy)
+    opts = load_model(exp, backend="onnxruntime").extractor.encoder._session.get_session_options()
+    try:
+        entry = opts.get_session_config_entry("session.intra_op.allow_spinning")
+    except Exception:  # noqa: BLE001 -- onnxruntime raises when the entry was never set
+        entry = ""
+    assert (entry != "0") is spins

@@ -42,6 +42,8 @@ class OnnxEncoder(nn.Module):
             raise ValueError(f"{file}: ONNX model file not found")
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = max(1, torch.get_num_threads())
+        if os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE":  # speakerid's thread policy (README: Threads)
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self._session = ort.InferenceSession(str(file), sess_options=opts, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 -- onnxruntime raises its own types
