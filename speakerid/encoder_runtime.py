@@ -4,8 +4,9 @@
 (another device, a model that is already an ONNX graph, or one whose graph cannot reproduce the
 eager model: it then says why, once, and uses torch). ``torch`` runs the eager PyTorch encoder.
 ``onnxruntime`` runs the same encoder as an ONNX graph in onnxruntime, which fuses the BatchNorm /
-activation chains and avoids the per-op overhead of eager mode: with CAM++ it embeds about 2x
-(batch 1, one thread) to 3x (batch 1, two threads) as fast as 3D-Speaker's eager code on a CPU
+activation chains and avoids the per-op overhead of eager mode: with CAM++ on the 2-core build
+machine it embeds a 3 s clip 1.7-2.1x (batch 1, one thread) and 2.9-3.4x (batch 1, two threads)
+as fast as 3D-Speaker's eager code, and 1.6x as fast as speakerid's eager torch
 (``benchmarks/bench_default.py``, ``benchmarks/results_default.txt``); an error, not a fallback, if
 it cannot. The front end (Kaldi fbank + CMN) and the segment policy stay in torch, so a file gets
 the same segments either way, and the embeddings agree within float rounding (checked at 1e-4

@@ -92,7 +92,7 @@ def load_experiment(exp_dir: str | os.PathLike, device: str | torch.device = "cp
     that inspects or exports them), ``"auto"`` (onnxruntime on a CPU where it reproduces the eager
     model, else torch: the default of :func:`load_model`, ``SpeakerModel``, ``extract`` and the CLI)
     or ``"onnxruntime"`` (:mod:`speakerid.encoder_runtime`: the same embeddings within float
-    rounding, about 2x as fast as eager torch on a CPU for CAM++).
+    rounding, 1.6x as fast as eager torch on a CPU for CAM++ at batch 1).
     """
     from speakerid.encoder_runtime import BackendError, apply_backend
     from speakerid.checkpoint import CheckpointError, check_weights, file_budget, load_checkpoint, state_bytes

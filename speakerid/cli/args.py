@@ -79,5 +79,5 @@ def add_backend(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=["auto", "torch", "onnxruntime"], default="auto",
                    help="what runs the encoder: auto (default: onnxruntime on a CPU where its graph reproduces the "
                         "eager model, else torch), torch, or onnxruntime (an error where it cannot). Same embeddings "
-                        "within 1e-4; onnxruntime is about 2x as fast as torch for CAM++ on a CPU. The graph is "
+                        "within 1e-4; onnxruntime is 1.6x as fast as torch for CAM++ on a CPU. The graph is "
                         "exported once per model into $SPEAKERID_CACHE or ~/.cache/speakerid")
