@@ -1,4 +1,5 @@
-"""Inference backends (speakerid.encoder_runtime): onnxruntime gives the eager model's embeddings and fingerprint."""
+"""Inference backends (speakerid.encoder_runtime): onnxruntime (core dependencies, the default on a CPU)
+gives the eager model's embeddings and fingerprint."""
 
 from __future__ import annotations
 
@@ -13,8 +14,6 @@ from speakerid.config import config_from_dict, TrainConfig, save_config
 from speakerid.experiment import ExperimentError
 from speakerid.inference import load_model
 
-pytest.importorskip("onnxruntime", reason="the onnxruntime backend needs the [onnx] extra")
-pytest.importorskip("onnx", reason="the onnxruntime backend needs the [onnx] extra")
 
 TINY_CAMPPLUS = {"name": "campplus", "kwargs": {"embed_dim": 16, "growth_rate": 8, "bn_size": 2, "init_channels": 16}}
 
