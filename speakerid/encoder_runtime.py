@@ -145,15 +145,27 @@ def onnxruntime_extractor(extractor: nn.Module, source: str, path: Path | None =
     path = path or _graph_path(extractor)
     passed, failed = _graph_markers(path)
     try:
+        if path.is_file():
+            try:
+                encoder = OnnxEncoder(str(path), feat_dim=feat_dim, embed_dim=int(extractor.embed_dim))
+            except ValueError as e:  # a cached file damaged by something else: export it again, once
+                logger.warning("%s; exporting it again", e)
+                path.unlink()
+                passed.unlink(missing_ok=True)
         if not path.is_file():
             logger.info("exporting %s to %s for onnxruntime (once per model)", source, path)
-            export_encoder_onnx(extractor.encoder, feat_dim, path)
-        encoder = OnnxEncoder(str(path), feat_dim=feat_dim, embed_dim=int(extractor.embed_dim))
+            try:
+                export_encoder_onnx(extractor.encoder, feat_dim, path)
+            except OSError as e:  # the cache, not the model: nothing recorded
+                raise BackendError(f"{source}: cannot write the onnxruntime graph into {path.parent} ({_first_line(e)}); "
+                                   "set SPEAKERID_CACHE to a writable folder or use --backend torch") from None
+            encoder = OnnxEncoder(str(path), feat_dim=feat_dim, embed_dim=int(extractor.embed_dim))
         if not passed.is_file():
             worst = check_same_embeddings(extractor.encoder, encoder, feat_dim, source)
             _write_marker(passed, f"max relative difference to the eager model {worst:.2e}\n")
     except BackendError as e:
-        _write_marker(failed, f"{e}\n")
+        if "cannot write the onnxruntime graph" not in str(e):
+            _write_marker(failed, f"{e}\n")
         raise
     except Exception as e:  # noqa: BLE001 -- the exporter and onnxruntime raise many types
         reason = f"{source}: the encoder does not run in onnxruntime ({_first_line(e)}); use --backend torch"
@@ -178,7 +190,7 @@ def auto_extractor(extractor: nn.Module, source: str) -> nn.Module:
     try:
         return onnxruntime_extractor(extractor, source, path)
     except BackendError as e:
-        logger.warning("%s; running it in torch", str(e).removesuffix("; use --backend torch"))
+        logger.warning("%s; running it in torch", str(e).removesuffix(" or use --backend torch").removesuffix("; use --backend torch"))
         return extractor
 
 

@@ -183,3 +183,43 @@ def test_onnxruntime_threads_follow_the_wait_policy(exp, cache, monkeypatch, pol
     except Exception:  # noqa: BLE001 -- onnxruntime raises when the entry was never set
         entry = ""
     assert (entry != "0") is spins
+
+
+def test_a_damaged_cached_graph_is_exported_again(exp, monkeypatch, tmp_path, caplog):
+    """A cached graph that no longer loads (truncated by a full disk or another program; speakerid
+    itself writes it through a rename) is exported again, not run and not a reason to fall back."""
+    import logging
+
+    from speakerid.models.onnx_encoder import OnnxEncoder
+
+    monkeypatch.setenv("SPEAKERID_CACHE", str(tmp_path))
+    eager = load_model(exp, backend="torch")
+    load_model(exp)
+    (graph,) = (tmp_path / "onnx").glob("*.onnx")
+    graph.write_bytes(graph.read_bytes()[:1000])
+    with caplog.at_level(logging.WARNING, logger="speakerid.encoder_runtime"):
+        again = load_model(exp)
+    assert isinstance(again.extractor.encoder, OnnxEncoder)
+    assert any("not a loadable ONNX model" in r.getMessage() and "exporting it again" in r.getMessage() for r in caplog.records)
+    wave = (0.1 * np.random.default_rng(3).standard_normal(20000)).astype(np.float32)
+    a, b = eager.embed(wave, 16000), again.embed(wave, 16000)
+    assert np.abs(a - b).max() <= 1e-4 * np.abs(a).max()
+    assert not list((tmp_path / "onnx").glob("*.failed-*"))
+
+
+def test_an_unwritable_cache_is_named_and_auto_runs_torch(exp, monkeypatch, tmp_path, caplog):
+    """The cache folder cannot be made (here: a file stands where it should be): ``auto`` says so in one
+    warning naming the folder and runs torch; ``onnxruntime`` is a one-line error saying the same."""
+    import logging
+
+    blocker = tmp_path / "not_a_dir"
+    blocker.write_text("x")
+    monkeypatch.setenv("SPEAKERID_CACHE", str(blocker / "cache"))
+    with caplog.at_level(logging.WARNING, logger="speakerid.encoder_runtime"):
+        model = load_model(exp)
+    assert model.extractor.encoder.__class__.__name__ == "CAMPPlus"
+    (warned,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert f"cannot write the onnxruntime graph into {blocker / 'cache' / 'onnx'}" in warned
+    assert "SPEAKERID_CACHE" in warned and "\n" not in warned
+    with pytest.raises(ExperimentError, match="cannot write the onnxruntime graph .* or use --backend torch"):
+        load_model(exp, backend="onnxruntime")
