@@ -39,7 +39,7 @@ EXAMPLES = REPO / "speakerid" / "pretrained" / "examples"
 from speakerid.serve.launch import free_port, start_server, stop_server  # noqa: E402
 
 
-def start(root: Path, port: int, threads: int, max_batch: int, backend: str = "torch") -> subprocess.Popen:
+def start(root: Path, port: int, threads: int, max_batch: int, backend: str = "auto") -> subprocess.Popen:
     return start_server(root, port, "--threads", str(threads), "--max-batch", str(max_batch), "--queue-size", "256",
                         "--backend", backend, timeout=120)
 
@@ -92,8 +92,8 @@ def main() -> int:
     ap.add_argument("--api-clips", type=int, default=64)
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     ap.add_argument("--max-batch", type=int, default=16)
-    ap.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch",
-                    help="encoder runtime of the server and the API (default torch)")
+    ap.add_argument("--backend", choices=["auto", "torch", "onnxruntime"], default="auto",
+                    help="encoder runtime of the server and the API (default auto, speakerid's: onnxruntime on the CPU)")
     ap.add_argument("--no-compare-unbatched", dest="compare_unbatched", action="store_false")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results_serve.md"))
     a = ap.parse_args()
