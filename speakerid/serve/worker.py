@@ -1,4 +1,5 @@
-"""The embedding worker of ``speakerid serve``: one thread does all the torch work.
+"""The embedding worker of ``speakerid serve``: one thread does all the embedding work
+(the torch front end, and the encoder in onnxruntime or torch: ``--backend``).
 
 Requests put their decoded waveforms in a bounded queue (:meth:`EmbedWorker.submit`; a full
 queue raises :class:`Overloaded`, answered 503) and await a future. The thread takes the
