@@ -16,7 +16,8 @@ model's fingerprint: a speaker DB enrolled under one backend verifies under the 
 The ONNX graph is exported once per model (TorchScript-based ``torch.onnx.export``, opset 17,
 dynamic batch and frame axes) into a cache file named by :func:`graph_key`,
 ``$SPEAKERID_CACHE/onnx/<key>.onnx`` (default ``~/.cache/speakerid``), written through a
-temporary file and a rename, and reused afterwards. The key covers what the graph is made of: the
+temporary file and a rename under a lock (``<key>.lock``: processes that start together export
+it once), and reused afterwards. The key covers what the graph is made of: the
 model fingerprint (weights), the source of every module that defines a layer of the encoder, the
 opset and the torch version; so an upgrade that changes a model's code exports a new graph
 instead of running the old one. Beside the graph, a marker file records the outcome of the check
@@ -27,14 +28,15 @@ then goes straight to torch without exporting again).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import logging
 import os
 import sys
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -124,6 +126,30 @@ def _write_marker(path: Path, text: str) -> None:
         logger.debug("could not write %s: %s", path, e)
 
 
+@contextlib.contextmanager
+def _export_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``<path>.lock`` while the graph is exported: processes that load a
+    never-exported model at once (``torchrun`` ranks, parallel jobs) export it once, the others wait
+    and read it. Where the cache cannot hold a lock file the caller's export reports the folder."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: every process exports for itself (the rename keeps the file whole)
+        yield
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path.with_suffix(".lock"), "a")  # noqa: SIM115 -- held for the block
+    except OSError:
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _graph_path(extractor: nn.Module) -> Path:
     from speakerid.extractor import model_fingerprint
 
@@ -153,12 +179,14 @@ def onnxruntime_extractor(extractor: nn.Module, source: str, path: Path | None =
                 path.unlink()
                 passed.unlink(missing_ok=True)
         if not path.is_file():
-            logger.info("exporting %s to %s for onnxruntime (once per model)", source, path)
-            try:
-                export_encoder_onnx(extractor.encoder, feat_dim, path)
-            except OSError as e:  # the cache, not the model: nothing recorded
-                raise BackendError(f"{source}: cannot write the onnxruntime graph into {path.parent} ({_first_line(e)}); "
-                                   "set SPEAKERID_CACHE to a writable folder or use --backend torch") from None
+            with _export_lock(path):
+                if not path.is_file():  # another process may have exported it while this one waited
+                    logger.info("exporting %s to %s for onnxruntime (once per model)", source, path)
+                    try:
+                        export_encoder_onnx(extractor.encoder, feat_dim, path)
+                    except OSError as e:  # the cache, not the model: nothing recorded
+                        raise BackendError(f"{source}: cannot write the onnxruntime graph into {path.parent} "
+                                           f"({_first_line(e)}); set SPEAKERID_CACHE to a writable folder or use --backend torch") from None
             encoder = OnnxEncoder(str(path), feat_dim=feat_dim, embed_dim=int(extractor.embed_dim))
         if not passed.is_file():
             worst = check_same_embeddings(extractor.encoder, encoder, feat_dim, source)

@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from speakerid.config import config_from_dict, TrainConfig, save_config
+from speakerid.config import TrainConfig, config_from_dict, save_config
 from speakerid.experiment import ExperimentError
 from speakerid.inference import load_model
-
 
 TINY_CAMPPLUS = {"name": "campplus", "kwargs": {"embed_dim": 16, "growth_rate": 8, "bn_size": 2, "init_channels": 16}}
 
@@ -223,3 +222,38 @@ def test_an_unwritable_cache_is_named_and_auto_runs_torch(exp, monkeypatch, tmp_
     assert "SPEAKERID_CACHE" in warned and "\n" not in warned
     with pytest.raises(ExperimentError, match="cannot write the onnxruntime graph .* or use --backend torch"):
         load_model(exp, backend="onnxruntime")
+
+
+def test_processes_loading_a_new_model_at_once_export_it_once(exp, monkeypatch, tmp_path):
+    """Loaders that start together (torchrun ranks, parallel jobs) take a lock around the export: one
+    exports, the others wait and load its file."""
+    import threading
+    import time
+
+    import speakerid.encoder_runtime as runtime
+    from speakerid.models.onnx_encoder import OnnxEncoder
+
+    monkeypatch.setenv("SPEAKERID_CACHE", str(tmp_path))
+    real_export, calls = runtime.export_encoder_onnx, []
+
+    def slow_export(encoder, feat_dim, path):
+        calls.append(path)
+        time.sleep(0.5)  # the others arrive while this export runs
+        return real_export(encoder, feat_dim, path)
+
+    monkeypatch.setattr(runtime, "export_encoder_onnx", slow_export)
+    models, errors = [], []
+
+    def load():
+        try:
+            models.append(load_model(exp))
+        except Exception as e:  # noqa: BLE001 -- reported by the assertion below
+            errors.append(e)
+
+    threads = [threading.Thread(target=load) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(calls) == 1 and len(models) == 3
+    assert all(isinstance(m.extractor.encoder, OnnxEncoder) for m in models)
