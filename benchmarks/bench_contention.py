@@ -134,6 +134,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--policies", nargs="+", default=["old", "new", "one"], choices=["old", "new", "one"])
     ap.add_argument("--kinds", nargs="+", default=["extract", "train"], choices=["extract", "train"])
+    # speakerid.encoder_runtime.BACKENDS, named here: the children parse these arguments too, and
+    # must import speakerid (its thread policy) before anything imports torch
     ap.add_argument("--backend", choices=["auto", "torch", "onnxruntime"], default="auto",
                     help="what runs the encoder in the extract kind (speakerid.encoder_runtime)")
     ap.add_argument("--competitors", nargs="+", type=int, default=[0, 1, 3])

@@ -92,7 +92,9 @@ def main() -> int:
     ap.add_argument("--api-clips", type=int, default=64)
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     ap.add_argument("--max-batch", type=int, default=16)
-    ap.add_argument("--backend", choices=["auto", "torch", "onnxruntime"], default="auto",
+    from speakerid.encoder_runtime import BACKENDS, DEFAULT_BACKEND
+
+    ap.add_argument("--backend", choices=list(BACKENDS), default=DEFAULT_BACKEND,
                     help="encoder runtime of the server and the API (default auto, speakerid's: onnxruntime on the CPU)")
     ap.add_argument("--no-compare-unbatched", dest="compare_unbatched", action="store_false")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results_serve.md"))

@@ -42,13 +42,25 @@ import torch
 from torch import nn
 
 logger = logging.getLogger(__name__)
+USE_TORCH = "; use --backend torch"  # the hint of an onnxruntime failure
 
 ONNX_OPSET = 17
 CHECK_RTOL = 1e-4
 
 
 class BackendError(ValueError):
-    """An inference backend is unknown, not installed, or does not reproduce the eager model."""
+    """An inference backend is unknown, not installed, or does not reproduce the eager model.
+
+    ``problem`` is what went wrong; ``hint`` (appended to it in the message) what the user can do
+    instead, which ``auto`` leaves out of its warning because it does that itself."""
+
+    def __init__(self, problem: str, hint: str = "") -> None:
+        super().__init__(problem + hint)
+        self.problem = problem
+
+
+class GraphCacheError(BackendError):
+    """The graph cache folder cannot be written: a fault of the place, not of the model (not recorded)."""
 
 
 def cache_dir() -> Path:
@@ -93,7 +105,7 @@ def check_same_embeddings(eager: nn.Module, fast: nn.Module, feat_dim: int, sour
         ref, out = eager(x), fast(x)
         worst = max(worst, float((out - ref).abs().max() / ref.abs().max().clamp(min=1e-12)))
     if worst > CHECK_RTOL:
-        raise BackendError(f"{source}: the onnxruntime graph differs from the eager model by {worst:.2e} (relative); use --backend torch")
+        raise BackendError(f"{source}: the onnxruntime graph differs from the eager model by {worst:.2e} (relative)", USE_TORCH)
     return worst
 
 
@@ -106,8 +118,10 @@ def _onnxruntime_version() -> str:
 
 
 def _first_line(exc: BaseException) -> str:
+    from speakerid.limits import shorten
+
     text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:200] if text else ''}"
+    return f"{type(exc).__name__}: {shorten(text[0], 200) if text else ''}"
 
 
 def _graph_markers(graph: Path) -> tuple[Path, Path]:
@@ -184,21 +198,23 @@ def onnxruntime_extractor(extractor: nn.Module, source: str, path: Path | None =
                     logger.info("exporting %s to %s for onnxruntime (once per model)", source, path)
                     try:
                         export_encoder_onnx(extractor.encoder, feat_dim, path)
-                    except OSError as e:  # the cache, not the model: nothing recorded
-                        raise BackendError(f"{source}: cannot write the onnxruntime graph into {path.parent} "
-                                           f"({_first_line(e)}); set SPEAKERID_CACHE to a writable folder or use --backend torch") from None
+                    except OSError as e:
+                        raise GraphCacheError(f"{source}: cannot write the onnxruntime graph into {path.parent} "
+                                              f"({_first_line(e)}); set SPEAKERID_CACHE to a writable folder",
+                                              " or use --backend torch") from None
             encoder = OnnxEncoder(str(path), feat_dim=feat_dim, embed_dim=int(extractor.embed_dim))
         if not passed.is_file():
             worst = check_same_embeddings(extractor.encoder, encoder, feat_dim, source)
             _write_marker(passed, f"max relative difference to the eager model {worst:.2e}\n")
+    except GraphCacheError:
+        raise
     except BackendError as e:
-        if "cannot write the onnxruntime graph" not in str(e):
-            _write_marker(failed, f"{e}\n")
+        _write_marker(failed, f"{e}\n")
         raise
     except Exception as e:  # noqa: BLE001 -- the exporter and onnxruntime raise many types
-        reason = f"{source}: the encoder does not run in onnxruntime ({_first_line(e)}); use --backend torch"
-        _write_marker(failed, reason + "\n")
-        raise BackendError(reason) from None
+        error = BackendError(f"{source}: the encoder does not run in onnxruntime ({_first_line(e)})", USE_TORCH)
+        _write_marker(failed, f"{error}\n")
+        raise error from None
     fast = EmbeddingExtractor(extractor.frontend, encoder, extractor.sample_rate, extractor.embed_dim).eval()
     object.__setattr__(fast, "reference", extractor)  # model_fingerprint: the eager model's (not a submodule)
     return fast
@@ -218,7 +234,7 @@ def auto_extractor(extractor: nn.Module, source: str) -> nn.Module:
     try:
         return onnxruntime_extractor(extractor, source, path)
     except BackendError as e:
-        logger.warning("%s; running it in torch", str(e).removesuffix(" or use --backend torch").removesuffix("; use --backend torch"))
+        logger.warning("%s; running it in torch", e.problem)
         return extractor
 
 

@@ -178,9 +178,8 @@ class CAMDenseTDNNBlock(nn.Module):
             self.add_module(f"tdnnd{i + 1}", layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        maps = None
+        maps = segment_context_maps(x, self.tdnnd1.cam_layer.seg_len)  # every layer sees these frames
         for layer in self.children():
-            maps = segment_context_maps(x, layer.cam_layer.seg_len) if maps is None else maps
             x = torch.cat([x, layer(x, maps)], dim=1)
         return x
 
