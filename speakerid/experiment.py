@@ -150,13 +150,27 @@ def read_speakers(exp_dir: str | os.PathLike) -> list[str]:
         raise ExperimentError(f"{path}: cannot read the speaker list ({e.strerror or e})") from None
 
 
-def write_cohort(exp_dir: str | os.PathLike, ids: Sequence[str], embeddings: np.ndarray) -> Path:
-    """``cohort.npz`` (the format of :func:`speakerid.scoring.embeddings.save_embeddings`)."""
+def write_cohort(exp_dir: str | os.PathLike, ids: Sequence[str], embeddings: np.ndarray,
+                 top_k: int | None = None) -> Path:
+    """``cohort.npz`` (the format of :func:`speakerid.scoring.embeddings.save_embeddings`), with
+    ``top_k`` (the cohort scores per side that AS-norm / CSLS use with it) when given."""
+    from speakerid.fileio import atomic_path
     from speakerid.scoring.embeddings import save_embeddings
 
     path = Path(exp_dir) / COHORT_FILE
     save_embeddings(path, ids, embeddings)
+    if top_k is not None:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        with atomic_path(path, suffix=".npz") as tmp:
+            np.savez(tmp, **arrays, top_k=np.int64(_check_top_k(top_k, path)))
     return path
+
+
+def _check_top_k(value, path: Path) -> int:
+    if not (np.ndim(value) == 0 and float(value) == int(value) and int(value) >= 2):
+        raise ExperimentError(f"{path}: 'top_k' must be one integer >= 2, got {value!r}")
+    return int(value)
 
 
 def read_cohort(exp_dir: str | os.PathLike) -> tuple[np.ndarray, np.ndarray] | None:
@@ -171,3 +185,21 @@ def read_cohort(exp_dir: str | os.PathLike) -> tuple[np.ndarray, np.ndarray] | N
     except EmbeddingsError as e:
         raise ExperimentError(str(e)) from None
     return np.asarray(ids), emb
+
+
+def read_cohort_top_k(exp_dir: str | os.PathLike) -> int:
+    """The top-k that ``cohort.npz`` names (its ``top_k`` array), else the default
+    (:data:`speakerid.scoring.norm.DEFAULT_TOP_K`); a bad value is an error naming the file."""
+    from speakerid.scoring.norm import DEFAULT_TOP_K
+
+    path = Path(exp_dir) / COHORT_FILE
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "top_k" not in z.files:
+                return DEFAULT_TOP_K
+            value = z["top_k"]
+    except (OSError, ValueError) as e:
+        raise ExperimentError(f"{path}: not a readable cohort file ({e})") from None
+    if value.dtype.kind not in "iuf":
+        raise ExperimentError(f"{path}: 'top_k' must be one integer >= 2, got dtype {value.dtype}")
+    return _check_top_k(value.item() if value.ndim == 0 else value, path)

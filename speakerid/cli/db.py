@@ -44,8 +44,8 @@ def _decision_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--score-top-k", type=positive_int, default=DEFAULT_SCORE_TOP_K,
                    help=f"k of --score topk (default {DEFAULT_SCORE_TOP_K})")
     p.add_argument("--scoring", choices=list(BACKENDS), default=None,
-                   help="scoring backend (default: the one the model's calibration.json was fitted on, else asnorm "
-                        "when the model has cohort.npz, else cosine; plda needs plda.npz in the model dir: "
+                   help="scoring backend (default: the one the model's calibration.json was fitted on (the default "
+                        "model: csls), else asnorm when the model has cohort.npz, else cosine; plda needs plda.npz in the model dir: "
                         "speakerid train-plda)")
 
 

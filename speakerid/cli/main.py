@@ -181,11 +181,11 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trials", required=True, help="trial list: '1 enroll test' (VoxCeleb), 'enroll test target|nontarget' (Kaldi) or 'enroll test'")
     p.add_argument("--embeddings", required=True, help="embeddings (.npz, Kaldi .scp/.ark, or a dir holding embeddings.npz / embedding.scp)")
     p.add_argument("--enroll-embeddings", help="separate embeddings for the enroll ids (default: --embeddings)")
-    p.add_argument("--cohort", help="cohort embeddings for --scoring snorm/asnorm (e.g. training utterances)")
+    p.add_argument("--cohort", help="cohort embeddings for --scoring snorm/asnorm/csls (e.g. training utterances)")
     p.add_argument("--scoring", choices=list(BACKENDS), help="scoring backend (default cosine)")
     p.add_argument("--norm", choices=["none", "snorm", "asnorm"], help="the older spelling of --scoring (none = cosine)")
     p.add_argument("--plda", metavar="NPZ", help="--scoring plda: the PLDA model (plda.npz of speakerid train-plda)")
-    p.add_argument("--top-k", type=positive_int, default=300, help="AS-norm: highest cohort scores used per side (default 300)")
+    p.add_argument("--top-k", type=positive_int, default=300, help="asnorm / csls: highest cohort scores used per side (default 300)")
     p.add_argument("--subtract-mean", metavar="EMB", help="subtract the mean of these embeddings before length normalisation")
     p.add_argument("--output", required=True, help="score file to write (atomically)")
 

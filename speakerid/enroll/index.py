@@ -3,7 +3,7 @@
 SQLite (:mod:`speakerid.enroll.store`) stays the source of truth; ``<db>.index`` is derived from it
 and serves ``identify`` without reading every row: the unit mean of each speaker's enrolment
 embeddings (the ``mean`` score rule) as a row of a memory-mapped ``[capacity, D]`` float32
-matrix, the speaker's SQLite ``rowid``, and its AS-norm statistics against the model's cohort
+matrix, the speaker's SQLite ``rowid``, and its AS-norm / CSLS statistics against the model's cohort
 (mean and std of the top cohort scores; they depend only on the speaker and the cohort, so
 they are computed once, at enrolment).
 
@@ -36,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
+from speakerid.enroll.rules import COHORT_TOP_K
+
 INDEX_SUFFIX = ".index"
 MAGIC = b"SPKIDX01"
 HEADER_BYTES = 4096
@@ -51,11 +53,23 @@ def index_path(db_path: str | os.PathLike) -> Path:
     return Path(f"{db_path}{INDEX_SUFFIX}")
 
 
-def cohort_key(cohort: np.ndarray | None) -> str:
-    """What the stored AS-norm statistics were computed against ("none": no cohort)."""
+def cohort_key(cohort: np.ndarray | None, top_k: int = COHORT_TOP_K) -> str:
+    """What the stored cohort statistics were computed against ("none": no cohort): the cohort's
+    digest, and its top-k when that is not :data:`COHORT_TOP_K` (keys of indexes written before
+    models could name their top-k stay valid)."""
     if cohort is None:
         return "none"
-    return hashlib.sha256(np.ascontiguousarray(cohort, dtype=np.float32).tobytes()).hexdigest()[:32]
+    key = hashlib.sha256(np.ascontiguousarray(cohort, dtype=np.float32).tobytes()).hexdigest()[:32]
+    return key if top_k == COHORT_TOP_K else f"{key}-k{int(top_k)}"
+
+
+@dataclass(frozen=True)
+class TestStats:
+    """The test side's cohort statistics for ranking by ``kind`` (``asnorm`` or ``csls``)."""
+
+    kind: str
+    mu: float
+    sd: float
 
 
 @dataclass(frozen=True)
@@ -196,26 +210,30 @@ class SpeakerIndex:
         n = self.n
         return IndexRows(np.array(self.rowids[:n]), np.array(self.matrix[:n]), np.array(self.mu[:n]), np.array(self.sd[:n]))
 
-    def rank(self, test: np.ndarray, count: int, test_stats: tuple[float, float] | None = None) -> np.ndarray:
+    def rank(self, test: np.ndarray, count: int, test_stats: TestStats | None = None) -> np.ndarray:
         """Row numbers of the ``count`` best rows for the unit vector ``test``, best first.
 
-        The score is the cosine, or with ``test_stats`` (the test's AS-norm mean / std) the
-        AS-norm sum ``(s - mu_e) / sd_e + (s - mu_t) / sd_t`` (a monotone map of AS-norm)."""
+        The score is the cosine, or with ``test_stats`` (the test's cohort mean / std) the AS-norm
+        sum ``(s - mu_e) / sd_e + (s - mu_t) / sd_t`` or the CSLS ``s - mu_e`` (monotone maps of
+        AS-norm and CSLS for one test)."""
         n = self.n
         return _best(self._scores(self.matrix[:n], slice(0, n), test, test_stats), count)
 
     def rank_rows(self, test: np.ndarray, rows: np.ndarray, count: int,
-                  test_stats: tuple[float, float] | None = None) -> np.ndarray:
+                  test_stats: TestStats | None = None) -> np.ndarray:
         """:meth:`rank` among ``rows`` only (candidates of an approximate search): row numbers, best first."""
         rows = np.unique(np.asarray(rows, dtype=np.int64))
         return rows[_best(self._scores(self.matrix[rows], rows, test, test_stats), count)]
 
-    def _scores(self, vectors: np.ndarray, rows, test: np.ndarray, test_stats) -> np.ndarray:
+    def _scores(self, vectors: np.ndarray, rows, test: np.ndarray, test_stats: TestStats | None) -> np.ndarray:
         scores = vectors @ np.asarray(test, dtype=np.float32)
-        if test_stats is not None:
-            mu_t, sd_t = test_stats
-            scores = (scores - self.mu[rows]) / self.sd[rows] + (scores - mu_t) / sd_t
-        return scores
+        if test_stats is None:
+            return scores
+        if test_stats.kind == "csls":
+            return scores - self.mu[rows]
+        if test_stats.kind == "asnorm":
+            return (scores - self.mu[rows]) / self.sd[rows] + (scores - test_stats.mu) / test_stats.sd
+        raise ValueError(f"the speaker index cannot rank by {test_stats.kind!r}")
 
 
 def _best(scores: np.ndarray, count: int) -> np.ndarray:

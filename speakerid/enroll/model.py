@@ -42,6 +42,7 @@ class SpeakerModel:
     calibration_path: str = "calibration.json"
     policy: object = None  # speakerid.inference.SegmentPolicy; None = the default policy
     exp_dir: Path | None = None  # where scoring backends find their files (plda.npz)
+    cohort_top_k: int = COHORT_TOP_K  # cohort scores per side for asnorm / csls (cohort.npz's ``top_k``)
     _backends: dict = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -49,7 +50,8 @@ class SpeakerModel:
         """Load a model dir (model.pt + config.yaml) and, when present, calibration.json,
         dev_eval.json and cohort.npz (the readers of :mod:`speakerid.inference`); a packaged
         name (``"campplus"``, the default model, or ``"starter"``) is the packaged model."""
-        from speakerid.experiment import CALIBRATION_FILE, COHORT_FILE, read_calibration, read_cohort, read_dev_threshold, resolve_model_source
+        from speakerid.experiment import (CALIBRATION_FILE, COHORT_FILE, read_calibration, read_cohort, read_cohort_top_k,
+                                          read_dev_threshold, resolve_model_source)
         from speakerid.inference import SegmentPolicy, load_experiment
         from speakerid.extractor import model_fingerprint
 
@@ -63,19 +65,21 @@ class SpeakerModel:
         cohort = read_cohort(exp_dir)
         if cohort is not None:
             model.cohort = check_cohort(exp_dir / COHORT_FILE, cohort[1], int(extractor.embed_dim))
+            model.cohort_top_k = read_cohort_top_k(exp_dir)
         return model
 
     @classmethod
     def from_extractor(cls, extractor, calibration=None, dev_threshold: float | None = None,
-                       cohort: np.ndarray | None = None, policy=None) -> "SpeakerModel":
+                       cohort: np.ndarray | None = None, policy=None, cohort_top_k: int = COHORT_TOP_K) -> "SpeakerModel":
         from speakerid.extractor import model_fingerprint
 
         return cls(extractor, model_fingerprint(extractor, policy), calibration, dev_threshold,
-                   cohort=None if cohort is None else unit_vectors(np.asarray(cohort, dtype=np.float32)), policy=policy)
+                   cohort=None if cohort is None else unit_vectors(np.asarray(cohort, dtype=np.float32)), policy=policy,
+                   cohort_top_k=int(cohort_top_k))
 
     def resources(self) -> BackendResources:
         """What this model's scoring backends are built from: its cohort and experiment dir."""
-        return BackendResources(cohort=self.cohort, exp_dir=self.exp_dir, top_k=COHORT_TOP_K, source=self.source)
+        return BackendResources(cohort=self.cohort, exp_dir=self.exp_dir, top_k=self.cohort_top_k, source=self.source)
 
     def default_scoring(self) -> str:
         """The backend this model scores with when nothing names one: the one its calibration was

@@ -3,7 +3,7 @@
 ``mean``: cosine with the unit mean of the references; ``max``: the best reference; ``topk``:
 the mean of the ``k`` best. Every pair is scored by cosine and, when the decision uses another
 scoring backend (:mod:`speakerid.scoring.backend`: AS-norm with the model's cohort, the top
-:data:`COHORT_TOP_K` cohort scores per side; PLDA), by that backend too; the rule then applies to
+:data:`COHORT_TOP_K` cohort scores per side unless the cohort names its own; CSLS; PLDA), by that backend too; the rule then applies to
 each kind of score. Vectorised over all trials.
 """
 
@@ -16,11 +16,12 @@ import numpy as np
 
 from speakerid.enroll.records import SpeakerDBError
 from speakerid.scoring.backend import ScoringBackend, rowwise_dot, unit_vectors
+from speakerid.scoring.norm import DEFAULT_TOP_K
 
 SCORE_RULES = ("mean", "max", "topk")
 DEFAULT_SCORE_RULE = "mean"
 DEFAULT_SCORE_TOP_K = 2
-COHORT_TOP_K = 300
+COHORT_TOP_K = DEFAULT_TOP_K  # a model's cohort.npz may name its own (its ``top_k``)
 
 
 @dataclass

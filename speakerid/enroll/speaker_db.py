@@ -73,6 +73,7 @@ from speakerid.enroll.decision import (
 )
 from speakerid.enroll.inputs import check_name, check_new_files
 from speakerid.enroll.ann import ANN_MIN_SPEAKERS, Searcher
+from speakerid.enroll.index import TestStats
 from speakerid.enroll.model import MIN_ENROLL_SPEECH_S, SpeakerModel, unit_rows
 from speakerid.enroll.rules import COHORT_TOP_K, DEFAULT_SCORE_RULE, DEFAULT_SCORE_TOP_K, SCORE_RULES, Scores, score_pairs
 from speakerid.scoring.backend import BACKENDS, unit_vectors
@@ -86,7 +87,7 @@ logger = logging.getLogger(__name__)
 RESCORE_MARGIN = 16
 # the scoring backends the speaker index ranks by (cosine, and AS-norm from the statistics it
 # stores); identify with any other backend scores every speaker exactly
-INDEX_RANKS = ("cosine", "asnorm")
+INDEX_RANKS = ("cosine", "asnorm", "csls")
 
 
 class ModelMismatchError(SpeakerDBError):
@@ -238,7 +239,8 @@ class SpeakerDB:
         from speakerid.enroll.sync import writer_hook
 
         m = self.model
-        hook = writer_hook(self.store, None if m is None else m.fingerprint, None if m is None else m.cohort)
+        hook = writer_hook(self.store, None if m is None else m.fingerprint, None if m is None else m.cohort,
+                           COHORT_TOP_K if m is None else m.cohort_top_k)
         if in_transaction is None:
             return hook
 
@@ -389,11 +391,11 @@ class SpeakerDB:
         with self.store.read_transaction(" identifying") as conn:
             index = self._current_index(conn)
             stats = None
-            if rule.kind == "asnorm":
+            if rule.kind in ("asnorm", "csls"):
                 from speakerid.scoring.norm import cohort_statistics
 
-                mu, sd = cohort_statistics(emb, model.cohort, min(COHORT_TOP_K, model.cohort.shape[0]))
-                stats = (float(mu[0]), float(sd[0]))
+                mu, sd = cohort_statistics(emb, model.cohort, min(model.cohort_top_k, model.cohort.shape[0]))
+                stats = TestStats(rule.kind, float(mu[0]), float(sd[0]))
             rowids = index.rowids[self.searcher.rank(index, emb[0], top_k + RESCORE_MARGIN, stats)].tolist()
             names = self.store.names_of(conn, rowids)
             if len(names) != len(rowids):
@@ -416,8 +418,8 @@ class SpeakerDB:
         if self._cohort_key is None:
             from speakerid.enroll.index import cohort_key
 
-            self._cohort_key = cohort_key(model.cohort)
-        index = current_index(self.store, conn, model.cohort, self._index, self._cohort_key)
+            self._cohort_key = cohort_key(model.cohort, model.cohort_top_k)
+        index = current_index(self.store, conn, model.cohort, self._index, self._cohort_key, model.cohort_top_k)
         if index.n == 0:
             raise SpeakerDBError(f"{self.path}: no speakers enrolled")
         if index.header.fingerprint != model.fingerprint:

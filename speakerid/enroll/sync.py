@@ -33,10 +33,11 @@ logger = logging.getLogger(__name__)
 SyncHook = Callable[[sqlite3.Connection, "str | None", str, IndexChange], None]
 
 
-def rows_from_db(store: SpeakerStore, conn: sqlite3.Connection, cohort: np.ndarray | None) -> tuple[IndexRows, str]:
+def rows_from_db(store: SpeakerStore, conn: sqlite3.Connection, cohort: np.ndarray | None,
+                 top_k: int = COHORT_TOP_K) -> tuple[IndexRows, str]:
     """Every speaker's index row from SQLite, and the DB's model fingerprint ("" when mixed or empty)."""
     rowids, vectors, fingerprints = store.index_source(conn)
-    mu, sd = row_statistics(vectors, cohort, COHORT_TOP_K)
+    mu, sd = row_statistics(vectors, cohort, top_k)
     return IndexRows(rowids, vectors, mu, sd), fingerprints[0] if len(fingerprints) == 1 else ""
 
 
@@ -55,17 +56,18 @@ def _merged(rows: IndexRows, upsert: IndexRows, remove: np.ndarray) -> IndexRows
     return IndexRows(*parts)
 
 
-def writer_hook(store: SpeakerStore, fingerprint: str | None, cohort: np.ndarray | None) -> SyncHook:
+def writer_hook(store: SpeakerStore, fingerprint: str | None, cohort: np.ndarray | None,
+                top_k: int = COHORT_TOP_K) -> SyncHook:
     """The ``sync_index`` of :meth:`SpeakerStore.add_many` / :meth:`SpeakerStore.delete`: change
     the index in place when it is current, else rebuild it (or, without a model to compute the
     AS-norm statistics, delete it: the next reader rebuilds it)."""
 
     def sync(conn: sqlite3.Connection, old: str | None, token: str, change: IndexChange) -> None:
         path = index_path(store.path)
-        ckey = cohort_key(cohort)
+        ckey = cohort_key(cohort, top_k)
         upsert = None
         if change.vectors is not None:
-            upsert = IndexRows(change.rowids, change.vectors, *row_statistics(change.vectors, cohort, COHORT_TOP_K))
+            upsert = IndexRows(change.rowids, change.vectors, *row_statistics(change.vectors, cohort, top_k))
         if change.was_empty and upsert is not None:
             write_index(path, upsert, token, fingerprint or "", ckey, grown_capacity(len(upsert)))
             return
@@ -84,7 +86,7 @@ def writer_hook(store: SpeakerStore, fingerprint: str | None, cohort: np.ndarray
             logger.warning("%s: speaker index out of step with the DB: removed (the next identify rebuilds it)", path)
             path.unlink(missing_ok=True)
             return
-        rows, fp = rows_from_db(store, conn, cohort)
+        rows, fp = rows_from_db(store, conn, cohort, top_k)
         logger.warning("%s: speaker index %s: rebuilt from the DB (%d speakers)", path,
                        "missing" if index is None else "out of step with the DB", len(rows))
         write_index(path, rows, token, fp, ckey, grown_capacity(len(rows)))
@@ -93,10 +95,11 @@ def writer_hook(store: SpeakerStore, fingerprint: str | None, cohort: np.ndarray
 
 
 def current_index(store: SpeakerStore, conn: sqlite3.Connection, cohort: np.ndarray | None,
-                  cached: SpeakerIndex | None = None, ckey: str | None = None) -> SpeakerIndex:
+                  cached: SpeakerIndex | None = None, ckey: str | None = None,
+                  top_k: int = COHORT_TOP_K) -> SpeakerIndex:
     """An index that matches the DB's committed state (call inside a read transaction): the
     cached one, the file, or one rebuilt from SQLite (written back when the folder allows)."""
-    token, ckey = store.token(conn), ckey or cohort_key(cohort)
+    token, ckey = store.token(conn), ckey or cohort_key(cohort, top_k)
     if cached is not None and cached.is_current(token, ckey):
         return cached
     path = index_path(store.path)
@@ -106,11 +109,11 @@ def current_index(store: SpeakerStore, conn: sqlite3.Connection, cohort: np.ndar
     if found is not None and token is not None and found.current_token() == token:
         reason = "built for another AS-norm cohort"
         rows = found.rows()
-        rows = IndexRows(rows.rowids, rows.vectors, *row_statistics(rows.vectors, cohort, COHORT_TOP_K))
+        rows = IndexRows(rows.rowids, rows.vectors, *row_statistics(rows.vectors, cohort, top_k))
         fingerprint = found.header.fingerprint
     else:
         reason = "missing" if not path.exists() else "out of step with the DB"
-        rows, fingerprint = rows_from_db(store, conn, cohort)
+        rows, fingerprint = rows_from_db(store, conn, cohort, top_k)
     if token is None:
         reason += " (the DB predates speaker indexes: rebuilt on every identify until its next enrol or remove)"
     logger.warning("%s: speaker index %s: rebuilt from the DB (%d speakers)", path, reason, len(rows))

@@ -11,6 +11,8 @@ backend is one class and one registry entry (docs/ARCHITECTURE.md, "Where to add
 - ``cosine``: the dot product of unit vectors.
 - ``snorm`` / ``asnorm``: the cosine, S-normalised / adaptive-S-normalised against a cohort
   (:mod:`speakerid.scoring.norm`: Kenny 2010; Cumani et al. 2011).
+- ``csls``: the cosine less the mean of each side's ``top_k`` highest cohort scores (AS-norm's
+  adaptive means without its division; Conneau et al. 2018's CSLS, halved).
 - ``plda``: the log-likelihood ratio of a two-covariance PLDA model (:mod:`speakerid.scoring.plda`;
   Ioffe 2006), trained by ``speakerid train-plda`` and kept in the experiment dir as ``plda.npz``.
 """
@@ -110,6 +112,7 @@ class SNormBackend(ScoringBackend):
     name = "snorm"
     needs = "a cohort of embeddings"
     uses_cohort = True
+    adaptive: ClassVar[bool] = False  # True: the top_k highest cohort scores per side, not all
     top_k: int | None = None
 
     def __init__(self, cohort: np.ndarray, top_k: int | None = None) -> None:
@@ -124,19 +127,26 @@ class SNormBackend(ScoringBackend):
     def create(cls, res):
         if res.cohort is None:
             raise BackendError(f"{res.source}: {cls.name} scoring needs {cls.needs} (cohort.npz or --cohort)")
-        return cls(res.cohort, None if cls.name == "snorm" else min(int(res.top_k), res.cohort.shape[0]))
+        return cls(res.cohort, min(int(res.top_k), res.cohort.shape[0]) if cls.adaptive else None)
 
     def score_pairs(self, enroll, test, e_index, t_index):
         cos = rowwise_dot(enroll, test, e_index, t_index)
-        method = "snorm" if self.top_k is None else "asnorm"
         return normalise_scores(cos, np.asarray(enroll, np.float32), np.asarray(test, np.float32), e_index, t_index,
-                                self.cohort, method, self.top_k or self.cohort.shape[0])
+                                self.cohort, self.name, self.top_k or self.cohort.shape[0])
 
 
 class ASNormBackend(SNormBackend):
     """Cosine, then AS-norm against the ``top_k`` highest cohort scores of each side."""
 
     name = "asnorm"
+    adaptive = True
+
+
+class CSLSBackend(SNormBackend):
+    """Cosine less half the sum of each side's mean ``top_k`` cohort score (CSLS / 2)."""
+
+    name = "csls"
+    adaptive = True
 
 
 class PLDABackend(ScoringBackend):
@@ -170,7 +180,7 @@ class PLDABackend(ScoringBackend):
 
 
 BACKENDS: dict[str, type[ScoringBackend]] = {
-    b.name: b for b in (CosineBackend, SNormBackend, ASNormBackend, PLDABackend)
+    b.name: b for b in (CosineBackend, SNormBackend, ASNormBackend, CSLSBackend, PLDABackend)
 }
 
 

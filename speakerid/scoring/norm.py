@@ -11,6 +11,17 @@ where mu_e, sigma_e are the mean and standard deviation (ddof=0) of the scores o
 embedding against the cohort, and mu_t, sigma_t the same for the test embedding. S-norm uses
 the whole cohort; AS-norm only the ``top_k`` highest cohort scores of each side.
 
+CSLS (cross-domain similarity local scaling; Conneau et al. 2018, "Word translation without
+parallel data", ICLR, section 2.3: ``CSLS(x, y) = 2 cos(x, y) - r(x) - r(y)``, r the mean cosine
+to the k nearest neighbours) keeps AS-norm's adaptive means and drops its division:
+
+    s' = s - 1/2 * (mu_e + mu_t)        (half of CSLS; mu over the ``top_k`` highest cohort scores)
+
+It removes the part of a score that says how much each side resembles everybody (a channel or
+a short clip raises every score of a file) without rescaling by sigma, which top-k scores of a
+small cohort estimate poorly: on the default model's dev split it lowered the pooled EER without
+raising minDCF, where AS-norm raised it (``benchmarks/results_scoring.md``).
+
 Vectorised over the whole trial list: the statistics are computed ONCE per unique enroll /
 test embedding (cohort scores in row chunks of at most ~64 MiB, top-k by ``np.partition``,
 the values-only twin of ``np.argpartition``: the indices are never needed), then gathered per
@@ -27,7 +38,7 @@ __all__ = ["NORM_METHODS", "DEFAULT_TOP_K", "cohort_statistics", "normalise_scor
 
 logger = logging.getLogger(__name__)
 
-NORM_METHODS = ("none", "snorm", "asnorm")
+NORM_METHODS = ("none", "snorm", "asnorm", "csls")
 DEFAULT_TOP_K = 300
 _CHUNK_BYTES = 64 * 2**20
 
@@ -75,7 +86,7 @@ def normalise_scores(
     method: str = "asnorm",
     top_k: int = DEFAULT_TOP_K,
 ) -> np.ndarray:
-    """S-norm / AS-norm of trial ``scores`` (float64 result; "none" returns them as float64).
+    """S-norm / AS-norm / CSLS of trial ``scores`` (float64 result; "none" returns them as float64).
 
     ``enroll_emb`` [Ue, D] / ``test_emb`` [Ut, D] are the length-normalised UNIQUE embeddings;
     trial i compares ``enroll_emb[enroll_index[i]]`` with ``test_emb[test_index[i]]``.
@@ -87,9 +98,11 @@ def normalise_scores(
         return scores
     k = None if method == "snorm" else int(top_k)
     if k is not None and k > cohort.shape[0]:
-        logger.warning("top-k %d > cohort size %d: AS-norm uses the whole cohort (= S-norm)", k, cohort.shape[0])
+        logger.warning("top-k %d > cohort size %d: %s uses the whole cohort", k, cohort.shape[0], method)
     mu_e, sd_e = cohort_statistics(enroll_emb, cohort, k)
     mu_t, sd_t = cohort_statistics(test_emb, cohort, k)
+    if method == "csls":
+        return scores - 0.5 * (mu_e[enroll_index] + mu_t[test_index])
     out = (scores - mu_e[enroll_index]) / sd_e[enroll_index]
     out += (scores - mu_t[test_index]) / sd_t[test_index]
     out *= 0.5
