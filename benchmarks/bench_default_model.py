@@ -9,7 +9,8 @@
 
 (``bash recipes/pretrained/run.sh --stage 4 --stop-stage 4`` runs it with every system.) Each
 ``--system NAME=EMB`` is a ``speakerid extract`` output of the dev data dir; ``--cohort NAME=NPZ``
-adds that system's AS-norm'd scores (top 300) as ``NAME+asnorm``; Resemblyzer's embeddings are
+adds that system's AS-norm'd scores (top 300) as ``NAME+asnorm``; ``--normed NAME+KIND=NPZ`` its
+scores normalised by KIND (``asnorm``, ``csls``) against a model's ``cohort.npz`` (its ``top_k``); Resemblyzer's embeddings are
 computed here (``benchmarks/bench_starter.py``'s rule, cached). Every system is scored on the same
 trials, EER and minDCF (P_target 0.01) per corpus and pooled.
 
@@ -137,7 +138,10 @@ def table(results: dict[str, dict], default: str | None) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_dev_args(p, "/tmp/speakerid_bench_default/resemblyzer.npz")
-    p.add_argument("--default", help="the shipped system (NAME or NAME+asnorm): adds its leave-one-corpus-out table")
+    p.add_argument("--normed", action="append", default=[], metavar="NAME+KIND=NPZ",
+                   help="a system's scores normalised by KIND (asnorm, csls) against a cohort.npz, at its top_k")
+    p.add_argument("--default", help="the shipped system (NAME, NAME+asnorm or a --normed name): adds its "
+                                     "leave-one-corpus-out table")
     p.add_argument("--speech-cache", type=Path,
                    help="npz of each dev file's seconds of speech (computed when absent): adds the minimum-speech table")
     a = p.parse_args(argv)
@@ -155,6 +159,15 @@ def main(argv: list[str] | None = None) -> int:
         if name in cohorts:
             results[f"{name}+asnorm"] = evaluate(score(ids, emb, trials, np.load(cohorts[name])["embeddings"]), lab,
                                                  corpus, enough)
+    for spec in a.normed:
+        label, npz = spec.split("=", 1)
+        name, kind = label.rsplit("+", 1)
+        if name not in systems:
+            p.error(f"--normed {spec}: no --system {name}")
+        with np.load(npz, allow_pickle=False) as z:
+            cohort, top_k = z["embeddings"], int(z["top_k"]) if "top_k" in z.files else 300
+        ids, emb = systems[name]
+        results[label] = evaluate(score(ids, emb, trials, cohort, kind, top_k), lab, corpus, enough)
     if a.default and a.default not in results:
         p.error(f"--default {a.default}: not one of {', '.join(results)}")
     text = table(results, a.default)

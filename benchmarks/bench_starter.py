@@ -67,14 +67,15 @@ def unit_vectors(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def score(ids: list[str], emb: np.ndarray, trials: list, cohort: np.ndarray | None) -> np.ndarray:
-    """Cosine (optionally AS-norm'd) scores of the trials."""
+def score(ids: list[str], emb: np.ndarray, trials: list, cohort: np.ndarray | None, method: str = "asnorm",
+          top_k: int = 300) -> np.ndarray:
+    """Cosine scores of the trials, normalised by ``method`` (``asnorm``, ``csls``) against ``cohort`` when given."""
     emb = unit_vectors(emb.astype(np.float32))
     e = lookup_ids(ids, np.array([t[0] for t in trials]))
     t = lookup_ids(ids, np.array([t[1] for t in trials]))
     s = np.einsum("ij,ij->i", emb[e], emb[t]).astype(np.float64)
     if cohort is not None:
-        s = normalise_scores(s, emb, emb, e, t, unit_vectors(cohort.astype(np.float32)), "asnorm", 300)
+        s = normalise_scores(s, emb, emb, e, t, unit_vectors(cohort.astype(np.float32)), method, top_k)
     return s
 
 

