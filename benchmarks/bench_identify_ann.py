@@ -14,14 +14,15 @@ Each DB holds N rows of the packaged default model's space (campplus, 192-d):
   (cosine 0.6 with their row, as the existing bench plants one genuine speaker);
 - impostor probes: random unit vectors (the exact answer is "unknown").
 
-The model of the queries is a light one (no torch): campplus's fingerprint and calibration
-(cosine scores), and for the ``asnorm`` rows an AS-norm cohort of campplus embeddings of the
-251 ``libri_*`` speakers (disjoint from the probe speakers) with a given threshold.
+The model of the queries is a light one (no torch): campplus's fingerprint; for the ``csls`` rows its
+packaged cohort, top-k and calibration (the default decision); for the ``cosine`` and ``asnorm`` rows an
+AS-norm cohort of campplus embeddings of the 251 ``libri_*`` speakers (disjoint from the probe speakers)
+and fixed thresholds (cosine 0.3372, AS-norm 3.0).
 
 Steps, each in its own subprocess (peak memory = its ``ru_maxrss``):
 ``build`` (``add_embeddings`` of the N rows), ``graph``: the codes built from the index
 (time, file size, peak RSS), ``query``: their load in a fresh process (first identify), then for each scoring
-(cosine, asnorm) and probe set: recall@1 of the ANN answer against the exact answer (the top
+(cosine, asnorm, csls) and probe set: recall@1 of the ANN answer against the exact answer (the top
 candidate after the exact rescoring), top-1 accuracy on real speech (both paths), identify
 latency medians (API, ANN and exact), the code search's own time, and a sweep of
 ``CANDIDATES`` (the re-ranked candidate count); ``params`` (no DB): code length and projection
@@ -56,6 +57,9 @@ SYNTH_GENUINE = 100
 IMPOSTORS = 50
 TOP_K = 5
 ASNORM_THRESHOLD = 3.0
+COSINE_THRESHOLD = 0.3372  # llr 0 of the cosine calibration the default model had before CSLS (11.7125 * s - 3.9496)
+SCORINGS = ("cosine", "asnorm", "csls")  # csls: the packaged default decision (its cohort, top-k, calibration)
+THRESHOLDS = {"cosine": {"threshold": COSINE_THRESHOLD}, "asnorm": {"threshold": ASNORM_THRESHOLD}}
 SWEEP = (64, 128, 256, 512, 1024, 2048)
 
 
@@ -92,15 +96,22 @@ def child_prepare(work: Path) -> dict:
     return prep
 
 
-def _model(work: Path, asnorm: bool):
+def _model(work: Path, scoring: str):
+    """The light model of ``scoring``: ``csls`` with the packaged cohort, top-k and calibration (the
+    default model's own decision), ``asnorm`` / ``cosine`` with the libri cohort."""
     from speakerid.enroll.model import SpeakerModel
+    from speakerid.experiment import read_cohort, read_cohort_top_k
     from speakerid.scoring.calibrate import Calibration
 
     prep = json.loads((work / "prep.json").read_text())
+    packaged = Path(prep["campplus"])
+    if scoring == "csls":
+        return SpeakerModel(None, prep["fingerprint"], calibration=Calibration.load(packaged / "calibration.json"),
+                            source="campplus", cohort=_unit(read_cohort(packaged)[1]),
+                            cohort_top_k=read_cohort_top_k(packaged))
     with np.load(work / "cohort.npz") as z:
         cohort = _unit(z["embeddings"])
-    return SpeakerModel(None, prep["fingerprint"], calibration=Calibration.load(Path(prep["campplus"]) / "calibration.json"),
-                        source="campplus", cohort=cohort if asnorm else None)
+    return SpeakerModel(None, prep["fingerprint"], source="campplus", cohort=cohort)
 
 
 def _rows(work: Path, n: int, seed: int = 0):
@@ -139,7 +150,7 @@ def child_build(work: Path, n: int) -> dict:
     for suffix in ("", ".index", ".index.hnsw", ".index.codes"):
         Path(f"{db_path}{suffix}").unlink(missing_ok=True)
     t0 = time.perf_counter()
-    with SpeakerDB(db_path, _model(work, asnorm=True)) as db:
+    with SpeakerDB(db_path, _model(work, "asnorm")) as db:
         db.add_embeddings(names, emb)
     return {"build_s": time.perf_counter() - t0, "peak_mb": _rss_mb()}
 
@@ -151,7 +162,7 @@ def child_graph(work: Path, n: int) -> dict:
 
     db_path = work / f"n{n}.db"
     ann_path(db_path).unlink(missing_ok=True)
-    db = SpeakerDB(db_path, _model(work, asnorm=True), search="ann")
+    db = SpeakerDB(db_path, _model(work, "asnorm"), search="ann")
     with db.store.read_transaction(" bench") as conn:
         index = db._current_index(conn)
         base = _rss_mb()
@@ -174,9 +185,9 @@ def child_query(work: Path, n: int) -> dict:
     db_path = work / f"n{n}.db"
     probes = _probes(work, n)
     out = {"candidates": ann.CANDIDATES}
-    for scoring in ("cosine", "asnorm"):
-        model = _model(work, asnorm=True)
-        kw = {"scoring": scoring, "threshold": ASNORM_THRESHOLD} if scoring == "asnorm" else {"scoring": scoring, "p_target": 0.5}
+    for scoring in SCORINGS:
+        model = _model(work, scoring)
+        kw = {"scoring": scoring, **THRESHOLDS.get(scoring, {})}
         fast, exact = SpeakerDB(db_path, model, search="ann", **kw), SpeakerDB(db_path, model, search="exact", **kw)
         t0 = time.perf_counter()
         fast.identify_embedding(probes["real"][0][0], top_k=TOP_K)
@@ -316,7 +327,7 @@ def report(results: Path) -> str:
         q = last.get(("query", n))
         if not q:
             continue
-        for scoring in ("cosine", "asnorm"):
+        for scoring in SCORINGS:
             for kind in ("real", "synthetic", "impostor"):
                 r = q.get(f"{scoring}_{kind}")
                 if r:

@@ -150,6 +150,39 @@ def test_cohort_asnorm_scores_and_calibration_kind(setup, tmp_path):
         SpeakerDB(db, exp2).verify("alice", wavs["c1"])
 
 
+def test_cohort_names_its_top_k_and_csls_decides_verify_and_identify(setup, tmp_path):
+    """A cohort.npz with ``top_k`` and a calibration fitted on CSLS (the default model's set-up): verify's
+    score is the cosine less half the two sides' top-k cohort means, and identify ranked through the speaker
+    index gives the exact path's answer and scores."""
+    from speakerid.experiment import read_cohort_top_k, write_cohort
+
+    root, exp, wavs, model, cohort = setup
+    exp2 = _copy_exp(exp, tmp_path / "exp")
+    write_cohort(exp2, [f"k{i}" for i in range(len(cohort))], cohort, top_k=3)
+    assert read_cohort_top_k(exp2) == 3
+    Calibration(4.0, -1.0, 0.5, score="csls", score_min=-1.0, score_max=1.0).save(exp2 / "calibration.json")
+    db = _enrolled(tmp_path, model, wavs)
+    with SpeakerDB(db, exp2, p_target=0.5) as d:
+        assert d.model.cohort_top_k == 3
+        r = d.verify("alice", wavs["c1"])
+        e = model.embed([wavs["a1"], wavs["a2"], wavs["a3"]]).astype(np.float64)
+        m = (e.mean(0) / np.linalg.norm(e.mean(0))).astype(np.float32)
+        t = model.embed([wavs["c1"]])[0]
+        top = [np.sort(d.model.cohort @ x)[-3:].mean() for x in (m, t)]
+        want = float(m @ t) - 0.5 * (top[0] + top[1])
+        assert r.score_kind == "csls" and r.backend_score == pytest.approx(want, abs=1e-4)
+        assert r.llr == pytest.approx(4 * want - 1, abs=2e-4) and r.asnorm is None
+        fast, exact = d.identify(wavs["a2"], top_k=2), d.identify(wavs["a2"], top_k=2, exact=True)
+        assert [c.speaker for c in fast.candidates] == [c.speaker for c in exact.candidates] == ["alice", "bob"]
+        assert [c.llr for c in fast.candidates] == pytest.approx([c.llr for c in exact.candidates], abs=1e-9)
+        assert fast.score_kind == "csls"
+    with np.load(exp2 / "cohort.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    np.savez(exp2 / "cohort.npz", **{**arrays, "top_k": np.int64(1)})
+    with pytest.raises(Exception, match=r"cohort.npz: 'top_k' must be one integer >= 2, got 1"):
+        SpeakerDB(db, exp2).verify("alice", wavs["c1"])
+
+
 # --------------------------------------------------------------------------- score rules
 def test_db_keeps_every_embedding_and_scores_by_rule(setup, tmp_path):
     _, _, wavs, model, cohort = setup

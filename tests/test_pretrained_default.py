@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from speakerid.cli.main import build_parser, main
+from speakerid.experiment import read_cohort_top_k
 from speakerid.pretrained import DEFAULT_MODEL, PACKAGED_FILES, examples_dir, packaged_dir, packaged_names
 
 
@@ -31,8 +32,10 @@ def test_packaged_files_licence_and_size(folder: Path) -> None:
     assert all(torch.isfinite(v.float()).all() for v in state.values() if v.is_floating_point())
     cal = json.loads((folder / "calibration.json").read_text())
     assert cal["a"] > 0 and cal["target_fa"] == 0.01 and 0 < cal["default_p_target"] < 1
+    assert sum(f.stat().st_size for f in folder.iterdir()) <= 15 * 10**6  # the limit, every file
     if (folder / "cohort.npz").is_file():
-        assert cal["score"] == "asnorm"
+        assert cal["score"] in ("asnorm", "csls")
+        assert 2 <= read_cohort_top_k(folder) <= 300
         cohort = np.load(folder / "cohort.npz")
         assert np.allclose(np.linalg.norm(cohort["embeddings"], axis=1), 1.0, atol=1e-3)
         assert {i.split("_", 1)[0] for i in cohort["ids"]} <= {"libri", "cvfa", "speechocean762", "speechcommands", "dspspeech20"}

@@ -91,8 +91,13 @@ def test_asnorm_backend_is_the_normalisation_of_the_cosine(tmp_path):
     got = B.build_backend("asnorm", res).score_pairs(e, t, ei, ti)
     want = normalise_scores(cos, e.astype(np.float32), t.astype(np.float32), ei, ti, cohort, "asnorm", 10)
     np.testing.assert_allclose(got, want, atol=1e-5)
-    with pytest.raises(B.BackendError, match="needs a cohort"):
-        B.build_backend("snorm", B.BackendResources())
+    got = B.build_backend("csls", res).score_pairs(e, t, ei, ti)
+    np.testing.assert_allclose(got, normalise_scores(cos, e.astype(np.float32), t.astype(np.float32), ei, ti, cohort,
+                                                     "csls", 10), atol=1e-5)
+    assert B.BACKENDS["csls"].uses_cohort and B.build_backend("csls", res).top_k == 10
+    for name in ("snorm", "csls"):
+        with pytest.raises(B.BackendError, match="needs a cohort"):
+            B.build_backend(name, B.BackendResources())
     with pytest.raises(B.BackendError, match="unknown scoring backend 'nope'"):
         B.build_backend("nope", B.BackendResources())
 

@@ -104,6 +104,20 @@ def test_norms_match_naive_per_trial_loop(norm, top_k):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("top_k", [3, 20])
+def test_csls_matches_naive_per_trial_loop(top_k):
+    """CSLS / 2 (Conneau et al. 2018): the cosine less the mean of each side's top-k cohort cosines, no division."""
+    ids, emb, e_ids, t_ids, cohort = _data(n_trials=150)
+    table = EmbeddingTable(np.array(ids), emb)
+    got = score_trials(e_ids, t_ids, table, cohort=cohort, scoring="csls", top_k=top_k)
+    lookup = dict(zip(ids, emb))
+    want = []
+    for a, b in zip(e_ids, t_ids):
+        r = [np.mean(sorted((_cos(x, c) for c in cohort), reverse=True)[:top_k]) for x in (lookup[a], lookup[b])]
+        want.append(_cos(lookup[a], lookup[b]) - 0.5 * (r[0] + r[1]))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
 def test_cohort_statistics_chunking_and_top_k_limits():
     rng = np.random.default_rng(1)
     x = rng.standard_normal((23, 8)).astype(np.float32)

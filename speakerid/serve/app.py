@@ -346,7 +346,8 @@ def create_app(root: str | Path, model="campplus", settings: Settings | None = N
         emb = await embed(clip)
         r = await run_in_threadpool(_verify, s, profile_id, emb)
         return {"profile_id": profile_id, "decision": "accept" if r.accept else "reject", "score": r.score,
-                "llr": r.llr, "asnorm": r.asnorm, "decision_score": r.decision_score, "score_kind": r.score_kind,
+                "llr": r.llr, "asnorm": r.asnorm, "backend_score": r.backend_score, "decision_score": r.decision_score,
+                "score_kind": r.score_kind,
                 "threshold": r.threshold, "threshold_source": r.threshold_source, "rule": r.rule,
                 "speech_seconds": round(clip.speech_seconds, 3)}
 
@@ -377,7 +378,8 @@ def create_app(root: str | Path, model="campplus", settings: Settings | None = N
                     except UnknownSpeakerError:  # deleted meanwhile
                         continue
                 results.sort(key=lambda v: -v.decision_score)
-                matches = [Match(v.speaker, v.score, v.llr, v.asnorm, v.decision_score, v.accept) for v in results[:top_k]]
+                matches = [Match(v.speaker, v.score, v.llr, v.asnorm, v.decision_score, v.accept, v.backend_score)
+                           for v in results[:top_k]]
                 answer = matches[0].speaker if matches and matches[0].accept else "unknown"
                 rule = db.decision()
                 rule = (rule.threshold, rule.source, rule.kind)
@@ -391,7 +393,8 @@ def create_app(root: str | Path, model="campplus", settings: Settings | None = N
                 names[m.speaker] = None
         return {"decision": answer,
                 "candidates": [{"profile_id": m.speaker, "display_name": names[m.speaker], "score": m.score,
-                                "llr": m.llr, "asnorm": m.asnorm, "decision_score": m.decision_score,
+                                "llr": m.llr, "asnorm": m.asnorm, "backend_score": m.backend_score,
+                                "decision_score": m.decision_score,
                                 "accept": m.accept} for m in matches],
                 "threshold": rule[0], "threshold_source": rule[1], "score_kind": rule[2]}
 
