@@ -365,6 +365,13 @@ def report(results: Path) -> str:
               "means little there; 'same decision' (both 'unknown', or both accept the same speaker) is what counts. "
               "Their AS-norm accuracy is 0 because AS-norm statistics of random vectors against a speech cohort "
               f"give high normalised scores and the threshold ({ASNORM_THRESHOLD}) is arbitrary, not calibrated.",
+              "- CSLS (the default model's decision) subtracts each row's mean top-k cohort cosine: a random-vector "
+              "row has a low one (about 0.15 against a speech row's 0.3-0.5), so at 10^6 random rows outrank some real "
+              "speakers (exact accuracy below cosine's) and the codes, which rank by angle, miss some of those CSLS "
+              "winners (recall@1 below 1). Real enrolments have similar cohort means; random distractors exaggerate this.",
+              "- 'first ANN call' includes an index rebuild when the DB's index was built against another cohort "
+              "(the cosine / AS-norm rows use the libri cohort, the csls rows the packaged one; the rows alternate "
+              "on one DB): seconds at 10^6, not a cost of a DB used with one model.",
               "- The `auto` threshold (speakerid/enroll/ann.py ANN_MIN_SPEAKERS = 50,000): at 10^4 the matrix "
               "product costs about as much as the code scan plus rescoring, and identify is the same either way.",
               "- The HNSW graph this module used before (faiss IndexHNSWFlat, M 32, efConstruction 80), same "

@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import torch
 
-from speakerid.checkpoint import CheckpointError, check_weights, list_checkpoints, load_checkpoint
 from speakerid.fileio import write_text_atomic
 
 PACKAGED_DIR = Path(__file__).resolve().parent / "pretrained"
@@ -75,11 +74,13 @@ def require_files(exp_dir: Path) -> None:
             raise ExperimentError(f"{exp_dir}: no {name} in the experiment dir (run the train stage first)")
 
 
-def load_encoder_weights(source: str | os.PathLike) -> dict[str, torch.Tensor]:
+def load_encoder_weights(source: str | os.PathLike) -> dict[str, "torch.Tensor"]:
     """Encoder state dict from an experiment dir (its ``model.pt``), a ``model.pt`` or a checkpoint.
 
     Used by fine-tuning (``--init-from``): only the encoder is taken, the loss head is rebuilt.
     """
+    from speakerid.checkpoint import CheckpointError, check_weights, list_checkpoints, load_checkpoint
+
     source = Path(source)
     if source.is_dir():
         candidates = [source / MODEL_FILE] + list(reversed(list_checkpoints(source)))
@@ -203,3 +204,32 @@ def read_cohort_top_k(exp_dir: str | os.PathLike) -> int:
     if value.dtype.kind not in "iuf":
         raise ExperimentError(f"{path}: 'top_k' must be one integer >= 2, got dtype {value.dtype}")
     return _check_top_k(value.item() if value.ndim == 0 else value, path)
+
+
+@dataclass(frozen=True)
+class ModelScoring:
+    """How a model dir scores trials: its backend, cohort file (or None), top-k and PLDA file (or None)."""
+
+    scoring: str
+    cohort: str | None
+    top_k: int
+    plda: str | None
+
+
+def model_scoring(model: str | os.PathLike) -> ModelScoring:
+    """The scoring a model's own decisions use (``speakerid score --model``, as ``verify`` scores): the
+    backend its ``calibration.json`` was fitted on, else AS-norm when it has ``cohort.npz``, else cosine;
+    its cohort and the cohort's ``top_k``; its ``plda.npz``. Errors name the file."""
+    from speakerid.scoring.backend import BACKENDS
+    from speakerid.scoring.norm import DEFAULT_TOP_K
+
+    exp = resolve_model_source(model)
+    cohort = exp / COHORT_FILE
+    has_cohort = cohort.is_file()
+    cal = read_calibration(exp)
+    scoring = cal.score if cal is not None else ("asnorm" if has_cohort else "cosine")
+    if BACKENDS[scoring].uses_cohort and not has_cohort:
+        raise ExperimentError(f"{exp}: calibration.json is fitted on {scoring} scores, but there is no {COHORT_FILE}")
+    plda = exp / "plda.npz"
+    return ModelScoring(scoring, str(cohort) if has_cohort else None,
+                        read_cohort_top_k(exp) if has_cohort else DEFAULT_TOP_K, str(plda) if plda.is_file() else None)

@@ -181,3 +181,38 @@ def test_factorise_matches_np_unique():
     u_ref, inv_ref = np.unique(ids, return_inverse=True)
     np.testing.assert_array_equal(u, u_ref)
     np.testing.assert_array_equal(inv, inv_ref)
+
+
+def test_score_as_the_model_decides(tmp_path, capsys):
+    """``speakerid score --model EXP`` scores with the model's calibrated backend, cohort and top-k (in a
+    process that never imports torch); --scoring / --top-k still override; a cohort backend without its
+    cohort is a one-line error."""
+    from speakerid.cli.main import main
+    from speakerid.experiment import write_cohort
+    from speakerid.scoring.calibrate import Calibration
+
+    ids, emb, e_ids, t_ids, cohort = _data(n_trials=80)
+    save_embeddings(tmp_path / "emb.npz", ids, emb)
+    (tmp_path / "trials").write_text("".join(f"{a} {b}\n" for a, b in zip(e_ids, t_ids)))
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    write_cohort(exp, [f"c{i}" for i in range(len(cohort))], cohort, top_k=4)
+    Calibration(3.0, -1.0, 0.5, score="csls").save(exp / "calibration.json")
+    table = EmbeddingTable(np.array(ids), emb)
+    argv = ["score", "--model", str(exp), "--trials", str(tmp_path / "trials"), "--embeddings", str(tmp_path / "emb.npz")]
+    code = ("import sys; from speakerid.cli.main import main; rc = main(sys.argv[1:]); "
+            "assert 'torch' not in sys.modules, 'score imported torch'; sys.exit(rc)")
+    r = subprocess.run([sys.executable, "-c", code, *argv, "--output", str(tmp_path / "s.txt")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "(csls)" in r.stdout
+    want = score_trials(e_ids, t_ids, table, cohort=cohort, scoring="csls", top_k=4)
+    np.testing.assert_allclose(read_scores(tmp_path / "s.txt").scores, want, atol=1e-5)
+    assert main([*argv, "--scoring", "asnorm", "--top-k", "7", "--output", str(tmp_path / "a.txt")]) == 0
+    want = score_trials(e_ids, t_ids, table, cohort=cohort, scoring="asnorm", top_k=7)
+    np.testing.assert_allclose(read_scores(tmp_path / "a.txt").scores, want, atol=1e-5)
+    (exp / "cohort.npz").unlink()
+    capsys.readouterr()
+    assert main([*argv, "--output", str(tmp_path / "b.txt")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "calibration.json is fitted on csls scores, but there is no cohort.npz" in err and "\n" not in err
+    assert not (tmp_path / "b.txt").exists()

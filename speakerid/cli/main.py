@@ -171,9 +171,12 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
     p = subparser(
         sub,
         "score",
-        "Score a trial list from embeddings by a scoring backend (cosine, S-/AS-norm, PLDA; optional "
-        "mean subtraction); writes 'enroll test score [label]' lines.",
-        "speakerid score --trials data/trials.txt --embeddings exp/ecapa/embeddings/test "
+        "Score a trial list from embeddings by a scoring backend (cosine, S-/AS-norm, CSLS, PLDA; optional "
+        "mean subtraction), or as a model decides (--model: its backend, cohort and top-k); writes "
+        "'enroll test score [label]' lines.",
+        "speakerid extract --data data/test --out exp/emb_test && speakerid score --model campplus "
+        "--trials data/test/trials --embeddings exp/emb_test --output exp/scores.txt\n"
+        "  speakerid score --trials data/trials.txt --embeddings exp/ecapa/embeddings/test "
         "--cohort exp/ecapa/embeddings/train/embeddings.npz --scoring asnorm --top-k 300 --output exp/ecapa/scores.txt\n"
         "  speakerid score --trials data/trials.txt --embeddings exp/ecapa/embeddings/test "
         "--scoring plda --plda exp/ecapa/plda.npz --output exp/ecapa/scores_plda.txt",
@@ -182,25 +185,35 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--embeddings", required=True, help="embeddings (.npz, Kaldi .scp/.ark, or a dir holding embeddings.npz / embedding.scp)")
     p.add_argument("--enroll-embeddings", help="separate embeddings for the enroll ids (default: --embeddings)")
     p.add_argument("--cohort", help="cohort embeddings for --scoring snorm/asnorm/csls (e.g. training utterances)")
-    p.add_argument("--scoring", choices=list(BACKENDS), help="scoring backend (default cosine)")
+    p.add_argument("--model", help="score as this model decides (packaged name or experiment dir whose "
+                                   "embeddings these are): the backend its calibration.json was fitted on, its "
+                                   "cohort.npz and top-k, its plda.npz (the default model: csls, top 20)")
+    p.add_argument("--scoring", choices=list(BACKENDS), help="scoring backend (default cosine, or --model's)")
     p.add_argument("--norm", choices=["none", "snorm", "asnorm"], help="the older spelling of --scoring (none = cosine)")
     p.add_argument("--plda", metavar="NPZ", help="--scoring plda: the PLDA model (plda.npz of speakerid train-plda)")
-    p.add_argument("--top-k", type=positive_int, default=300, help="asnorm / csls: highest cohort scores used per side (default 300)")
+    p.add_argument("--top-k", type=positive_int, help="asnorm / csls: highest cohort scores used per side "
+                                                      "(default 300, or --model's)")
     p.add_argument("--subtract-mean", metavar="EMB", help="subtract the mean of these embeddings before length normalisation")
     p.add_argument("--output", required=True, help="score file to write (atomically)")
 
     def run(args: argparse.Namespace) -> int:
+        from speakerid.scoring.norm import DEFAULT_TOP_K
+        from speakerid.experiment import model_scoring
         from speakerid.scoring.trial_scores import score_files, scoring_name
 
         names = {scoring_name(n) for n in (args.scoring, args.norm) if n is not None}
         if len(names) > 1:
             raise ValueError(f"--scoring {args.scoring} and --norm {args.norm} disagree; give --scoring only")
+        scoring, cohort, top_k, plda = (names.pop() if names else None), args.cohort, args.top_k, args.plda
+        if args.model is not None:
+            m = model_scoring(args.model)
+            scoring, cohort, top_k, plda = scoring or m.scoring, cohort or m.cohort, top_k or m.top_k, plda or m.plda
         sl = score_files(
             args.trials, args.embeddings, args.output, enroll_embeddings=args.enroll_embeddings,
-            cohort=args.cohort, scoring=names.pop() if names else "cosine", top_k=args.top_k,
-            subtract_mean=args.subtract_mean, plda=args.plda,
+            cohort=cohort, scoring=scoring or "cosine", top_k=top_k or DEFAULT_TOP_K,
+            subtract_mean=args.subtract_mean, plda=plda,
         )
-        print(f"{len(sl)} scores written to {args.output}")
+        print(f"{len(sl)} scores written to {args.output} ({scoring or 'cosine'})")
         return 0
 
     p.set_defaults(func=run)
