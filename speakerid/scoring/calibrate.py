@@ -174,16 +174,27 @@ def fit_calibration(
     return Calibration(a, b, float(prior), n_t, n_n, score_kind, float(s.min()), float(s.max()))
 
 
+ROUND_TRIP_MARGIN = 1e-9  # >> the ~1e-16 error of threshold -> prior -> threshold; << any score gap that matters
+
+
 def threshold_at_fa(llrs: np.ndarray, labels: np.ndarray, target_fa: float) -> float:
-    """The lowest threshold ``t`` with ``mean(llr[non-targets] >= t) <= target_fa`` (ties
-    counted as accepted), i.e. just above the ``floor(target_fa * N)``-th highest non-target."""
+    """A threshold ``t`` that accepts the most non-targets with ``mean(llr[non-targets] >= t) <= target_fa``
+    (ties counted as accepted): just above the ``floor(target_fa * N)``-th highest non-target, by
+    ``ROUND_TRIP_MARGIN`` (relative) or half the gap to the next higher distinct one when that is less.
+    Not one ulp above: the threshold is stored as a prior (``default_p_target``) and turned back into a
+    threshold, and that round trip must not move a dev trial across it (one ulp did: the FA rate read
+    1.00 % or 1.01 % from run to run)."""
     if not 0.0 < target_fa < 1.0:
         raise ValueError(f"target false-accept rate must be in (0, 1), got {target_fa}")
     non = np.sort(np.asarray(llrs, dtype=np.float64)[~np.asarray(labels, dtype=bool)])[::-1]
     if non.size == 0:
         raise ValueError("no non-target trials: cannot measure a false-accept rate")
-    k = int(math.floor(target_fa * non.size + 1e-9))
-    return float(np.nextafter(non[min(k, non.size - 1)], np.inf))
+    k = min(int(math.floor(target_fa * non.size + 1e-9)), non.size - 1)
+    step = ROUND_TRIP_MARGIN * max(1.0, abs(float(non[k])))
+    higher = non[:k][non[:k] > non[k]]
+    if higher.size:
+        step = min(step, 0.5 * float(higher[-1] - non[k]))
+    return float(max(non[k] + step, np.nextafter(non[k], np.inf)))
 
 
 def with_operating_point(cal: Calibration, scores: np.ndarray, labels: np.ndarray, target_fa: float) -> Calibration:
