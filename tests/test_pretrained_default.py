@@ -72,3 +72,36 @@ def test_main_job_at_the_default_decision(folder: Path, tmp_path: Path, capsys) 
     capsys.readouterr()
     assert main(["identify", "--db", db, str(ex / "speaker_b_test.flac")]) == 0
     assert capsys.readouterr().out.startswith("B\t")
+
+
+def test_verify_and_score_model_agree_on_real_speech(shared_speech: Path, tmp_path: Path, capsys) -> None:
+    """The default decision on real voices (RAVDESS actors: no cohort speaker is one of them) is the same
+    number by both routes: ``verify`` against the speaker DB, and ``extract`` + ``score --model campplus``
+    on a trial list (one embedding rule, one scoring rule); genuine pairs are accepted, impostors rejected."""
+    from speakerid.scoring.trials import read_scores
+
+    actors = ["ravdess_03", "ravdess_04", "ravdess_07"]
+    files = {a: sorted((shared_speech / a).glob("*.flac"))[:2] for a in actors}
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "wav.scp").write_text("".join(f"{a}/{f.stem} {f}\n" for a in actors for f in files[a]))
+    (data / "utt2spk").write_text("".join(f"{a}/{f.stem} {a}\n" for a in actors for f in files[a]))
+    trials = [(f"{a}/{files[a][0].stem}", f"{b}/{files[b][1].stem}") for a in actors for b in actors]
+    (tmp_path / "trials").write_text("".join(f"{e} {t}\n" for e, t in trials))
+    assert main(["extract", "--data", str(data), "--out", str(tmp_path / "emb"), "--no-progress"]) == 0
+    assert main(["score", "--model", "campplus", "--trials", str(tmp_path / "trials"), "--embeddings",
+                 str(tmp_path / "emb"), "--output", str(tmp_path / "scores")]) == 0
+    scored = dict(zip(zip(read_scores(tmp_path / "scores").enroll, read_scores(tmp_path / "scores").test),
+                      read_scores(tmp_path / "scores").scores))
+    db = str(tmp_path / "s.db")
+    for a in actors:
+        assert main(["enroll", "--db", db, "--speaker", a, str(files[a][0])]) == 0
+    capsys.readouterr()
+    for a in actors:
+        for b in actors:
+            rc = main(["verify", "--db", db, "--speaker", a, "--json", str(files[b][1])])
+            r = json.loads(capsys.readouterr().out)
+            r = r[0] if isinstance(r, list) else r
+            assert r["score_kind"] == "csls"
+            assert r["backend_score"] == pytest.approx(scored[(f"{a}/{files[a][0].stem}", f"{b}/{files[b][1].stem}")], abs=2e-4)
+            assert (rc == 0) == (a == b), (a, b, r)
