@@ -174,8 +174,8 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
         "Score a trial list from embeddings by a scoring backend (cosine, S-/AS-norm, CSLS, PLDA; optional "
         "mean subtraction), or as a model decides (--model: its backend, cohort and top-k); writes "
         "'enroll test score [label]' lines.",
-        "speakerid extract --data data/test --out exp/emb_test && speakerid score --model campplus "
-        "--trials data/test/trials --embeddings exp/emb_test --output exp/scores.txt\n"
+        "speakerid score --model campplus --trials data/test/trials --embeddings exp/emb_test "
+        "--output exp/scores.txt  # embeddings of speakerid extract --data data/test --out exp/emb_test\n"
         "  speakerid score --trials data/trials.txt --embeddings exp/ecapa/embeddings/test "
         "--cohort exp/ecapa/embeddings/train/embeddings.npz --scoring asnorm --top-k 300 --output exp/ecapa/scores.txt\n"
         "  speakerid score --trials data/trials.txt --embeddings exp/ecapa/embeddings/test "
