@@ -14,7 +14,7 @@ import pytest
 from speakerid.cli.main import main
 from speakerid.enroll import ann as ann_mod
 from speakerid.enroll.ann import AnnIndex, ann_path
-from speakerid.enroll.index import SpeakerIndex, TestStats, index_path
+from speakerid.enroll.index import SpeakerIndex, ProbeStats, index_path
 from speakerid.enroll.model import SpeakerModel
 from speakerid.enroll.records import SpeakerDBError
 from speakerid.enroll.speaker_db import SpeakerDB
@@ -82,7 +82,7 @@ def test_rank_rows_equals_rank(tmp_path):
         db.add_embeddings(names, emb)
     index = SpeakerIndex.open(index_path(tmp_path / "s.db"))
     t = _unit(np.random.default_rng(1).standard_normal(DIM)).astype(np.float32)
-    for stats in (None, TestStats("asnorm", 0.1, 0.05), TestStats("csls", 0.1, 0.05)):
+    for stats in (None, ProbeStats("asnorm", 0.1, 0.05), ProbeStats("csls", 0.1, 0.05)):
         np.testing.assert_array_equal(index.rank_rows(t, np.arange(index.n)[::-1], 20, stats), index.rank(t, 20, stats))
 
 

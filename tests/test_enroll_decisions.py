@@ -176,6 +176,14 @@ def test_cohort_names_its_top_k_and_csls_decides_verify_and_identify(setup, tmp_
         assert [c.speaker for c in fast.candidates] == [c.speaker for c in exact.candidates] == ["alice", "bob"]
         assert [c.llr for c in fast.candidates] == pytest.approx([c.llr for c in exact.candidates], abs=1e-9)
         assert fast.score_kind == "csls"
+    # the DB's speaker index holds the statistics at the cohort's own top-k (a key that names k)
+    from speakerid.enroll.index import SpeakerIndex, index_path
+    from speakerid.scoring.norm import cohort_statistics
+
+    index = SpeakerIndex.open(index_path(db))
+    assert index.header.cohort.endswith("-k3")
+    rows = index.rows()
+    np.testing.assert_allclose(rows.mu, cohort_statistics(rows.vectors, d.model.cohort, 3)[0], atol=1e-6)
     with np.load(exp2 / "cohort.npz") as z:
         arrays = {k: z[k] for k in z.files}
     np.savez(exp2 / "cohort.npz", **{**arrays, "top_k": np.int64(1)})

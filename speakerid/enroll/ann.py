@@ -55,7 +55,7 @@ from pathlib import Path
 
 import numpy as np
 
-from speakerid.enroll.index import SpeakerIndex, TestStats, positions
+from speakerid.enroll.index import SpeakerIndex, ProbeStats, positions
 from speakerid.enroll.records import SpeakerDBError
 
 logger = logging.getLogger(__name__)
@@ -200,7 +200,7 @@ class AnnIndex:
         return changed
 
     def search(self, index: SpeakerIndex, test: np.ndarray, count: int,
-               test_stats: TestStats | None = None) -> np.ndarray:
+               test_stats: ProbeStats | None = None) -> np.ndarray:
         """Rows of ``index`` (the one bound) of the ``count`` best speakers among the candidates
         nearest by code, ranked exactly (see :meth:`SpeakerIndex.rank_rows`), best first."""
         total = self.codes.ntotal
@@ -291,7 +291,7 @@ class Searcher:
         return self.mode == "auto" and n >= self.min_speakers and faiss_module() is not None
 
     def rank(self, index: SpeakerIndex, test: np.ndarray, count: int,
-             test_stats: TestStats | None = None) -> np.ndarray:
+             test_stats: ProbeStats | None = None) -> np.ndarray:
         """Rows of the ``count`` best speakers of ``index`` for the unit vector ``test``, best first."""
         if not self.uses_ann(index.n):
             self.last = "exact"

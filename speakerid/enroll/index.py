@@ -64,7 +64,7 @@ def cohort_key(cohort: np.ndarray | None, top_k: int = COHORT_TOP_K) -> str:
 
 
 @dataclass(frozen=True)
-class TestStats:
+class ProbeStats:
     """The test side's cohort statistics for ranking by ``kind`` (``asnorm`` or ``csls``)."""
 
     kind: str
@@ -210,7 +210,7 @@ class SpeakerIndex:
         n = self.n
         return IndexRows(np.array(self.rowids[:n]), np.array(self.matrix[:n]), np.array(self.mu[:n]), np.array(self.sd[:n]))
 
-    def rank(self, test: np.ndarray, count: int, test_stats: TestStats | None = None) -> np.ndarray:
+    def rank(self, test: np.ndarray, count: int, test_stats: ProbeStats | None = None) -> np.ndarray:
         """Row numbers of the ``count`` best rows for the unit vector ``test``, best first.
 
         The score is the cosine, or with ``test_stats`` (the test's cohort mean / std) the AS-norm
@@ -220,12 +220,12 @@ class SpeakerIndex:
         return _best(self._scores(self.matrix[:n], slice(0, n), test, test_stats), count)
 
     def rank_rows(self, test: np.ndarray, rows: np.ndarray, count: int,
-                  test_stats: TestStats | None = None) -> np.ndarray:
+                  test_stats: ProbeStats | None = None) -> np.ndarray:
         """:meth:`rank` among ``rows`` only (candidates of an approximate search): row numbers, best first."""
         rows = np.unique(np.asarray(rows, dtype=np.int64))
         return rows[_best(self._scores(self.matrix[rows], rows, test, test_stats), count)]
 
-    def _scores(self, vectors: np.ndarray, rows, test: np.ndarray, test_stats: TestStats | None) -> np.ndarray:
+    def _scores(self, vectors: np.ndarray, rows, test: np.ndarray, test_stats: ProbeStats | None) -> np.ndarray:
         scores = vectors @ np.asarray(test, dtype=np.float32)
         if test_stats is None:
             return scores

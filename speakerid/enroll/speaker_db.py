@@ -73,7 +73,7 @@ from speakerid.enroll.decision import (
 )
 from speakerid.enroll.inputs import check_name, check_new_files
 from speakerid.enroll.ann import ANN_MIN_SPEAKERS, Searcher
-from speakerid.enroll.index import TestStats
+from speakerid.enroll.index import ProbeStats
 from speakerid.enroll.model import MIN_ENROLL_SPEECH_S, SpeakerModel, unit_rows
 from speakerid.enroll.rules import COHORT_TOP_K, DEFAULT_SCORE_RULE, DEFAULT_SCORE_TOP_K, SCORE_RULES, Scores, score_pairs
 from speakerid.scoring.backend import BACKENDS, unit_vectors
@@ -85,8 +85,8 @@ logger = logging.getLogger(__name__)
 # identify through the index ranks this many candidates more than asked, then scores them all
 # exactly (float64, from their SQLite rows): float32 near-ties cannot change the answer
 RESCORE_MARGIN = 16
-# the scoring backends the speaker index ranks by (cosine, and AS-norm from the statistics it
-# stores); identify with any other backend scores every speaker exactly
+# the scoring backends the speaker index ranks by (cosine, and AS-norm / CSLS from the cohort
+# statistics it stores); identify with any other backend scores every speaker exactly
 INDEX_RANKS = ("cosine", "asnorm", "csls")
 
 
@@ -395,7 +395,7 @@ class SpeakerDB:
                 from speakerid.scoring.norm import cohort_statistics
 
                 mu, sd = cohort_statistics(emb, model.cohort, min(model.cohort_top_k, model.cohort.shape[0]))
-                stats = TestStats(rule.kind, float(mu[0]), float(sd[0]))
+                stats = ProbeStats(rule.kind, float(mu[0]), float(sd[0]))
             rowids = index.rowids[self.searcher.rank(index, emb[0], top_k + RESCORE_MARGIN, stats)].tolist()
             names = self.store.names_of(conn, rowids)
             if len(names) != len(rowids):

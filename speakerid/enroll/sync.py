@@ -107,7 +107,7 @@ def current_index(store: SpeakerStore, conn: sqlite3.Connection, cohort: np.ndar
     if found is not None and found.is_current(token, ckey):
         return found
     if found is not None and token is not None and found.current_token() == token:
-        reason = "built for another AS-norm cohort"
+        reason = "built for another cohort (or top-k)"
         rows = found.rows()
         rows = IndexRows(rows.rowids, rows.vectors, *row_statistics(rows.vectors, cohort, top_k))
         fingerprint = found.header.fingerprint
