@@ -5,7 +5,9 @@ training -> embeddings -> scoring -> enrolment.
 
 ``speakerid.load_model()`` returns an embedder of the packaged default model, ``campplus``
 (``load_model("starter")``, ``load_model("exp/dir")`` for others): ``.embed(wave, sr)``,
-``.embed_files(paths)``; it imports torch only when called.
+``.embed_files(paths)``; it imports torch only when called. ``speakerid.load_scorer()`` returns the
+scoring backend the same model decides with (the default model: CSLS against its cohort):
+``.score(enroll_embeddings, test_embeddings)`` row by row; it imports no torch.
 """
 
 from __future__ import annotations
@@ -34,3 +36,13 @@ def load_model(source=None, device="cpu", backend="auto"):
     from speakerid.inference import load_model as _load_model
 
     return _load_model(source, device=device, backend=backend)
+
+
+def load_scorer(source=None):
+    """The scoring backend a model decides with: the one its calibration.json was fitted on, with its
+    cohort and top-k (None: the packaged default model, CSLS top 20); ``.score(enroll, test)`` scores
+    row-paired embeddings of that model (:func:`speakerid.experiment.model_backend`)."""
+    from speakerid.experiment import model_backend
+    from speakerid.pretrained import DEFAULT_MODEL
+
+    return model_backend(DEFAULT_MODEL if source is None else source)

@@ -233,3 +233,18 @@ def model_scoring(model: str | os.PathLike) -> ModelScoring:
     plda = exp / "plda.npz"
     return ModelScoring(scoring, str(cohort) if has_cohort else None,
                         read_cohort_top_k(exp) if has_cohort else DEFAULT_TOP_K, str(plda) if plda.is_file() else None)
+
+
+def model_backend(model: str | os.PathLike):
+    """The scoring backend (:class:`speakerid.scoring.backend.ScoringBackend`) built as ``model`` decides
+    (:func:`model_scoring`: its calibrated backend, cohort and top-k, plda.npz); ``.score(enroll, test)``."""
+    from speakerid.scoring.backend import BackendError, BackendResources, build_backend, unit_vectors
+    from speakerid.scoring.embeddings import EmbeddingsError, load_embeddings
+
+    m = model_scoring(model)
+    try:
+        cohort = None if m.cohort is None else unit_vectors(load_embeddings(m.cohort)[1])
+        files = {} if m.plda is None else {"plda.npz": Path(m.plda)}
+        return build_backend(m.scoring, BackendResources(cohort=cohort, files=files, top_k=m.top_k, source=str(model)))
+    except (BackendError, EmbeddingsError) as e:
+        raise ExperimentError(str(e)) from None

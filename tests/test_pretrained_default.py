@@ -93,6 +93,14 @@ def test_verify_and_score_model_agree_on_real_speech(shared_speech: Path, tmp_pa
                  str(tmp_path / "emb"), "--output", str(tmp_path / "scores")]) == 0
     scored = dict(zip(zip(read_scores(tmp_path / "scores").enroll, read_scores(tmp_path / "scores").test),
                       read_scores(tmp_path / "scores").scores))
+    # the Python route: speakerid.load_scorer() on the same embeddings
+    import speakerid
+    from speakerid.scoring.embeddings import load_embeddings
+
+    ids, emb = load_embeddings(tmp_path / "emb")
+    row = {u: i for i, u in enumerate(ids)}
+    by_api = speakerid.load_scorer().score(emb[[row[e] for e, _ in trials]], emb[[row[t] for _, t in trials]])
+    np.testing.assert_allclose(by_api, [scored[p] for p in trials], atol=1e-5)
     db = str(tmp_path / "s.db")
     for a in actors:
         assert main(["enroll", "--db", db, "--speaker", a, str(files[a][0])]) == 0

@@ -95,6 +95,11 @@ def test_asnorm_backend_is_the_normalisation_of_the_cosine(tmp_path):
     np.testing.assert_allclose(got, normalise_scores(cos, e.astype(np.float32), t.astype(np.float32), ei, ti, cohort,
                                                      "csls", 10), atol=1e-5)
     assert B.BACKENDS["csls"].uses_cohort and B.build_backend("csls", res).top_k == 10
+    # .score: row-paired embeddings of any length, the same scores as score_pairs
+    paired = B.build_backend("csls", res).score(3 * e[ei], t[ti])
+    np.testing.assert_allclose(paired, got, atol=1e-5)
+    with pytest.raises(ValueError, match="must pair row by row"):
+        B.build_backend("cosine", res).score(e, t)
     for name in ("snorm", "csls"):
         with pytest.raises(B.BackendError, match="needs a cohort"):
             B.build_backend(name, B.BackendResources())

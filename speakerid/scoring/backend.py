@@ -94,6 +94,16 @@ class ScoringBackend(ABC):
         """Scores (float64) of ``enroll[e_index[i]]`` vs ``test[t_index[i]]``: ``enroll [Ue, D]`` and
         ``test [Ut, D]`` are the unit-length UNIQUE embeddings, the indices pick each pair."""
 
+    def score(self, enroll: np.ndarray, test: np.ndarray) -> np.ndarray:
+        """Scores (float64) of row-paired embeddings, ``enroll[i]`` vs ``test[i]`` (``[N, D]`` or ``[D]``
+        each, made unit length here)."""
+        e = unit_vectors(np.atleast_2d(np.asarray(enroll, dtype=np.float32)))
+        t = unit_vectors(np.atleast_2d(np.asarray(test, dtype=np.float32)))
+        if e.shape != t.shape:
+            raise ValueError(f"enroll embeddings {e.shape} and test embeddings {t.shape} must pair row by row")
+        rows = np.arange(e.shape[0])
+        return self.score_pairs(e, t, rows, rows)
+
 
 class CosineBackend(ScoringBackend):
     name = "cosine"
