@@ -153,21 +153,24 @@ def main(argv: list[str] | None = None) -> int:
     if a.speech_cache:
         seconds = dev_speech_seconds(a.data, a.speech_cache)
         enough = np.array([min(seconds[e], seconds[t]) >= MIN_SPEECH_S for e, t, _ in trials])
+    def normalised(name: str, kind: str, npz: str, top_k: int | None = None) -> dict:
+        """``name``'s scores normalised by ``kind`` against the cohort ``npz`` (at ``top_k``, else the file's, else 300)."""
+        with np.load(npz, allow_pickle=False) as z:
+            cohort, own_k = z["embeddings"], int(z["top_k"]) if "top_k" in z.files else 300
+        ids, emb = systems[name]
+        return evaluate(score(ids, emb, trials, cohort, kind, top_k or own_k), lab, corpus, enough)
+
     results: dict[str, dict] = {}
     for name, (ids, emb) in systems.items():
         results[name] = evaluate(score(ids, emb, trials, None), lab, corpus, enough)
         if name in cohorts:
-            results[f"{name}+asnorm"] = evaluate(score(ids, emb, trials, np.load(cohorts[name])["embeddings"]), lab,
-                                                 corpus, enough)
+            results[f"{name}+asnorm"] = normalised(name, "asnorm", cohorts[name], top_k=300)
     for spec in a.normed:
         label, npz = spec.split("=", 1)
         name, kind = label.rsplit("+", 1)
         if name not in systems:
             p.error(f"--normed {spec}: no --system {name}")
-        with np.load(npz, allow_pickle=False) as z:
-            cohort, top_k = z["embeddings"], int(z["top_k"]) if "top_k" in z.files else 300
-        ids, emb = systems[name]
-        results[label] = evaluate(score(ids, emb, trials, cohort, kind, top_k), lab, corpus, enough)
+        results[label] = normalised(name, kind, npz)
     if a.default and a.default not in results:
         p.error(f"--default {a.default}: not one of {', '.join(results)}")
     text = table(results, a.default)

@@ -155,16 +155,11 @@ def write_cohort(exp_dir: str | os.PathLike, ids: Sequence[str], embeddings: np.
                  top_k: int | None = None) -> Path:
     """``cohort.npz`` (the format of :func:`speakerid.scoring.embeddings.save_embeddings`), with
     ``top_k`` (the cohort scores per side that AS-norm / CSLS use with it) when given."""
-    from speakerid.fileio import atomic_path
     from speakerid.scoring.embeddings import save_embeddings
 
     path = Path(exp_dir) / COHORT_FILE
-    save_embeddings(path, ids, embeddings)
-    if top_k is not None:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-        with atomic_path(path, suffix=".npz") as tmp:
-            np.savez(tmp, **arrays, top_k=np.int64(_check_top_k(top_k, path)))
+    extra = None if top_k is None else {"top_k": np.int64(_check_top_k(top_k, path))}
+    save_embeddings(path, ids, embeddings, extra)  # one atomic write: never a cohort without its top_k
     return path
 
 
@@ -220,14 +215,14 @@ def model_scoring(model: str | os.PathLike) -> ModelScoring:
     """The scoring a model's own decisions use (``speakerid score --model``, as ``verify`` scores): the
     backend its ``calibration.json`` was fitted on, else AS-norm when it has ``cohort.npz``, else cosine;
     its cohort and the cohort's ``top_k``; its ``plda.npz``. Errors name the file."""
-    from speakerid.scoring.backend import BACKENDS
+    from speakerid.scoring.backend import BACKENDS, default_backend_name
     from speakerid.scoring.norm import DEFAULT_TOP_K
 
     exp = resolve_model_source(model)
     cohort = exp / COHORT_FILE
     has_cohort = cohort.is_file()
     cal = read_calibration(exp)
-    scoring = cal.score if cal is not None else ("asnorm" if has_cohort else "cosine")
+    scoring = default_backend_name(None if cal is None else cal.score, has_cohort)
     if BACKENDS[scoring].uses_cohort and not has_cohort:
         raise ExperimentError(f"{exp}: calibration.json is fitted on {scoring} scores, but there is no {COHORT_FILE}")
     plda = exp / "plda.npz"
@@ -239,12 +234,14 @@ def model_backend(model: str | os.PathLike):
     """The scoring backend (:class:`speakerid.scoring.backend.ScoringBackend`) built as ``model`` decides
     (:func:`model_scoring`: its calibrated backend, cohort and top-k, plda.npz); ``.score(enroll, test)``."""
     from speakerid.scoring.backend import BackendError, BackendResources, build_backend, unit_vectors
-    from speakerid.scoring.embeddings import EmbeddingsError, load_embeddings
 
-    m = model_scoring(model)
+    exp = resolve_model_source(model)
+    m = model_scoring(exp)
+    cohort = read_cohort(exp) if m.cohort is not None else None
+    files = {} if m.plda is None else {"plda.npz": Path(m.plda)}
+    res = BackendResources(cohort=None if cohort is None else unit_vectors(cohort[1]), files=files, top_k=m.top_k,
+                           source=str(model))
     try:
-        cohort = None if m.cohort is None else unit_vectors(load_embeddings(m.cohort)[1])
-        files = {} if m.plda is None else {"plda.npz": Path(m.plda)}
-        return build_backend(m.scoring, BackendResources(cohort=cohort, files=files, top_k=m.top_k, source=str(model)))
-    except (BackendError, EmbeddingsError) as e:
+        return build_backend(m.scoring, res)
+    except BackendError as e:
         raise ExperimentError(str(e)) from None

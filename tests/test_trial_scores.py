@@ -216,3 +216,14 @@ def test_score_as_the_model_decides(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "calibration.json is fitted on csls scores, but there is no cohort.npz" in err and "\n" not in err
     assert not (tmp_path / "b.txt").exists()
+
+
+def test_save_embeddings_extra_arrays_are_npz_only(tmp_path):
+    ids, emb, *_ = _data(n_utts=4)
+    save_embeddings(tmp_path / "c.npz", ids, emb, {"top_k": np.int64(7)})
+    with np.load(tmp_path / "c.npz") as z:
+        assert int(z["top_k"]) == 7 and z["embeddings"].shape == emb.shape
+    for path, extra in ((tmp_path / "c.ark", {"top_k": np.int64(7)}), (tmp_path / "d.npz", {"ids": np.zeros(1)})):
+        with pytest.raises(EmbeddingsError, match="extra arrays"):
+            save_embeddings(path, ids, emb, extra)
+        assert not path.exists()

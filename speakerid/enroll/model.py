@@ -84,9 +84,7 @@ class SpeakerModel:
     def default_scoring(self) -> str:
         """The backend this model scores with when nothing names one: the one its calibration was
         fitted on, else AS-norm with a cohort, else cosine (:func:`speakerid.scoring.backend.default_backend_name`)."""
-        if self.calibration is not None:
-            return self.calibration.score
-        return default_backend_name(self.resources())
+        return default_backend_name(None if self.calibration is None else self.calibration.score, self.cohort is not None)
 
     def scoring_backend(self, name: str) -> ScoringBackend:
         """The scoring backend ``name`` built from this model's resources (cached)."""

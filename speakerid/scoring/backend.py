@@ -201,7 +201,10 @@ def build_backend(name: str, res: BackendResources) -> ScoringBackend:
     return BACKENDS[name].create(res)
 
 
-def default_backend_name(res: BackendResources) -> str:
-    """The backend a model scores with when nothing names one: AS-norm with a cohort, else cosine."""
-    return "asnorm" if ASNormBackend.available(res) else "cosine"
+def default_backend_name(calibrated: str | None, has_cohort: bool) -> str:
+    """The backend a model scores with when nothing names one: the one its calibration was fitted on
+    (``calibrated``), else AS-norm with a cohort, else cosine."""
+    if calibrated is not None:
+        return calibrated
+    return "asnorm" if has_cohort else "cosine"
 

@@ -132,13 +132,14 @@ def load_embeddings(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
     return ids, emb
 
 
-def save_embeddings(path: str | os.PathLike, ids: Sequence[str], emb: np.ndarray) -> None:
+def save_embeddings(path: str | os.PathLike, ids: Sequence[str], emb: np.ndarray,
+                    extra: dict[str, np.ndarray] | None = None) -> None:
     """Write embeddings atomically; the format follows the extension.
 
-    ``.npz``: arrays ``ids`` (str) and ``embeddings`` (float32). ``.ark``: a Kaldi binary
-    archive of float32 vectors. ``.scp``: the same archive written next to it (same name,
-    ``.ark``) plus the scp index, whose ark paths are absolute so it can be read from any
-    working directory.
+    ``.npz``: arrays ``ids`` (str) and ``embeddings`` (float32), plus ``extra`` arrays by name
+    (e.g. a cohort's ``top_k``; ``.npz`` only). ``.ark``: a Kaldi binary archive of float32
+    vectors. ``.scp``: the same archive written next to it (same name, ``.ark``) plus the scp
+    index, whose ark paths are absolute so it can be read from any working directory.
     """
     path = Path(path)
     emb = np.asarray(emb, dtype=np.float32)
@@ -149,9 +150,11 @@ def save_embeddings(path: str | os.PathLike, ids: Sequence[str], emb: np.ndarray
         raise EmbeddingsError(f"{path}: duplicate ids given")
     if any(not i or any(c.isspace() for c in i) for i in ids):
         raise EmbeddingsError(f"{path}: ids must be non-empty and contain no whitespace")
+    if extra and (path.suffix != ".npz" or {"ids", "embeddings"} & set(extra)):
+        raise EmbeddingsError(f"{path}: extra arrays {sorted(extra)} need a .npz file and names other than ids / embeddings")
     if path.suffix == ".npz":
         with atomic_path(path, suffix=".npz") as tmp:
-            np.savez(tmp, ids=np.asarray(ids, dtype=str), embeddings=emb)
+            np.savez(tmp, ids=np.asarray(ids, dtype=str), embeddings=emb, **(extra or {}))
     elif path.suffix == ".ark":
         _save_ark(path, ids, emb)
     elif path.suffix == ".scp":

@@ -51,7 +51,7 @@ def corpus_of(utt_or_speaker: str) -> str:
 def dev_scores(trials, table: EmbeddingTable, cohort_ids: np.ndarray, cohort: np.ndarray, scoring: str,
                top_k: int, leave_corpus_out: bool) -> np.ndarray:
     """Scores of every dev trial; ``leave_corpus_out``: each corpus's trials against the cohort less its speakers."""
-    if scoring == "cosine" or not leave_corpus_out:
+    if not leave_corpus_out:
         return score_trials(trials.enroll, trials.test, table, cohort=None if scoring == "cosine" else cohort,
                             scoring=scoring, top_k=top_k)
     corpus = np.array([corpus_of(u) for u in trials.enroll])
@@ -129,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     for scoring, k in [("cosine", None)] + [(b, k) for b in COHORT_BACKENDS for k in a.top_k]:
         name = scoring if k is None else f"{scoring}{k}"
         scores[name] = dev_scores(trials, table, cohort_ids, cohort, scoring, k or 0, leave_corpus_out=False)
-        held = dev_scores(trials, table, cohort_ids, cohort, scoring, k or 0, leave_corpus_out=True)
+        held = scores[name] if scoring == "cosine" else dev_scores(trials, table, cohort_ids, cohort, scoring, k,
+                                                                   leave_corpus_out=True)
         results[name] = {"scoring": scoring, "top_k": k, "shipped": figures(scores[name], labels, a.target_fa, long),
                          "held_out": figures(held, labels, a.target_fa, long)}
         r = results[name]
